@@ -1,0 +1,28 @@
+//! What the caller hears next, independent of how it is written down (TwiML).
+
+/// The next thing the caller hears. Every variant leads somewhere: none ends in silence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAnswer {
+    /// Disclosure, greeting, the way to a counselor, then record the first turn.
+    Greeting,
+    /// The caller's words were received: a holding line, a pause, then ask again (continue).
+    Hold,
+    /// The reply to the caller's last turn, then the choice.
+    Reply { text: String },
+    /// Record another turn.
+    Listen,
+    /// The choice was not understood: offer it again.
+    ChoiceAgain,
+    /// Crisis resources, goodbye, hang up (the caller chose to end).
+    Goodbye,
+    /// Connect the caller to the counselor line (crisis line if no answer).
+    ConnectCounselor,
+    /// The counselor line did not answer: connect to the crisis line.
+    ConnectCrisisLine,
+    /// A connected counselor call ended: thank the caller and hang up.
+    Farewell,
+    /// Something on our side failed: a short human message, the crisis number, and a person.
+    Trouble,
+    /// The call is already over: nothing to say (an empty response).
+    Nothing,
+}

@@ -1,0 +1,277 @@
+//! The webhook use cases: what each Twilio request does to a call, and what the caller hears next.
+//!
+//! The caller comes first: a use case never returns an error the caller would hear. Anything that
+//! goes wrong on our side becomes `CallAnswer::Trouble` (a person, the crisis number), logged here
+//! once, without the caller's number or words.
+
+use std::time::Duration;
+
+use cqrs_es::EventStore;
+use domain::call::{
+    Escalate, EscalationReason, PlayResponse, PlayedVia, ReceiveRecording, RecordChoice,
+    RecordingUrl, StartCall, UpdateStatus,
+};
+use domain::{
+    script, AccountSid, Call, CallCommand, CallError, CallId, CallSid, CallStatus, CallerId,
+    Choice, DialNumber, RecordingSid,
+};
+
+use crate::answer::CallAnswer;
+use crate::dispatch::CommandDispatcher;
+use crate::error::AppError;
+use crate::metadata::CommandMetadata;
+
+/// The numbers a caller can be sent to.
+#[derive(Debug, Clone)]
+pub struct Lines {
+    /// The counselor line: a human at this service.
+    pub counselor: DialNumber,
+    /// The crisis line: the fallback when no counselor answers, and the number read to callers.
+    pub crisis: DialNumber,
+}
+
+/// The incoming-call webhook's parameters.
+#[derive(Debug, Clone)]
+pub struct IncomingCall {
+    pub call_sid: CallSid,
+    pub account_sid: AccountSid,
+    pub from: CallerId,
+    pub to: String,
+    pub direction: String,
+}
+
+/// The recording webhook's parameters.
+#[derive(Debug, Clone)]
+pub struct RecordingDone {
+    pub call_sid: CallSid,
+    pub recording_sid: RecordingSid,
+    pub recording_url: RecordingUrl,
+    pub duration_secs: Option<u32>,
+    pub digits: Option<String>,
+}
+
+/// What the caller pressed or said at a choice.
+#[derive(Debug, Clone, Default)]
+pub struct ChoiceInput {
+    pub digits: Option<String>,
+    pub speech: Option<String>,
+}
+
+/// The status callback's parameters.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub call_sid: CallSid,
+    pub status: CallStatus,
+    pub sequence_number: Option<u32>,
+    pub duration_secs: Option<u32>,
+}
+
+/// How a `<Dial>` to the counselor line ended (`DialCallStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// Someone answered and the conversation ended.
+    Connected,
+    /// Busy, no answer, failed or canceled.
+    NotConnected,
+}
+
+/// The longest a webhook waits for the event store before the caller hears the fallback. Twilio
+/// gives a webhook 15 s; the caller should not wait anywhere near that.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Runs the webhook use cases against a call store.
+#[derive(Debug)]
+pub struct CallService<ES> {
+    dispatcher: CommandDispatcher<ES>,
+    lines: Lines,
+}
+
+impl<ES: EventStore<Call>> CallService<ES> {
+    /// A service over `store`, sending callers to `lines`.
+    pub fn new(store: ES, lines: Lines) -> Self {
+        Self {
+            dispatcher: CommandDispatcher::new(store),
+            lines,
+        }
+    }
+
+    /// The numbers callers are sent to.
+    pub fn lines(&self) -> &Lines {
+        &self.lines
+    }
+
+    async fn run(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        meta: &CommandMetadata,
+    ) -> Result<Call, AppError> {
+        tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.execute(id, command, meta))
+            .await
+            .unwrap_or(Err(AppError::TimedOut))
+    }
+
+    /// `POST /twilio/voice/`: a new call (or Twilio's retry of one).
+    #[tracing::instrument(skip_all, fields(call_sid = %call.call_sid))]
+    pub async fn answer_call(&self, call: IncomingCall, meta: &CommandMetadata) -> CallAnswer {
+        let id = CallId::for_call_sid(&call.call_sid);
+        let command = CallCommand::StartCall(StartCall {
+            call_sid: call.call_sid,
+            account_sid: call.account_sid,
+            from: call.from,
+            to: call.to,
+            direction: call.direction,
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
+            Ok(_) => CallAnswer::Greeting,
+            Err(error) => trouble(&error),
+        }
+    }
+
+    /// `POST /twilio/recording/{call_id}/`: the caller finished speaking.
+    #[tracing::instrument(skip_all, fields(call_id = %id, call_sid = %done.call_sid))]
+    pub async fn receive_recording(
+        &self,
+        id: CallId,
+        done: RecordingDone,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        if CallId::for_call_sid(&done.call_sid) != id {
+            return trouble(&AppError::WrongCall);
+        }
+        let asked_for_human =
+            Choice::from_input(done.digits.as_deref(), None) == Some(Choice::Counselor);
+        let command = CallCommand::ReceiveRecording(ReceiveRecording {
+            call_sid: done.call_sid,
+            recording_sid: done.recording_sid,
+            recording_url: done.recording_url,
+            duration_secs: done.duration_secs,
+            digits: done.digits,
+            counselor_line: self.lines.counselor.clone(),
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
+            Ok(_) if asked_for_human => CallAnswer::ConnectCounselor,
+            Ok(_) => CallAnswer::Hold,
+            Err(error) => trouble(&error),
+        }
+    }
+
+    /// `POST /twilio/continue/{call_id}/`: the caller is waiting for the reply to their last turn.
+    /// Until the conversation pipeline composes replies, the vetted scripted reply is played.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn continue_call(&self, id: CallId, meta: &CommandMetadata) -> CallAnswer {
+        let command = CallCommand::PlayResponse(PlayResponse {
+            via: PlayedVia::Twiml,
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
+            // Played now, or already played by this path: a retried request gets the same answer.
+            Ok(_) => CallAnswer::Reply {
+                text: script::scripted_reply().to_owned(),
+            },
+            Err(AppError::Rule(CallError::NothingToPlay)) => CallAnswer::Listen,
+            Err(error) => trouble(&error),
+        }
+    }
+
+    /// `POST /twilio/user-choice/{call_id}/`: the caller chose after a reply (or during a prompt).
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn record_choice(
+        &self,
+        id: CallId,
+        input: ChoiceInput,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        let Some(choice) = Choice::from_input(input.digits.as_deref(), input.speech.as_deref())
+        else {
+            return CallAnswer::ChoiceAgain;
+        };
+        let command = CallCommand::RecordChoice(RecordChoice {
+            choice,
+            digits: input.digits,
+            speech: input.speech,
+            counselor_line: self.lines.counselor.clone(),
+            at: meta.received_at,
+        });
+        let stored = self.run(id, command, meta).await;
+        match (choice, stored) {
+            (_, Ok(state)) if state.ended().is_some() => CallAnswer::Nothing,
+            // Asking for a human is honoured even when it could not be stored.
+            (Choice::Counselor, result) => {
+                if let Err(error) = result {
+                    log_failure(&error);
+                }
+                CallAnswer::ConnectCounselor
+            }
+            (Choice::Continue, Ok(_)) => CallAnswer::Listen,
+            (Choice::End, Ok(_)) => CallAnswer::Goodbye,
+            (_, Err(error)) => trouble(&error),
+        }
+    }
+
+    /// `POST /twilio/dial-status/{call_id}/`: the counselor `<Dial>` ended.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn dial_ended(
+        &self,
+        id: CallId,
+        outcome: DialOutcome,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        if outcome == DialOutcome::Connected {
+            return CallAnswer::Farewell;
+        }
+        let command = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::CounselorUnavailable,
+            target: self.lines.crisis.clone(),
+            at: meta.received_at,
+        });
+        // The caller is connected to the crisis line whether or not this could be stored.
+        if let Err(error) = self.run(id, command, meta).await {
+            log_failure(&error);
+        }
+        CallAnswer::ConnectCrisisLine
+    }
+
+    /// `POST /twilio/status/`: Twilio reports the call's status.
+    #[tracing::instrument(skip_all, fields(call_sid = %report.call_sid, status = %report.status))]
+    pub async fn update_status(
+        &self,
+        report: StatusReport,
+        meta: &CommandMetadata,
+    ) -> Result<(), AppError> {
+        let id = CallId::for_call_sid(&report.call_sid);
+        let command = CallCommand::UpdateStatus(UpdateStatus {
+            call_sid: report.call_sid,
+            status: report.status,
+            sequence_number: report.sequence_number,
+            duration_secs: report.duration_secs,
+            at: meta.received_at,
+        });
+        self.run(id, command, meta).await.map(|_| ())
+    }
+
+    /// The call's current state.
+    pub async fn call(&self, id: CallId) -> Result<Call, AppError> {
+        self.dispatcher.load(id).await
+    }
+}
+
+fn log_failure(error: &AppError) {
+    match error {
+        AppError::Rule(_) | AppError::WrongCall => {
+            tracing::warn!(error = %error, "webhook refused by the call's rules");
+        }
+        _ => tracing::error!(error = %error, "webhook could not be stored"),
+    }
+}
+
+/// The caller hears a person is coming, never the failure itself.
+fn trouble(error: &AppError) -> CallAnswer {
+    log_failure(error);
+    CallAnswer::Trouble
+}

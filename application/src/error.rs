@@ -1,0 +1,23 @@
+//! The application's one error type.
+
+use domain::CallError;
+
+/// Why a use case could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The command broke a rule of the call.
+    #[error(transparent)]
+    Rule(#[from] CallError),
+    /// The webhook named one call in its URL and another in its body.
+    #[error("the webhook's CallSid does not belong to the call in its URL")]
+    WrongCall,
+    /// Concurrent writers kept winning the race for this call, even after retries.
+    #[error("the call was changed concurrently {attempts} times in a row")]
+    Contended { attempts: u32 },
+    /// The event store could not be reached or failed.
+    #[error("the event store failed: {0}")]
+    Store(String),
+    /// The command took longer than a webhook may wait.
+    #[error("the event store did not answer in time")]
+    TimedOut,
+}

@@ -1,0 +1,19 @@
+//! Hotline's use cases. Each Twilio webhook is one use case here: it turns the webhook's parameters
+//! into a command on the `Call` aggregate, dispatches it through any `cqrs_es::EventStore`, and says
+//! what the caller should hear next as a `CallAnswer`. How that answer is written (TwiML) and how
+//! events are stored (PostgreSQL) are the adapters' business.
+#![forbid(unsafe_code)]
+
+pub mod answer;
+pub mod calls;
+pub mod dispatch;
+pub mod error;
+pub mod metadata;
+
+pub use answer::CallAnswer;
+pub use calls::{
+    CallService, ChoiceInput, DialOutcome, IncomingCall, Lines, RecordingDone, StatusReport,
+};
+pub use dispatch::CommandDispatcher;
+pub use error::AppError;
+pub use metadata::CommandMetadata;

@@ -1,0 +1,359 @@
+//! The state of a call and the rules applied to each command.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::choice::Choice;
+use crate::ids::{CallSid, RecordingSid};
+use crate::phone::DialNumber;
+use crate::status::CallStatus;
+
+use super::commands::{
+    CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
+};
+use super::events::{CallEvent, EscalationReason, LateCallback, PlayedVia};
+use super::CallError;
+
+/// One exchange: the caller spoke (a recording), and was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub number: u32,
+    pub recording_sid: RecordingSid,
+    pub played: Option<PlayedVia>,
+}
+
+/// A phone call as the event store knows it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    call_sid: Option<CallSid>,
+    started: bool,
+    ended: Option<CallStatus>,
+    status: Option<CallStatus>,
+    last_sequence: Option<u32>,
+    /// Every status callback seen, by (SequenceNumber, status), so duplicates are recognised even
+    /// when they arrive late.
+    seen_statuses: BTreeSet<(Option<u32>, String)>,
+    recordings: BTreeSet<RecordingSid>,
+    turns: Vec<Turn>,
+    /// The caller's choice per turn; turn 0 is a choice made during the greeting.
+    choices: BTreeMap<u32, Choice>,
+    escalations: Vec<(EscalationReason, DialNumber)>,
+}
+
+impl Call {
+    /// Whether the incoming-call webhook was recorded.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// The final status, once the call is over.
+    pub fn ended(&self) -> Option<&CallStatus> {
+        self.ended.as_ref()
+    }
+
+    /// The newest status Twilio reported.
+    pub fn status(&self) -> Option<&CallStatus> {
+        self.status.as_ref()
+    }
+
+    /// The turns so far, oldest first.
+    pub fn turns(&self) -> &[Turn] {
+        &self.turns
+    }
+
+    /// The turn in progress, if the caller has spoken at all.
+    pub fn current_turn(&self) -> Option<&Turn> {
+        self.turns.last()
+    }
+
+    /// Whether the caller was sent to a human at any point.
+    pub fn is_escalated(&self) -> bool {
+        !self.escalations.is_empty()
+    }
+
+    fn current_turn_number(&self) -> u32 {
+        self.turns.last().map_or(0, |t| t.number)
+    }
+
+    fn check_sid(&self, sid: &CallSid) -> Result<(), CallError> {
+        match &self.call_sid {
+            Some(known) if known != sid => Err(CallError::CallSidMismatch),
+            _ => Ok(()),
+        }
+    }
+
+    fn start(&self, cmd: StartCall) -> Result<Vec<CallEvent>, CallError> {
+        self.check_sid(&cmd.call_sid)?;
+        // A retried voice webhook, or one after the call already ended, records nothing.
+        if self.started || self.ended.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::CallStarted {
+            call_sid: cmd.call_sid,
+            account_sid: cmd.account_sid,
+            from: cmd.from,
+            to: cmd.to,
+            direction: cmd.direction,
+            started_at: cmd.at,
+        }])
+    }
+
+    fn receive_recording(&self, cmd: ReceiveRecording) -> Result<Vec<CallEvent>, CallError> {
+        self.check_sid(&cmd.call_sid)?;
+        if self.recordings.contains(&cmd.recording_sid) {
+            return Ok(vec![]);
+        }
+        if self.ended.is_some() {
+            return Ok(vec![CallEvent::LateCallbackReceived {
+                callback: LateCallback::Recording {
+                    recording_sid: cmd.recording_sid,
+                },
+                at: cmd.at,
+            }]);
+        }
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        let turn = self.current_turn_number() + 1;
+        let asked_for_human =
+            Choice::from_input(cmd.digits.as_deref(), None) == Some(Choice::Counselor);
+        let mut events = vec![CallEvent::RecordingReceived {
+            turn,
+            recording_sid: cmd.recording_sid,
+            recording_url: cmd.recording_url,
+            duration_secs: cmd.duration_secs,
+            digits: cmd.digits.clone(),
+            received_at: cmd.at,
+        }];
+        // Pressing 0 ends a recording; it is also the caller asking for a human.
+        if asked_for_human {
+            events.push(CallEvent::CallerChose {
+                turn,
+                choice: Choice::Counselor,
+                digits: cmd.digits,
+                speech: None,
+                at: cmd.at,
+            });
+            events.extend(self.escalation(
+                EscalationReason::CallerRequested,
+                cmd.counselor_line,
+                cmd.at,
+            ));
+        }
+        Ok(events)
+    }
+
+    fn play_response(&self, cmd: PlayResponse) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() {
+            return Ok(vec![]);
+        }
+        let turn = self.current_turn().ok_or(CallError::NothingToPlay)?;
+        // Whichever path claims a turn first plays it; the other finds it played.
+        if turn.played.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::ResponsePlayed {
+            turn: turn.number,
+            via: cmd.via,
+            at: cmd.at,
+        }])
+    }
+
+    fn record_choice(&self, cmd: RecordChoice) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() {
+            return Ok(vec![]);
+        }
+        let turn = self.current_turn_number();
+        if self.choices.get(&turn) == Some(&cmd.choice) {
+            return Ok(vec![]);
+        }
+        let mut events = vec![CallEvent::CallerChose {
+            turn,
+            choice: cmd.choice,
+            digits: cmd.digits,
+            speech: cmd.speech,
+            at: cmd.at,
+        }];
+        if cmd.choice == Choice::Counselor {
+            events.extend(self.escalation(
+                EscalationReason::CallerRequested,
+                cmd.counselor_line,
+                cmd.at,
+            ));
+        }
+        Ok(events)
+    }
+
+    fn escalate(&self, cmd: Escalate) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(self
+            .escalation(cmd.reason, cmd.target, cmd.at)
+            .into_iter()
+            .collect())
+    }
+
+    /// The same escalation twice (a retried webhook) is recorded once.
+    fn escalation(
+        &self,
+        reason: EscalationReason,
+        target: DialNumber,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<CallEvent> {
+        let known = self
+            .escalations
+            .iter()
+            .any(|(r, t)| *r == reason && *t == target);
+        (!known).then_some(CallEvent::Escalated { reason, target, at })
+    }
+
+    fn update_status(&self, cmd: UpdateStatus) -> Result<Vec<CallEvent>, CallError> {
+        self.check_sid(&cmd.call_sid)?;
+        let key = (cmd.sequence_number, cmd.status.as_str().to_owned());
+        if self.seen_statuses.contains(&key) {
+            return Ok(vec![]);
+        }
+        let older = match (cmd.sequence_number, self.last_sequence) {
+            (Some(new), Some(last)) => new < last,
+            _ => false,
+        };
+        if self.ended.is_some() || older {
+            return Ok(vec![CallEvent::LateCallbackReceived {
+                callback: LateCallback::Status {
+                    status: cmd.status,
+                    sequence_number: cmd.sequence_number,
+                },
+                at: cmd.at,
+            }]);
+        }
+        let event = if cmd.status.is_terminal() {
+            CallEvent::Completed {
+                call_sid: cmd.call_sid,
+                status: cmd.status,
+                sequence_number: cmd.sequence_number,
+                duration_secs: cmd.duration_secs,
+                ended_at: cmd.at,
+            }
+        } else {
+            CallEvent::StatusChanged {
+                call_sid: cmd.call_sid,
+                status: cmd.status,
+                sequence_number: cmd.sequence_number,
+                duration_secs: cmd.duration_secs,
+                at: cmd.at,
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn remember_status(&mut self, call_sid: CallSid, status: CallStatus, sequence: Option<u32>) {
+        self.call_sid.get_or_insert(call_sid);
+        self.seen_statuses
+            .insert((sequence, status.as_str().to_owned()));
+        if let Some(seq) = sequence {
+            self.last_sequence = Some(self.last_sequence.map_or(seq, |last| last.max(seq)));
+        }
+        self.status = Some(status);
+    }
+}
+
+impl Aggregate for Call {
+    const TYPE: &'static str = "Call";
+    type Command = CallCommand;
+    type Event = CallEvent;
+    type Error = CallError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let events = match command {
+            CallCommand::StartCall(cmd) => self.start(cmd),
+            CallCommand::ReceiveRecording(cmd) => self.receive_recording(cmd),
+            CallCommand::PlayResponse(cmd) => self.play_response(cmd),
+            CallCommand::RecordChoice(cmd) => self.record_choice(cmd),
+            CallCommand::Escalate(cmd) => self.escalate(cmd),
+            CallCommand::UpdateStatus(cmd) => self.update_status(cmd),
+        }?;
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CallEvent::CallStarted { call_sid, .. } => {
+                self.call_sid = Some(call_sid);
+                self.started = true;
+            }
+            CallEvent::RecordingReceived {
+                turn,
+                recording_sid,
+                ..
+            } => {
+                self.recordings.insert(recording_sid.clone());
+                self.turns.push(Turn {
+                    number: turn,
+                    recording_sid,
+                    played: None,
+                });
+            }
+            CallEvent::ResponsePlayed { turn, via, .. } => {
+                if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
+                    t.played = Some(via);
+                }
+            }
+            CallEvent::CallerChose { turn, choice, .. } => {
+                self.choices.insert(turn, choice);
+            }
+            CallEvent::Escalated { reason, target, .. } => {
+                self.escalations.push((reason, target));
+            }
+            CallEvent::StatusChanged {
+                call_sid,
+                status,
+                sequence_number,
+                ..
+            } => self.remember_status(call_sid, status, sequence_number),
+            CallEvent::Completed {
+                call_sid,
+                status,
+                sequence_number,
+                ..
+            } => {
+                self.ended = Some(status.clone());
+                self.remember_status(call_sid, status, sequence_number);
+            }
+            CallEvent::LateCallbackReceived { callback, .. } => match callback {
+                // Remembered only so that its duplicate is recognised; the state stays as it was.
+                LateCallback::Status {
+                    status,
+                    sequence_number,
+                } => {
+                    self.seen_statuses
+                        .insert((sequence_number, status.as_str().to_owned()));
+                }
+                LateCallback::Recording { recording_sid } => {
+                    self.recordings.insert(recording_sid);
+                }
+            },
+        }
+    }
+}

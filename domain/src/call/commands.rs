@@ -1,0 +1,83 @@
+//! Commands: one per webhook (and one per escalation path). Times and targets come in on the
+//! command so that the aggregate stays pure.
+
+use chrono::{DateTime, Utc};
+
+use crate::choice::Choice;
+use crate::ids::{AccountSid, CallSid, RecordingSid};
+use crate::phone::{CallerId, DialNumber};
+use crate::status::CallStatus;
+
+use super::events::{EscalationReason, PlayedVia, RecordingUrl};
+
+/// The incoming-call webhook.
+#[derive(Debug, Clone)]
+pub struct StartCall {
+    pub call_sid: CallSid,
+    pub account_sid: AccountSid,
+    pub from: CallerId,
+    pub to: String,
+    pub direction: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The `<Record action>` webhook.
+#[derive(Debug, Clone)]
+pub struct ReceiveRecording {
+    pub call_sid: CallSid,
+    pub recording_sid: RecordingSid,
+    pub recording_url: RecordingUrl,
+    pub duration_secs: Option<u32>,
+    /// The key that ended the recording; `0` asks for a counselor.
+    pub digits: Option<String>,
+    /// Who to connect the caller to if the recording was ended with 0.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// Play the current turn's response (continue webhook, or the pipeline's REST update).
+#[derive(Debug, Clone)]
+pub struct PlayResponse {
+    pub via: PlayedVia,
+    pub at: DateTime<Utc>,
+}
+
+/// The `<Gather>` action: the caller's choice after a reply.
+#[derive(Debug, Clone)]
+pub struct RecordChoice {
+    pub choice: Choice,
+    pub digits: Option<String>,
+    pub speech: Option<String>,
+    /// Who to connect the caller to if they asked for a human.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// Send the caller to a human for a reason other than their own choice.
+#[derive(Debug, Clone)]
+pub struct Escalate {
+    pub reason: EscalationReason,
+    pub target: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// The status callback.
+#[derive(Debug, Clone)]
+pub struct UpdateStatus {
+    pub call_sid: CallSid,
+    pub status: CallStatus,
+    pub sequence_number: Option<u32>,
+    pub duration_secs: Option<u32>,
+    pub at: DateTime<Utc>,
+}
+
+/// Every command a call accepts.
+#[derive(Debug, Clone)]
+pub enum CallCommand {
+    StartCall(StartCall),
+    ReceiveRecording(ReceiveRecording),
+    PlayResponse(PlayResponse),
+    RecordChoice(RecordChoice),
+    Escalate(Escalate),
+    UpdateStatus(UpdateStatus),
+}

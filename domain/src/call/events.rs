@@ -1,0 +1,175 @@
+//! The events of a call: what happened, in Twilio's terms, with the data an auditor needs.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::choice::Choice;
+use crate::ids::{AccountSid, CallSid, RecordingSid};
+use crate::phone::{CallerId, DialNumber};
+use crate::status::CallStatus;
+
+/// Why a `RecordingUrl` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("RecordingUrl must be an absolute http(s) URL without spaces, at most 2048 characters")]
+pub struct RecordingUrlError;
+
+/// Where Twilio says the caller's recording can be fetched. Which hosts may be fetched from is the
+/// downloader's decision; here it is only known to be a well-formed absolute URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RecordingUrl(String);
+
+impl RecordingUrl {
+    /// Parses the `RecordingUrl` parameter.
+    pub fn parse(value: &str) -> Result<Self, RecordingUrlError> {
+        let scheme_ok = value.starts_with("https://") || value.starts_with("http://");
+        let clean = !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        if scheme_ok
+            && clean
+            && value.len() <= 2048
+            && value.split("://").nth(1).is_some_and(|r| !r.is_empty())
+        {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(RecordingUrlError)
+        }
+    }
+
+    /// The URL as Twilio sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RecordingUrl {
+    type Error = RecordingUrlError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RecordingUrl> for String {
+    fn from(value: RecordingUrl) -> String {
+        value.0
+    }
+}
+
+/// How a turn's response reached the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayedVia {
+    /// A REST update of the live call (`POST Calls/{sid}.json Twiml=…`).
+    RestUpdate,
+    /// The TwiML answer to the continue webhook.
+    Twiml,
+}
+
+/// Why the caller was sent to a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    /// The caller pressed 0 or asked for a person.
+    CallerRequested,
+    /// The counselor line did not answer; the crisis line is dialled instead.
+    CounselorUnavailable,
+    /// The caller stayed silent and was offered no other way on.
+    Silence,
+}
+
+/// A callback that arrived after the state it describes was already passed. Kept for the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateCallback {
+    /// A status callback older than the newest one seen, or after the call ended.
+    Status {
+        status: CallStatus,
+        sequence_number: Option<u32>,
+    },
+    /// A recording that arrived after the call ended.
+    Recording { recording_sid: RecordingSid },
+}
+
+/// Everything that can happen to a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CallEvent {
+    /// Twilio asked how to answer a new call.
+    CallStarted {
+        call_sid: CallSid,
+        account_sid: AccountSid,
+        from: CallerId,
+        to: String,
+        direction: String,
+        started_at: DateTime<Utc>,
+    },
+    /// The caller spoke, and Twilio finished a recording of it.
+    RecordingReceived {
+        turn: u32,
+        recording_sid: RecordingSid,
+        recording_url: RecordingUrl,
+        duration_secs: Option<u32>,
+        digits: Option<String>,
+        received_at: DateTime<Utc>,
+    },
+    /// The response to a turn was played to the caller.
+    ResponsePlayed {
+        turn: u32,
+        via: PlayedVia,
+        at: DateTime<Utc>,
+    },
+    /// The caller chose what happens next.
+    CallerChose {
+        turn: u32,
+        choice: Choice,
+        digits: Option<String>,
+        speech: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// The caller was sent to a human.
+    Escalated {
+        reason: EscalationReason,
+        target: DialNumber,
+        at: DateTime<Utc>,
+    },
+    /// Twilio reported a newer, non-final status.
+    StatusChanged {
+        call_sid: CallSid,
+        status: CallStatus,
+        sequence_number: Option<u32>,
+        duration_secs: Option<u32>,
+        at: DateTime<Utc>,
+    },
+    /// Twilio reported the call's final status.
+    Completed {
+        call_sid: CallSid,
+        status: CallStatus,
+        sequence_number: Option<u32>,
+        duration_secs: Option<u32>,
+        ended_at: DateTime<Utc>,
+    },
+    /// A callback arrived too late to change anything.
+    LateCallbackReceived {
+        callback: LateCallback,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for CallEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::CallStarted { .. } => "CallStarted",
+            Self::RecordingReceived { .. } => "RecordingReceived",
+            Self::ResponsePlayed { .. } => "ResponsePlayed",
+            Self::CallerChose { .. } => "CallerChose",
+            Self::Escalated { .. } => "Escalated",
+            Self::StatusChanged { .. } => "StatusChanged",
+            Self::Completed { .. } => "Completed",
+            Self::LateCallbackReceived { .. } => "LateCallbackReceived",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}

@@ -1,0 +1,37 @@
+//! The `Call` aggregate: one phone call, from the first webhook to the last status callback.
+//!
+//! Every Twilio webhook becomes one command here. The rules a crisis line needs from its record of a
+//! call are enforced in `handle`, and each has a given/when/then test in `tests`:
+//! - the same webhook twice records nothing new (Twilio retries and duplicates callbacks);
+//! - status never moves backwards (`SequenceNumber`), and nothing changes after the call ended: late
+//!   callbacks are kept for the record but change no state;
+//! - each turn's response is played at most once, whichever path claims it first;
+//! - asking for a human is always recorded together with the escalation it causes.
+
+mod aggregate;
+mod commands;
+mod events;
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{Call, Turn};
+pub use commands::{
+    CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
+};
+pub use events::{
+    CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, RecordingUrlError,
+};
+
+/// A rule of the call was broken by a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A webhook other than the first (or a status callback) arrived for a call we never answered.
+    #[error("the call has not started: no incoming-call webhook was recorded for it")]
+    NotStarted,
+    /// A webhook's CallSid is not the call its URL names.
+    #[error("the webhook's CallSid does not belong to this call")]
+    CallSidMismatch,
+    /// The continue webhook came before anything was recorded.
+    #[error("there is no response to play: the caller has not been recorded yet")]
+    NothingToPlay,
+}

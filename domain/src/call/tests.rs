@@ -1,0 +1,508 @@
+//! Given/when/then tests: one per command path and per invariant of the call.
+
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+
+use super::*;
+use crate::choice::Choice;
+use crate::ids::{AccountSid, CallSid, RecordingSid};
+use crate::phone::{CallerId, DialNumber};
+use crate::status::CallStatus;
+
+type CallTest = TestFramework<Call>;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0)
+        .single()
+        .expect("valid time")
+}
+fn call_sid() -> CallSid {
+    CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid")
+}
+fn other_call_sid() -> CallSid {
+    CallSid::parse("CAffffffffffffffffffffffffffffffff").expect("valid")
+}
+fn account_sid() -> AccountSid {
+    AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid")
+}
+fn recording_sid(n: u8) -> RecordingSid {
+    RecordingSid::parse(&format!("RE0123456789abcdef0123456789abcd{n:02x}")).expect("valid")
+}
+fn recording_url(n: u8) -> RecordingUrl {
+    RecordingUrl::parse(&format!(
+        "https://api.twilio.com/2010-04-01/Accounts/{}/Recordings/{}",
+        account_sid(),
+        recording_sid(n)
+    ))
+    .expect("valid")
+}
+fn counselor() -> DialNumber {
+    DialNumber::parse("+15005550001").expect("valid")
+}
+fn crisis() -> DialNumber {
+    DialNumber::parse("988").expect("valid")
+}
+
+fn start() -> CallCommand {
+    CallCommand::StartCall(StartCall {
+        call_sid: call_sid(),
+        account_sid: account_sid(),
+        from: CallerId::new("+14155550123"),
+        to: "+15005550006".into(),
+        direction: "inbound".into(),
+        at: at(0),
+    })
+}
+fn started() -> CallEvent {
+    CallEvent::CallStarted {
+        call_sid: call_sid(),
+        account_sid: account_sid(),
+        from: CallerId::new("+14155550123"),
+        to: "+15005550006".into(),
+        direction: "inbound".into(),
+        started_at: at(0),
+    }
+}
+fn recording(n: u8, digits: Option<&str>) -> CallCommand {
+    CallCommand::ReceiveRecording(ReceiveRecording {
+        call_sid: call_sid(),
+        recording_sid: recording_sid(n),
+        recording_url: recording_url(n),
+        duration_secs: Some(7),
+        digits: digits.map(str::to_owned),
+        counselor_line: counselor(),
+        at: at(10),
+    })
+}
+fn recorded(turn: u32, n: u8, digits: Option<&str>) -> CallEvent {
+    CallEvent::RecordingReceived {
+        turn,
+        recording_sid: recording_sid(n),
+        recording_url: recording_url(n),
+        duration_secs: Some(7),
+        digits: digits.map(str::to_owned),
+        received_at: at(10),
+    }
+}
+fn play(via: PlayedVia) -> CallCommand {
+    CallCommand::PlayResponse(PlayResponse { via, at: at(20) })
+}
+fn played(turn: u32, via: PlayedVia) -> CallEvent {
+    CallEvent::ResponsePlayed {
+        turn,
+        via,
+        at: at(20),
+    }
+}
+fn choose(choice: Choice, digits: &str) -> CallCommand {
+    CallCommand::RecordChoice(RecordChoice {
+        choice,
+        digits: Some(digits.into()),
+        speech: None,
+        counselor_line: counselor(),
+        at: at(30),
+    })
+}
+fn chose(turn: u32, choice: Choice, digits: &str) -> CallEvent {
+    CallEvent::CallerChose {
+        turn,
+        choice,
+        digits: Some(digits.into()),
+        speech: None,
+        at: at(30),
+    }
+}
+fn escalated(reason: EscalationReason, target: DialNumber, secs: i64) -> CallEvent {
+    CallEvent::Escalated {
+        reason,
+        target,
+        at: at(secs),
+    }
+}
+fn status(sid: CallSid, value: &str, seq: Option<u32>) -> CallCommand {
+    CallCommand::UpdateStatus(UpdateStatus {
+        call_sid: sid,
+        status: CallStatus::parse(value),
+        sequence_number: seq,
+        duration_secs: Some(42),
+        at: at(40),
+    })
+}
+fn status_changed(value: &str, seq: u32) -> CallEvent {
+    CallEvent::StatusChanged {
+        call_sid: call_sid(),
+        status: CallStatus::parse(value),
+        sequence_number: Some(seq),
+        duration_secs: Some(42),
+        at: at(40),
+    }
+}
+fn completed(seq: u32) -> CallEvent {
+    CallEvent::Completed {
+        call_sid: call_sid(),
+        status: CallStatus::Completed,
+        sequence_number: Some(seq),
+        duration_secs: Some(42),
+        ended_at: at(40),
+    }
+}
+fn late_status(value: &str, seq: u32) -> CallEvent {
+    CallEvent::LateCallbackReceived {
+        callback: LateCallback::Status {
+            status: CallStatus::parse(value),
+            sequence_number: Some(seq),
+        },
+        at: at(40),
+    }
+}
+
+// --- StartCall -----------------------------------------------------------------------------
+
+#[test]
+fn a_new_call_starts() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(start())
+        .then_expect_events(vec![started()]);
+}
+
+#[test]
+fn a_second_voice_webhook_for_the_same_call_records_nothing() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(start())
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_voice_webhook_after_the_call_ended_records_nothing() {
+    CallTest::with(())
+        .given(vec![completed(3)])
+        .when(start())
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_webhook_with_another_call_sid_is_refused() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(status(other_call_sid(), "ringing", Some(1)))
+        .then_expect_error(CallError::CallSidMismatch);
+}
+
+// --- ReceiveRecording ----------------------------------------------------------------------
+
+#[test]
+fn a_recording_opens_the_next_turn() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(recording(1, Some("#")))
+        .then_expect_events(vec![recorded(1, 1, Some("#"))]);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+        ])
+        .when(recording(2, None))
+        .then_expect_events(vec![recorded(2, 2, None)]);
+}
+
+#[test]
+fn the_same_recording_twice_records_nothing() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(recording(1, None))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_recording_for_a_call_never_started_is_refused() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(recording(1, None))
+        .then_expect_error(CallError::NotStarted);
+}
+
+#[test]
+fn a_recording_ended_with_zero_is_a_request_for_a_counselor() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(recording(1, Some("0")))
+        .then_expect_events(vec![
+            recorded(1, 1, Some("0")),
+            CallEvent::CallerChose {
+                turn: 1,
+                choice: Choice::Counselor,
+                digits: Some("0".into()),
+                speech: None,
+                at: at(10),
+            },
+            escalated(EscalationReason::CallerRequested, counselor(), 10),
+        ]);
+}
+
+#[test]
+fn a_recording_after_the_call_ended_is_kept_but_changes_nothing() {
+    let late = CallEvent::LateCallbackReceived {
+        callback: LateCallback::Recording {
+            recording_sid: recording_sid(1),
+        },
+        at: at(10),
+    };
+    CallTest::with(())
+        .given(vec![started(), completed(3)])
+        .when(recording(1, None))
+        .then_expect_events(vec![late.clone()]);
+    // …and its duplicate is recognised.
+    CallTest::with(())
+        .given(vec![started(), completed(3), late])
+        .when(recording(1, None))
+        .then_expect_events(vec![]);
+}
+
+// --- PlayResponse --------------------------------------------------------------------------
+
+#[test]
+fn a_turn_s_response_is_played_once_whichever_path_comes_first() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(play(PlayedVia::RestUpdate))
+        .then_expect_events(vec![played(1, PlayedVia::RestUpdate)]);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::RestUpdate),
+        ])
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+        ])
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn there_is_nothing_to_play_before_the_caller_spoke() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(play(PlayedVia::Twiml))
+        .then_expect_error(CallError::NothingToPlay);
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(play(PlayedVia::Twiml))
+        .then_expect_error(CallError::NotStarted);
+}
+
+#[test]
+fn nothing_is_played_after_the_call_ended() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), completed(2)])
+        .when(play(PlayedVia::RestUpdate))
+        .then_expect_events(vec![]);
+}
+
+// --- RecordChoice and Escalate ---------------------------------------------------------------
+
+#[test]
+fn the_caller_s_choice_is_recorded_for_the_current_turn() {
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+        ])
+        .when(choose(Choice::End, "2"))
+        .then_expect_events(vec![chose(1, Choice::End, "2")]);
+}
+
+#[test]
+fn the_same_choice_twice_records_nothing() {
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            chose(1, Choice::Continue, "1"),
+        ])
+        .when(choose(Choice::Continue, "1"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn asking_for_a_counselor_escalates_at_any_prompt() {
+    // During the greeting (turn 0)…
+    CallTest::with(())
+        .given(vec![started()])
+        .when(choose(Choice::Counselor, "0"))
+        .then_expect_events(vec![
+            chose(0, Choice::Counselor, "0"),
+            escalated(EscalationReason::CallerRequested, counselor(), 30),
+        ]);
+    // …and after a reply, even having chosen something else first.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            chose(1, Choice::Continue, "1"),
+        ])
+        .when(choose(Choice::Counselor, "0"))
+        .then_expect_events(vec![
+            chose(1, Choice::Counselor, "0"),
+            escalated(EscalationReason::CallerRequested, counselor(), 30),
+        ]);
+}
+
+#[test]
+fn a_choice_before_the_call_started_is_refused() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(choose(Choice::End, "2"))
+        .then_expect_error(CallError::NotStarted);
+}
+
+#[test]
+fn a_choice_after_the_call_ended_records_nothing() {
+    CallTest::with(())
+        .given(vec![started(), completed(3)])
+        .when(choose(Choice::Counselor, "0"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn falling_back_to_the_crisis_line_is_recorded_once() {
+    let escalate = || {
+        CallCommand::Escalate(Escalate {
+            reason: EscalationReason::CounselorUnavailable,
+            target: crisis(),
+            at: at(50),
+        })
+    };
+    let fell_back = escalated(EscalationReason::CounselorUnavailable, crisis(), 50);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            escalated(EscalationReason::CallerRequested, counselor(), 30),
+        ])
+        .when(escalate())
+        .then_expect_events(vec![fell_back.clone()]);
+    CallTest::with(())
+        .given(vec![started(), fell_back])
+        .when(escalate())
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(escalate())
+        .then_expect_error(CallError::NotStarted);
+}
+
+// --- UpdateStatus ----------------------------------------------------------------------------
+
+#[test]
+fn a_newer_status_is_recorded() {
+    CallTest::with(())
+        .given(vec![started(), status_changed("ringing", 1)])
+        .when(status(call_sid(), "in-progress", Some(2)))
+        .then_expect_events(vec![status_changed("in-progress", 2)]);
+}
+
+#[test]
+fn a_final_status_completes_the_call() {
+    CallTest::with(())
+        .given(vec![started(), status_changed("in-progress", 2)])
+        .when(status(call_sid(), "completed", Some(3)))
+        .then_expect_events(vec![completed(3)]);
+}
+
+#[test]
+fn a_duplicate_status_callback_records_nothing() {
+    CallTest::with(())
+        .given(vec![started(), status_changed("ringing", 1)])
+        .when(status(call_sid(), "ringing", Some(1)))
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![started(), completed(3)])
+        .when(status(call_sid(), "completed", Some(3)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn status_never_moves_backwards() {
+    CallTest::with(())
+        .given(vec![started(), status_changed("in-progress", 2)])
+        .when(status(call_sid(), "ringing", Some(1)))
+        .then_expect_events(vec![late_status("ringing", 1)]);
+    // The late event leaves the state as it was.
+    let mut call = Call::default();
+    for e in [
+        started(),
+        status_changed("in-progress", 2),
+        late_status("ringing", 1),
+    ] {
+        cqrs_es::Aggregate::apply(&mut call, e);
+    }
+    assert_eq!(call.status(), Some(&CallStatus::InProgress));
+}
+
+#[test]
+fn nothing_changes_after_the_call_completed() {
+    CallTest::with(())
+        .given(vec![started(), completed(3)])
+        .when(status(call_sid(), "in-progress", Some(4)))
+        .then_expect_events(vec![late_status("in-progress", 4)]);
+    let mut call = Call::default();
+    for e in [started(), completed(3), late_status("in-progress", 4)] {
+        cqrs_es::Aggregate::apply(&mut call, e);
+    }
+    assert_eq!(call.ended(), Some(&CallStatus::Completed));
+    assert_eq!(call.status(), Some(&CallStatus::Completed));
+}
+
+#[test]
+fn a_status_callback_can_come_first_and_names_the_call() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(status(call_sid(), "ringing", Some(1)))
+        .then_expect_events(vec![status_changed("ringing", 1)]);
+}
+
+#[test]
+fn statuses_without_sequence_numbers_are_deduplicated_by_value() {
+    let no_seq = CallEvent::StatusChanged {
+        call_sid: call_sid(),
+        status: CallStatus::Ringing,
+        sequence_number: None,
+        duration_secs: Some(42),
+        at: at(40),
+    };
+    CallTest::with(())
+        .given(vec![started(), no_seq])
+        .when(status(call_sid(), "ringing", None))
+        .then_expect_events(vec![]);
+}
+
+// --- Events on the wire -------------------------------------------------------------------------
+
+#[test]
+fn events_round_trip_through_json_with_their_type_name() {
+    use cqrs_es::DomainEvent;
+    for event in [
+        started(),
+        recorded(1, 1, Some("#")),
+        played(1, PlayedVia::RestUpdate),
+        chose(1, Choice::End, "2"),
+        escalated(EscalationReason::Silence, crisis(), 1),
+        status_changed("ringing", 1),
+        completed(3),
+        late_status("ringing", 1),
+    ] {
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert!(json.get(event.event_type()).is_some(), "{json}");
+        let back: CallEvent = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, event);
+    }
+}

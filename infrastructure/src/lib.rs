@@ -1,0 +1,9 @@
+//! Hotline's adapters: the PostgreSQL event store (postgres-es over sqlx), Twilio's webhook
+//! signatures and TwiML, the embedded PostgreSQL used when no database is configured, and the
+//! service's configuration.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod embedded_pg;
+pub mod event_store;
+pub mod twilio;

@@ -1,0 +1,4 @@
+//! Twilio: webhook signatures and the TwiML we answer with.
+
+pub mod signature;
+pub mod twiml;
