@@ -80,10 +80,17 @@ pub enum DialOutcome {
 const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Runs the webhook use cases against a call store.
-#[derive(Debug)]
 pub struct CallService<ES> {
     dispatcher: CommandDispatcher<ES>,
     lines: Lines,
+}
+
+impl<ES> std::fmt::Debug for CallService<ES> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallService")
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<ES: EventStore<Call>> CallService<ES> {

@@ -19,9 +19,14 @@ use crate::metadata::CommandMetadata;
 const MAX_ATTEMPTS: u32 = 6;
 
 /// Executes commands on calls.
-#[derive(Debug)]
 pub struct CommandDispatcher<ES> {
     store: ES,
+}
+
+impl<ES> std::fmt::Debug for CommandDispatcher<ES> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandDispatcher").finish_non_exhaustive()
+    }
 }
 
 impl<ES: EventStore<Call>> CommandDispatcher<ES> {

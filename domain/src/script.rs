@@ -88,3 +88,8 @@ pub fn last_resort(crisis_line: &DialNumber) -> String {
         crisis_line.spoken()
     )
 }
+
+/// After a connected call with a counselor ends.
+pub fn farewell() -> &'static str {
+    "Thank you for calling. Take care of yourself. Goodbye."
+}

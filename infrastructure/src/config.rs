@@ -1,1 +1,233 @@
-//! Configuration
+//! The service's configuration: one typed struct, read once at start from flags and the
+//! environment (`.env.sample` lists every variable). Anything invalid stops the service at start
+//! with a message naming the variable, rather than surfacing later during a call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use domain::{AccountSid, DialNumber};
+use secrecy::SecretString;
+
+/// Every environment variable the service reads. A `HOTLINE_*` variable not listed here is a typo
+/// and stops the service.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "HOTLINE_ADDR",
+    "HOTLINE_DATA_DIR",
+    "HOTLINE_DB_MAX_CONNECTIONS",
+    "PUBLIC_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "COUNSELOR_NUMBER",
+    "CRISIS_LINE_NUMBER",
+];
+
+/// Hotline's configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// PostgreSQL connection URL. When absent, Hotline starts a private PostgreSQL from the
+    /// installed binaries under HOTLINE_DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "HOTLINE_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// Where Hotline keeps its own files (the embedded database, the development auth token).
+    #[arg(long, env = "HOTLINE_DATA_DIR", default_value = ".hotline")]
+    pub data_dir: PathBuf,
+
+    /// The most database connections the service holds.
+    #[arg(long, env = "HOTLINE_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+
+    /// The URL Twilio calls, as configured in the Twilio console (scheme, host, port if not the
+    /// default, no trailing slash). Signatures are checked against it and every URL in TwiML starts
+    /// with it. Defaults to http://HOTLINE_ADDR.
+    #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]
+    pub public_base_url: Option<String>,
+
+    /// The Twilio account that owns the phone number (AC…).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID", value_parser = parse_account_sid)]
+    pub twilio_account_sid: Option<AccountSid>,
+
+    /// The Twilio auth token; several, comma-separated, while rotating tokens.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// The Twilio phone number callers dial (E.164).
+    #[arg(long, env = "TWILIO_PHONE_NUMBER", value_parser = parse_dial_number)]
+    pub twilio_phone_number: Option<DialNumber>,
+
+    /// The counselor line a caller is connected to when they ask for a person (E.164). When
+    /// absent, callers are connected to the crisis line.
+    #[arg(long, env = "COUNSELOR_NUMBER", value_parser = parse_dial_number)]
+    pub counselor_number: Option<DialNumber>,
+
+    /// The crisis line: dialled when no counselor answers, and read out to every caller.
+    #[arg(long, env = "CRISIS_LINE_NUMBER", default_value = "988", value_parser = parse_dial_number)]
+    pub crisis_line_number: DialNumber,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown environment variable {0}: known ones are {known}", known = KNOWN_VARIABLES.join(", "))]
+    UnknownVariable(String),
+    #[error("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be given together")]
+    IncompleteTwilio,
+    #[error("TWILIO_AUTH_TOKEN has an empty entry")]
+    EmptyToken,
+}
+
+impl Config {
+    /// Refuses variables that look like ours but are not, and settings that only work together.
+    pub fn check(&self, environment: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        for name in environment {
+            if name.starts_with("HOTLINE_") && !KNOWN_VARIABLES.contains(&name.as_str()) {
+                return Err(ConfigError::UnknownVariable(name));
+            }
+        }
+        if self.twilio_account_sid.is_some() != self.twilio_auth_token.is_some() {
+            return Err(ConfigError::IncompleteTwilio);
+        }
+        if self.auth_tokens().iter().any(|t| t.is_empty()) {
+            return Err(ConfigError::EmptyToken);
+        }
+        Ok(())
+    }
+
+    /// The configured auth tokens, in order (the current one first).
+    fn auth_tokens(&self) -> Vec<&str> {
+        self.twilio_auth_token
+            .as_deref()
+            .map(|tokens| tokens.split(',').map(str::trim).collect())
+            .unwrap_or_default()
+    }
+
+    /// The auth tokens as secrets, for the signature validator.
+    pub fn secret_auth_tokens(&self) -> Vec<SecretString> {
+        self.auth_tokens()
+            .into_iter()
+            .map(SecretString::from)
+            .collect()
+    }
+
+    /// Whether real Twilio credentials are configured.
+    pub fn has_twilio_credentials(&self) -> bool {
+        self.twilio_auth_token.is_some()
+    }
+
+    /// The URL Twilio calls.
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
+    }
+
+    /// The counselor line, or the crisis line when none is configured.
+    pub fn counselor_line(&self) -> DialNumber {
+        self.counselor_number
+            .clone()
+            .unwrap_or_else(|| self.crisis_line_number.clone())
+    }
+}
+
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let value = value.trim_end_matches('/');
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return Err("must start with http:// or https://".into());
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(
+            "must be scheme://host[:port][/prefix] with no query, fragment or spaces".into(),
+        );
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_account_sid(value: &str) -> Result<AccountSid, String> {
+    AccountSid::parse(value).map_err(|e| e.to_string())
+}
+
+fn parse_dial_number(value: &str) -> Result<DialNumber, String> {
+    DialNumber::parse(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hotline").chain(args.iter().copied()))
+            .map(|c| c.config)
+    }
+
+    #[test]
+    fn defaults_need_no_setup() {
+        let config = parse(&[]).expect("parses");
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.public_base_url(), "http://127.0.0.1:8000");
+        assert_eq!(config.counselor_line().as_str(), "988");
+        assert!(!config.has_twilio_credentials());
+        assert!(config.check(Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_reason() {
+        for args in [
+            &["--addr", "nowhere"][..],
+            &["--public-base-url", "ftp://x"],
+            &["--public-base-url", "https://x/?a=1"],
+            &["--counselor-number", "call me"],
+            &["--twilio-account-sid", "AC123"],
+            &["--db-max-connections", "0"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn unknown_hotline_variables_and_half_credentials_are_refused() {
+        let config = parse(&[]).expect("parses");
+        assert!(matches!(
+            config.check(vec!["HOTLINE_ADRR".to_owned(), "PATH".to_owned()]),
+            Err(ConfigError::UnknownVariable(name)) if name == "HOTLINE_ADRR"
+        ));
+        let half = parse(&["--twilio-auth-token", "x"]).expect("parses");
+        assert!(matches!(
+            half.check(Vec::new()),
+            Err(ConfigError::IncompleteTwilio)
+        ));
+    }
+
+    #[test]
+    fn several_tokens_are_accepted_for_rotation() {
+        let config = parse(&[
+            "--twilio-account-sid",
+            "AC0123456789abcdef0123456789abcdef",
+            "--twilio-auth-token",
+            "new, old",
+            "--public-base-url",
+            "https://hotline.example.org/",
+        ])
+        .expect("parses");
+        assert!(config.check(Vec::new()).is_ok());
+        assert_eq!(config.secret_auth_tokens().len(), 2);
+        assert_eq!(config.public_base_url(), "https://hotline.example.org");
+    }
+}

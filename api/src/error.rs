@@ -1,0 +1,73 @@
+//! The API's one error type, mapped to HTTP in one place. Callers never see these: caller-facing
+//! webhooks answer TwiML whatever happens, and only requests that are not Twilio's (or that no
+//! caller hears, like status callbacks) get an error status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request has no `X-Twilio-Signature`.
+    #[error("the request is not signed: X-Twilio-Signature is missing")]
+    MissingSignature,
+    /// The signature does not match.
+    #[error("the request's X-Twilio-Signature is not valid for this service")]
+    BadSignature,
+    /// The body is not a form.
+    #[error("webhooks must be application/x-www-form-urlencoded")]
+    NotAForm,
+    /// The body is larger than any webhook.
+    #[error("the request body is larger than {limit} bytes", limit = crate::MAX_BODY_BYTES)]
+    TooLarge,
+    /// The body could not be read.
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    /// A parameter is missing or malformed.
+    #[error("parameter {name}: {reason}")]
+    InvalidParameter { name: &'static str, reason: String },
+    /// The store is unavailable; the client may retry.
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingSignature | Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::BadSignature => StatusCode::FORBIDDEN,
+            Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing_signature",
+            Self::BadSignature => "bad_signature",
+            Self::NotAForm => "unsupported_media_type",
+            Self::TooLarge => "body_too_large",
+            Self::Body(_) => "unreadable_body",
+            Self::InvalidParameter { .. } => "invalid_parameter",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Logged once here, without the request's body or any token.
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), "request failed");
+        } else {
+            tracing::warn!(code = self.code(), reason = %self, "request refused");
+        }
+        let body = json!({ "code": self.code(), "message": self.to_string() });
+        (status, Json(body)).into_response()
+    }
+}

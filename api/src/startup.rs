@@ -1,0 +1,190 @@
+//! From a `Config` to a running service: the database (configured, or the embedded one), the
+//! migrations, the webhook signature keys, the router, and a clean stop on Ctrl-C or SIGTERM.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use application::Lines;
+use infrastructure::config::Config;
+use infrastructure::embedded_pg::EmbeddedPostgres;
+use infrastructure::event_store;
+use infrastructure::twilio::signature::SignatureValidator;
+use rand::Rng;
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::state::{AppState, Voice};
+
+/// The database the service runs on, and the private server behind it if there is one.
+#[derive(Debug)]
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL when there is none.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let (options, embedded) = match &config.database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                None,
+            ),
+            None => {
+                tracing::info!(data_dir = %config.data_dir.display(), "no DATABASE_URL: starting the embedded PostgreSQL");
+                let pg = EmbeddedPostgres::start(&config.data_dir)
+                    .await
+                    .context("could not start the embedded PostgreSQL")?;
+                (pg.connect_options(), Some(pg))
+            }
+        };
+        let pool = event_store::pool(options, config.db_max_connections);
+        Ok(Self { pool, embedded })
+    }
+
+    /// Closes the pool and stops the embedded server if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop()
+                .await
+                .context("could not stop the embedded PostgreSQL")?;
+        }
+        Ok(())
+    }
+}
+
+/// `hotline migrate`: applies pending migrations and exits.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config).await?;
+    let result = event_store::migrate(&db.pool)
+        .await
+        .context("migrations failed");
+    db.close().await?;
+    result?;
+    tracing::info!("database is up to date");
+    Ok(())
+}
+
+/// `hotline serve`: serves until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = Database::open(&config).await?;
+    // Callers must be answered even while the database is down, so a failed migration does not
+    // stop the service: it is retried in the background while webhooks answer the fallback.
+    if let Err(error) = event_store::migrate(&db.pool).await {
+        tracing::error!(error = %error, "migrations failed; retrying in the background");
+        tokio::spawn(retry_migrations(db.pool.clone()));
+    }
+    let validator = signature_validator(&config)?;
+    let state = AppState::new(db.pool.clone(), validator, voice(&config));
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("could not listen on {}", config.addr))?;
+    tracing::info!(addr = %config.addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
+    axum::serve(listener, crate::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("stopping");
+    db.close().await
+}
+
+async fn retry_migrations(pool: PgPool) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        match event_store::migrate(&pool).await {
+            Ok(()) => {
+                tracing::info!("migrations applied");
+                return;
+            }
+            Err(error) => tracing::warn!(error = %error, "migrations still failing"),
+        }
+    }
+}
+
+/// How callers are spoken to, from the configuration.
+pub fn voice(config: &Config) -> Voice {
+    Voice {
+        public_base_url: config.public_base_url(),
+        lines: Lines {
+            counselor: config.counselor_line(),
+            crisis: config.crisis_line_number.clone(),
+        },
+        voice: "Polly.Joanna".to_owned(),
+        language: "en-US".to_owned(),
+    }
+}
+
+/// The webhook validator: the configured auth tokens, or in development a token kept under the
+/// data directory and printed once at start, so signed requests can be made by hand.
+fn signature_validator(config: &Config) -> anyhow::Result<SignatureValidator> {
+    let tokens = if config.has_twilio_credentials() {
+        config.secret_auth_tokens()
+    } else {
+        let token = development_token(&config.data_dir)?;
+        eprintln!(
+            "\n  ┌───────────────────────────────────────────────────────────────────────────┐\n  \
+             │ DEVELOPMENT MODE: no TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN configured.   │\n  \
+             │ No real call can reach this service. Webhooks are checked against the     │\n  \
+             │ development auth token below; sign test requests with it (see README.md). │\n  \
+             └───────────────────────────────────────────────────────────────────────────┘\n  \
+             development auth token: {token}\n  public base URL: {}\n",
+            config.public_base_url()
+        );
+        vec![SecretString::from(token)]
+    };
+    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+}
+
+/// The development auth token under `data_dir`, created on first use.
+pub fn development_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("dev-auth-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_owned();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("could not create {}", data_dir.display()))?;
+    let bytes: [u8; 16] = rand::rng().random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Readable by its owner only: it signs webhooks.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))?;
+    Ok(token)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

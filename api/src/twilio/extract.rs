@@ -1,0 +1,110 @@
+//! The extractor every Twilio webhook goes through: it reads the form, checks the signature before
+//! anything else runs, and builds the command metadata, so that handlers never do either.
+
+use application::CommandMetadata;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, OriginalUri, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use chrono::Utc;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::REQUEST_ID;
+
+const SIGNATURE: &str = "x-twilio-signature";
+const SIGNATURE_SETTINGS: &str = "x-twilio-webhooks-signature-settings";
+const IDEMPOTENCY_TOKEN: &str = "i-twilio-idempotency-token";
+
+/// A webhook whose signature was verified: its parameters, all of them, and its metadata.
+#[derive(Debug)]
+pub struct TwilioRequest {
+    pub params: Params,
+    pub metadata: CommandMetadata,
+}
+
+/// A webhook's form parameters, as sent: repeated keys, empty values and unknown names kept.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Decodes a form body.
+    pub fn from_form(body: &[u8]) -> Self {
+        Self(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `name`, treating an empty value as absent.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+
+    /// Every pair, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl FromRequest<AppState> for TwilioRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        // The URL as Twilio requested it, even under a nested router.
+        let path_and_query = request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| request.uri().clone(), |o| o.0.clone())
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let signature = header(&headers, SIGNATURE).ok_or(ApiError::MissingSignature)?;
+        let is_form = header(&headers, CONTENT_TYPE.as_str())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(ApiError::NotAForm);
+        }
+        let body =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+                    _ => ApiError::Body(rejection.body_text()),
+                })?;
+        let params = Params::from_form(&body);
+        state
+            .validator
+            .validate(
+                &path_and_query,
+                params.pairs(),
+                Some(signature),
+                header(&headers, SIGNATURE_SETTINGS),
+            )
+            .map_err(|error| match error {
+                infrastructure::twilio::signature::SignatureError::Missing => {
+                    ApiError::MissingSignature
+                }
+                _ => ApiError::BadSignature,
+            })?;
+        let metadata = CommandMetadata {
+            request_id: header(&headers, REQUEST_ID.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            idempotency_token: header(&headers, IDEMPOTENCY_TOKEN).map(str::to_owned),
+            actor: "twilio".to_owned(),
+            received_at: Utc::now(),
+        };
+        Ok(Self { params, metadata })
+    }
+}

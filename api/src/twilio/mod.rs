@@ -1,0 +1,173 @@
+//! Twilio's webhooks. Each handler is verified by `TwilioRequest` before it runs, calls one use
+//! case, and answers TwiML. Caller-facing webhooks answer TwiML whatever happens (a malformed
+//! parameter or an unknown call still gets a person on the line); only the status callback, which
+//! no caller hears, answers errors.
+
+pub mod extract;
+pub mod params;
+pub mod render;
+
+use application::CallAnswer;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use domain::CallId;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use extract::TwilioRequest;
+
+/// The webhook routes. The voice and status URLs are also served without their trailing slash,
+/// because a redirect would make Twilio retry with GET and lose the parameters.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/twilio/voice/", post(voice))
+        .route("/twilio/voice", post(voice))
+        .route("/twilio/recording/{call_id}/", post(recording))
+        .route("/twilio/continue/{call_id}/", post(continue_call))
+        .route("/twilio/user-choice/{call_id}/", post(user_choice))
+        .route("/twilio/dial-status/{call_id}/", post(dial_status))
+        .route("/twilio/dial-status/", post(dial_status_unknown_call))
+        .route("/twilio/status/", post(status))
+        .route("/twilio/status", post(status))
+}
+
+fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
+    render::respond(&render::twiml(answer, id, &state.voice))
+}
+
+/// A caller-facing webhook whose parameters could not be used: a person, not an error.
+fn unusable(state: &AppState, error: &ApiError, id: Option<CallId>) -> Response {
+    tracing::warn!(reason = %error, "webhook parameters unusable; connecting the caller to a person");
+    answer(state, &CallAnswer::Trouble, id)
+}
+
+/// The id in a per-call URL; a malformed one names no call.
+fn call_id(raw: &str) -> Option<CallId> {
+    CallId::parse(raw).ok()
+}
+
+/// `POST /twilio/voice/`: a call comes in.
+async fn voice(State(state): State<AppState>, request: TwilioRequest) -> Response {
+    let call = match params::incoming_call(&request.params) {
+        Ok(call) => call,
+        Err(error) => {
+            let id = params::call_sid(&request.params)
+                .ok()
+                .map(|sid| CallId::for_call_sid(&sid));
+            return unusable(&state, &error, id);
+        }
+    };
+    let id = CallId::for_call_sid(&call.call_sid);
+    let reply = state.calls.answer_call(call, &request.metadata).await;
+    answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/recording/{call_id}/`: the caller finished a turn.
+async fn recording(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    request: TwilioRequest,
+) -> Response {
+    let id = call_id(&raw_id);
+    let done = params::recording_done(&request.params);
+    match (id, done) {
+        (Some(id), Ok(done)) => {
+            let reply = state
+                .calls
+                .receive_recording(id, done, &request.metadata)
+                .await;
+            answer(&state, &reply, Some(id))
+        }
+        (_, Err(error)) => unusable(&state, &error, id),
+        (None, Ok(_)) => unusable(&state, &unknown_call(&raw_id), None),
+    }
+}
+
+/// `POST /twilio/continue/{call_id}/`: the caller waits for the reply.
+async fn continue_call(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = call_id(&raw_id) else {
+        return unusable(&state, &unknown_call(&raw_id), None);
+    };
+    let reply = state.calls.continue_call(id, &request.metadata).await;
+    answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/user-choice/{call_id}/`: the caller pressed a key or said a word.
+async fn user_choice(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = call_id(&raw_id) else {
+        return unusable(&state, &unknown_call(&raw_id), None);
+    };
+    let input = params::choice_input(&request.params);
+    let reply = state
+        .calls
+        .record_choice(id, input, &request.metadata)
+        .await;
+    answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/dial-status/{call_id}/`: the counselor `<Dial>` ended.
+async fn dial_status(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    request: TwilioRequest,
+) -> Response {
+    let outcome = params::dial_outcome(&request.params);
+    let Some(id) = call_id(&raw_id) else {
+        return dial_status_without_call(&state, outcome);
+    };
+    let reply = state.calls.dial_ended(id, outcome, &request.metadata).await;
+    answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/dial-status/`: a counselor `<Dial>` from a fallback that named no call ended.
+async fn dial_status_unknown_call(
+    State(state): State<AppState>,
+    request: TwilioRequest,
+) -> Response {
+    dial_status_without_call(&state, params::dial_outcome(&request.params))
+}
+
+fn dial_status_without_call(state: &AppState, outcome: application::DialOutcome) -> Response {
+    let reply = match outcome {
+        application::DialOutcome::Connected => CallAnswer::Farewell,
+        application::DialOutcome::NotConnected => CallAnswer::ConnectCrisisLine,
+    };
+    answer(state, &reply, None)
+}
+
+/// `POST /twilio/status/`: Twilio reports the call's status. No caller hears this answer.
+async fn status(
+    State(state): State<AppState>,
+    request: TwilioRequest,
+) -> Result<StatusCode, ApiError> {
+    let report = params::status_report(&request.params)?;
+    match state.calls.update_status(report, &request.metadata).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(application::AppError::Rule(rule)) => {
+            tracing::warn!(reason = %rule, "status callback refused by the call's rules");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(_) => Err(ApiError::Unavailable),
+    }
+}
+
+fn unknown_call(raw: &str) -> ApiError {
+    ApiError::InvalidParameter {
+        name: "call_id",
+        reason: format!(
+            "'{}' is not a call id",
+            raw.chars().take(64).collect::<String>()
+        ),
+    }
+}

@@ -1,0 +1,100 @@
+//! Webhook parameters turned into the use cases' inputs: parse, don't validate.
+
+use application::{ChoiceInput, DialOutcome, IncomingCall, RecordingDone, StatusReport};
+use domain::call::RecordingUrl;
+use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
+
+use super::extract::Params;
+use crate::error::ApiError;
+
+fn required<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
+    params.non_empty(name).ok_or(ApiError::InvalidParameter {
+        name,
+        reason: "is required".into(),
+    })
+}
+
+fn parsed<T, E: std::fmt::Display>(
+    params: &Params,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(required(params, name)?).map_err(|e| ApiError::InvalidParameter {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+fn seconds(params: &Params, name: &'static str) -> Result<Option<u32>, ApiError> {
+    params
+        .non_empty(name)
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| ApiError::InvalidParameter {
+                name,
+                reason: "must be whole seconds".into(),
+            })
+        })
+        .transpose()
+}
+
+/// The `CallSid`.
+pub fn call_sid(params: &Params) -> Result<CallSid, ApiError> {
+    parsed(params, "CallSid", CallSid::parse)
+}
+
+/// The incoming-call webhook.
+pub fn incoming_call(params: &Params) -> Result<IncomingCall, ApiError> {
+    Ok(IncomingCall {
+        call_sid: call_sid(params)?,
+        account_sid: parsed(params, "AccountSid", AccountSid::parse)?,
+        // A withheld number may come empty; it is still a caller.
+        from: CallerId::new(params.get("From").unwrap_or_default()),
+        to: params.get("To").unwrap_or_default().to_owned(),
+        direction: params
+            .non_empty("Direction")
+            .unwrap_or("inbound")
+            .to_owned(),
+    })
+}
+
+/// The recording webhook.
+pub fn recording_done(params: &Params) -> Result<RecordingDone, ApiError> {
+    Ok(RecordingDone {
+        call_sid: call_sid(params)?,
+        recording_sid: parsed(params, "RecordingSid", RecordingSid::parse)?,
+        recording_url: parsed(params, "RecordingUrl", RecordingUrl::parse)?,
+        duration_secs: seconds(params, "RecordingDuration")?,
+        digits: params.non_empty("Digits").map(str::to_owned),
+    })
+}
+
+/// The choice webhook: keys or words, either may be absent.
+pub fn choice_input(params: &Params) -> ChoiceInput {
+    ChoiceInput {
+        digits: params.non_empty("Digits").map(str::to_owned),
+        speech: params.non_empty("SpeechResult").map(str::to_owned),
+    }
+}
+
+/// The `<Dial action>` webhook.
+pub fn dial_outcome(params: &Params) -> DialOutcome {
+    match params.get("DialCallStatus") {
+        Some("completed" | "answered") => DialOutcome::Connected,
+        _ => DialOutcome::NotConnected,
+    }
+}
+
+/// The status callback.
+pub fn status_report(params: &Params) -> Result<StatusReport, ApiError> {
+    Ok(StatusReport {
+        call_sid: call_sid(params)?,
+        status: CallStatus::parse(required(params, "CallStatus")?),
+        sequence_number: seconds(params, "SequenceNumber").map_err(|_| {
+            ApiError::InvalidParameter {
+                name: "SequenceNumber",
+                reason: "must be a whole number".into(),
+            }
+        })?,
+        duration_secs: seconds(params, "CallDuration")?,
+    })
+}
