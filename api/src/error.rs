@@ -28,9 +28,9 @@ pub enum ApiError {
     /// A parameter is missing or malformed.
     #[error("parameter {name}: {reason}")]
     InvalidParameter { name: &'static str, reason: String },
-    /// The store is unavailable; the client may retry.
+    /// The store is unavailable; the client may retry. The cause is logged, never sent.
     #[error("the service is temporarily unavailable")]
-    Unavailable,
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -41,7 +41,7 @@ impl ApiError {
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -53,7 +53,7 @@ impl ApiError {
             Self::TooLarge => "body_too_large",
             Self::Body(_) => "unreadable_body",
             Self::InvalidParameter { .. } => "invalid_parameter",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -62,8 +62,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         // Logged once here, without the request's body or any token.
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), "request failed");
+        if let Self::Unavailable(cause) = &self {
+            tracing::error!(code = self.code(), cause = %cause, "request failed");
         } else {
             tracing::warn!(code = self.code(), reason = %self, "request refused");
         }

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Hotline answers a crisis line's phone calls through Twilio.
 #[derive(Debug, Parser)]
-#[command(name = "hotline", version, about)]
+#[command(name = "hotline", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

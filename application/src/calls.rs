@@ -4,7 +4,7 @@
 //! goes wrong on our side becomes `CallAnswer::Trouble` (a person, the crisis number), logged here
 //! once, without the caller's number or words.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cqrs_es::EventStore;
 use domain::call::{
@@ -17,6 +17,7 @@ use domain::{
 };
 
 use crate::answer::CallAnswer;
+use crate::breaker::Breaker;
 use crate::dispatch::CommandDispatcher;
 use crate::error::AppError;
 use crate::metadata::CommandMetadata;
@@ -83,6 +84,7 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
 pub struct CallService<ES> {
     dispatcher: CommandDispatcher<ES>,
     lines: Lines,
+    breaker: Breaker,
 }
 
 impl<ES> std::fmt::Debug for CallService<ES> {
@@ -99,6 +101,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         Self {
             dispatcher: CommandDispatcher::new(store),
             lines,
+            breaker: Breaker::default(),
         }
     }
 
@@ -113,9 +116,18 @@ impl<ES: EventStore<Call>> CallService<ES> {
         command: CallCommand,
         meta: &CommandMetadata,
     ) -> Result<Call, AppError> {
-        tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.execute(id, command, meta))
-            .await
-            .unwrap_or(Err(AppError::TimedOut))
+        if self.breaker.is_open(Instant::now()) {
+            return Err(AppError::StoreSkipped);
+        }
+        let result =
+            tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.execute(id, command, meta))
+                .await
+                .unwrap_or(Err(AppError::TimedOut));
+        match &result {
+            Err(AppError::Store(_) | AppError::TimedOut) => self.breaker.trip(Instant::now()),
+            _ => self.breaker.reset(),
+        }
+        result
     }
 
     /// `POST /twilio/voice/`: a new call (or Twilio's retry of one).

@@ -15,12 +15,19 @@ use rand::Rng;
 use crate::error::AppError;
 use crate::metadata::CommandMetadata;
 
-/// How many times a command is tried when another writer appended to the same call first.
-const MAX_ATTEMPTS: u32 = 6;
+/// How many times a command is tried when another instance appended to the same call first.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Commands on one call are serialised inside this process by one of these locks (chosen by the
+/// call id), so concurrent webhooks of one call never race each other here; only writers in other
+/// instances can conflict, and those conflicts are retried. Striping bounds the memory whatever the
+/// number of calls; two calls sharing a stripe merely wait for each other's short command.
+const LOCK_STRIPES: usize = 256;
 
 /// Executes commands on calls.
 pub struct CommandDispatcher<ES> {
     store: ES,
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl<ES> std::fmt::Debug for CommandDispatcher<ES> {
@@ -32,12 +39,21 @@ impl<ES> std::fmt::Debug for CommandDispatcher<ES> {
 impl<ES: EventStore<Call>> CommandDispatcher<ES> {
     /// A dispatcher over `store`.
     pub fn new(store: ES) -> Self {
-        Self { store }
+        let locks = (0..LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Self { store, locks }
+    }
+
+    fn lock_for(&self, id: CallId) -> &tokio::sync::Mutex<()> {
+        // A v5 UUID's low bits are uniformly distributed.
+        let index = (id.as_uuid().as_u128() % LOCK_STRIPES as u128) as usize;
+        &self.locks[index]
     }
 
     /// Runs `command` on the call `id` and returns the call as it is afterwards. A conflict with a
-    /// concurrent writer reloads the call and tries again, up to `MAX_ATTEMPTS` times with jitter;
-    /// `handle` has no side effects, so a retry is always safe.
+    /// writer in another instance reloads the call and tries again, up to `MAX_ATTEMPTS` times with
+    /// exponential backoff and full jitter; `handle` has no side effects, so a retry is always safe.
     #[tracing::instrument(skip_all, fields(call_id = %id))]
     pub async fn execute(
         &self,
@@ -46,13 +62,14 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         metadata: &CommandMetadata,
     ) -> Result<Call, AppError> {
         let aggregate_id = id.to_string();
+        let _serialised = self.lock_for(id).lock().await;
         for attempt in 1..=MAX_ATTEMPTS {
             match self
                 .try_once(&aggregate_id, command.clone(), metadata)
                 .await
             {
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
-                    let ceiling = 2u64.pow(attempt.min(6)) * 2;
+                    let ceiling = 2u64.pow(attempt.min(7));
                     let pause = rand::rng().random_range(0..=ceiling);
                     tracing::debug!(attempt, "write conflict, retrying");
                     tokio::time::sleep(Duration::from_millis(pause)).await;

@@ -17,6 +17,9 @@ pub enum AppError {
     /// The event store could not be reached or failed.
     #[error("the event store failed: {0}")]
     Store(String),
+    /// The store failed moments ago, so this command was not attempted (see `breaker`).
+    #[error("the event store failed moments ago; not attempted")]
+    StoreSkipped,
     /// The command took longer than a webhook may wait.
     #[error("the event store did not answer in time")]
     TimedOut,

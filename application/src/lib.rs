@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod breaker;
 pub mod calls;
 pub mod dispatch;
 pub mod error;

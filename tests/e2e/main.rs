@@ -1,1 +1,8 @@
+//! End-to-end tests: the real router served on 127.0.0.1, real PostgreSQL (a fresh database per
+//! test), and requests signed exactly as Twilio signs them.
 
+mod calls;
+mod embedded;
+mod helpers;
+mod resilience;
+mod security;

@@ -158,7 +158,7 @@ async fn status(
             tracing::warn!(reason = %rule, "status callback refused by the call's rules");
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(_) => Err(ApiError::Unavailable),
+        Err(error) => Err(ApiError::Unavailable(error.to_string())),
     }
 }
 

@@ -1,0 +1,387 @@
+//! Whole calls, webhook by webhook: what is stored and what the caller hears.
+
+use domain::CallId;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    let url = |kind: &str| format!("{}/twilio/{kind}/{id}/", app.base_url);
+
+    // 1. The call comes in: disclosure, the way to a counselor, then a recording with a fallback.
+    let greeting = app.voice(&sid).await;
+    assert_eq!(
+        greeting.verbs(),
+        ["Gather", "Record", "Gather", "Say", "Dial"]
+    );
+    let spoken = greeting.spoken();
+    assert!(
+        spoken.contains("automated") && spoken.contains("recorded"),
+        "{spoken}"
+    );
+    assert!(spoken.contains("press 0"), "{spoken}");
+    let record = greeting.first("Record");
+    assert_eq!(record.attr("action"), Some(url("recording").as_str()));
+    assert_eq!(record.attr("maxLength"), Some("30"));
+    assert_eq!(
+        greeting.first("Gather").attr("action"),
+        Some(url("user-choice").as_str())
+    );
+    assert_eq!(greeting.dialled(), [COUNSELOR]);
+
+    // 2. The caller spoke: a holding line, then on to continue.
+    let hold = app.recording(&sid, 1, "#").await;
+    assert_eq!(hold.verbs(), ["Say", "Pause", "Redirect"]);
+    assert_eq!(hold.first("Redirect").text, url("continue"));
+
+    // 3. Continue: the scripted reply, then the choice.
+    let reply = app.continue_call(&sid).await;
+    assert_eq!(reply.verbs()[..2], ["Say", "Gather"]);
+    assert!(
+        reply.spoken().contains("you don't have to face it alone"),
+        "{}",
+        reply.spoken()
+    );
+    let gather = reply.first("Gather");
+    assert_eq!(gather.attr("action"), Some(url("user-choice").as_str()));
+    assert_eq!(gather.attr("input"), Some("dtmf speech"));
+
+    // 4. Choice 2: resources, goodbye, hang up.
+    let goodbye = app.choose(&sid, "2").await;
+    assert_eq!(goodbye.verbs(), ["Say", "Hangup"]);
+    assert!(goodbye.spoken().contains("9 8 8"), "{}", goodbye.spoken());
+
+    // 5. Twilio reports the end.
+    assert_eq!(app.status(&sid, "completed", 3).await, 204);
+
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "CallerChose",
+            "Completed"
+        ]
+    );
+    let events = app.events(&sid).await;
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(events[1].payload["RecordingReceived"]["turn"], 1);
+    assert_eq!(events[2].payload["ResponsePlayed"]["via"], "twiml");
+    assert_eq!(events[3].payload["CallerChose"]["choice"], "end");
+    assert_eq!(events[4].payload["Completed"]["status"], "completed");
+    assert_eq!(events[4].payload["Completed"]["duration_secs"], 42);
+}
+
+#[tokio::test]
+async fn every_event_carries_the_request_id_idempotency_token_and_time() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let events = app.events(&sid).await;
+    let metadata = &events[0].metadata;
+    assert_eq!(metadata["actor"], "twilio");
+    assert!(
+        metadata["request_id"]
+            .as_str()
+            .is_some_and(|r| r.len() == 36),
+        "{metadata}"
+    );
+    assert!(
+        metadata["twilio_idempotency_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("idem-")),
+        "{metadata}"
+    );
+    let received = metadata["received_at"].as_str().expect("a time");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(received).is_ok(),
+        "{received}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_voice_webhook_for_the_same_call_creates_no_second_call() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let first = app.voice(&sid).await;
+    let second = app.voice(&sid).await;
+    assert_eq!(
+        first.elements, second.elements,
+        "a retry gets the same answer"
+    );
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn duplicate_webhooks_of_every_kind_store_nothing_new() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    let hold_again = app.recording(&sid, 1, "#").await;
+    assert_eq!(hold_again.verbs(), ["Say", "Pause", "Redirect"]);
+    let reply = app.continue_call(&sid).await;
+    let reply_again = app.continue_call(&sid).await;
+    assert_eq!(
+        reply.elements, reply_again.elements,
+        "a retried continue is answered the same"
+    );
+    app.choose(&sid, "1").await;
+    app.choose(&sid, "1").await;
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "CallerChose"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn duplicate_and_out_of_order_status_callbacks_change_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    assert_eq!(app.status(&sid, "in-progress", 2).await, 204);
+    assert_eq!(app.status(&sid, "in-progress", 2).await, 204);
+    assert_eq!(
+        app.event_types(&sid).await,
+        ["CallStarted", "StatusChanged"]
+    );
+
+    // An older status arrives late: kept for the record, the status stays where it was.
+    assert_eq!(app.status(&sid, "ringing", 1).await, 204);
+    assert_eq!(app.status(&sid, "ringing", 1).await, 204);
+    let call = application_state(&app, &sid).await;
+    assert_eq!(
+        call.status().map(|s| s.as_str().to_owned()).as_deref(),
+        Some("in-progress")
+    );
+
+    // The end, its duplicate, and a straggler after it.
+    assert_eq!(app.status(&sid, "completed", 3).await, 204);
+    assert_eq!(app.status(&sid, "completed", 3).await, 204);
+    assert_eq!(app.status(&sid, "in-progress", 4).await, 204);
+    let call = application_state(&app, &sid).await;
+    assert_eq!(
+        call.ended().map(|s| s.as_str().to_owned()).as_deref(),
+        Some("completed")
+    );
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "StatusChanged",
+            "LateCallbackReceived",
+            "Completed",
+            "LateCallbackReceived"
+        ]
+    );
+}
+
+async fn application_state(app: &TestApp, sid: &domain::CallSid) -> domain::Call {
+    let service = application::CallService::new(
+        infrastructure::event_store::call_store(app.pool.clone()),
+        application::Lines {
+            counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
+            crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
+        },
+    );
+    service
+        .call(CallId::for_call_sid(sid))
+        .await
+        .expect("loads")
+}
+
+#[tokio::test]
+async fn pressing_zero_at_the_choice_dials_the_counselor_then_the_crisis_line() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    let connect = app.choose(&sid, "0").await;
+    assert_eq!(connect.verbs(), ["Say", "Dial"]);
+    assert_eq!(connect.dialled(), [COUNSELOR]);
+    let dial_action = format!("{}/twilio/dial-status/{id}/", app.base_url);
+    assert_eq!(
+        connect.first("Dial").attr("action"),
+        Some(dial_action.as_str())
+    );
+
+    // Nobody answers at the counselor line: the crisis line is dialled.
+    let params = form(&[("CallSid", sid.as_str()), ("DialCallStatus", "no-answer")]);
+    let fallback = app
+        .twiml(&format!("/twilio/dial-status/{id}/"), &params)
+        .await;
+    assert_eq!(fallback.dialled(), [CRISIS]);
+    // After a conversation with a counselor, the call ends kindly.
+    let params = form(&[("CallSid", sid.as_str()), ("DialCallStatus", "completed")]);
+    let farewell = app
+        .twiml(&format!("/twilio/dial-status/{id}/"), &params)
+        .await;
+    assert_eq!(farewell.verbs(), ["Say", "Hangup"]);
+
+    let events = app.events(&sid).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "CallerChose",
+            "Escalated",
+            "Escalated"
+        ]
+    );
+    assert_eq!(events[4].payload["Escalated"]["reason"], "caller_requested");
+    assert_eq!(events[4].payload["Escalated"]["target"], COUNSELOR);
+    assert_eq!(
+        events[5].payload["Escalated"]["reason"],
+        "counselor_unavailable"
+    );
+    assert_eq!(events[5].payload["Escalated"]["target"], CRISIS);
+}
+
+#[tokio::test]
+async fn ending_a_recording_with_zero_asks_for_a_counselor() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let connect = app.recording(&sid, 1, "0").await;
+    assert_eq!(connect.dialled(), [COUNSELOR]);
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "CallerChose",
+            "Escalated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn choosing_to_continue_records_the_next_turn() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    let listen = app.choose(&sid, "1").await;
+    assert_eq!(
+        listen.first("Record").attr("action"),
+        Some(format!("{}/twilio/recording/{id}/", app.base_url).as_str())
+    );
+    app.recording(&sid, 2, "#").await;
+    app.continue_call(&sid).await;
+    let events = app.events(&sid).await;
+    let turns: Vec<_> = events
+        .iter()
+        .filter_map(|e| {
+            e.payload
+                .get("RecordingReceived")
+                .or(e.payload.get("ResponsePlayed"))
+        })
+        .map(|p| p["turn"].as_u64())
+        .collect();
+    assert_eq!(turns, [Some(1), Some(1), Some(2), Some(2)]);
+}
+
+#[tokio::test]
+async fn an_unrecognised_choice_is_offered_again_and_stores_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    let again = app.choose(&sid, "7").await;
+    assert!(
+        again.spoken().contains("didn't catch that"),
+        "{}",
+        again.spoken()
+    );
+    assert_eq!(again.verbs()[..2], ["Say", "Gather"]);
+    assert_eq!(app.event_types(&sid).await.len(), 3);
+}
+
+#[tokio::test]
+async fn continue_before_anything_was_recorded_listens_again() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let listen = app.continue_call(&sid).await;
+    assert!(listen.verbs().contains(&"Record"), "{}", listen.xml);
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_on_one_call_are_all_stored_once() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    // Sixteen distinct status callbacks race for the same call's next sequence number.
+    let statuses = (1..=16u32).map(|n| {
+        let app = &app;
+        let sid = sid.clone();
+        async move { app.status(&sid, "in-progress", n).await }
+    });
+    let answers = futures::future::join_all(statuses).await;
+    assert!(answers.iter().all(|s| *s == 204), "{answers:?}");
+    let events = app.events(&sid).await;
+    assert_eq!(
+        events.len(),
+        17,
+        "one CallStarted and one event per distinct callback"
+    );
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=17).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn two_instances_racing_on_one_call_lose_nothing() {
+    // Two services on one database: their writes to the same call conflict on the event store's
+    // primary key and are retried, so every callback is stored exactly once.
+    let first = spawn_app().await;
+    let second = spawn_with_pool(first.pool.clone()).await;
+    let sid = new_call_sid();
+    first.voice(&sid).await;
+    let statuses = (1..=24u32).map(|n| {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let sid = sid.clone();
+        async move { app.status(&sid, "in-progress", n).await }
+    });
+    let answers = futures::future::join_all(statuses).await;
+    assert!(answers.iter().all(|s| *s == 204), "{answers:?}");
+    let events = first.events(&sid).await;
+    assert_eq!(events.len(), 25);
+    let mut sequences: Vec<u64> = events
+        .iter()
+        .filter_map(|e| {
+            let p = e.payload.get("StatusChanged").or(e
+                .payload
+                .get("LateCallbackReceived")
+                .and_then(|l| l["callback"].get("status")));
+            p.and_then(|p| p["sequence_number"].as_u64())
+        })
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (1..=24).collect::<Vec<u64>>(),
+        "each callback stored once"
+    );
+}

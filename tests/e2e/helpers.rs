@@ -1,0 +1,436 @@
+//! `spawn_app()` and the typed helpers the tests speak in.
+
+use std::sync::Once;
+
+use api::state::Voice;
+use api::AppState;
+use application::Lines;
+use domain::{CallId, CallSid, DialNumber};
+use infrastructure::event_store;
+use infrastructure::twilio::signature::{sign_request, SignatureValidator};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use secrecy::SecretString;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+
+pub const AUTH_TOKEN: &str = "test-auth-token";
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const COUNSELOR: &str = "+15005550001";
+pub const CRISIS: &str = "988";
+
+/// The server all test databases are created on: `TEST_DATABASE_URL`, else the local one.
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A running Hotline on its own database.
+pub struct TestApp {
+    pub base_url: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    /// The database dropped when the app is, if this app owns one.
+    pub database: Option<String>,
+}
+
+/// Creates an empty, migrated database of its own.
+pub async fn fresh_database() -> (PgPool, String) {
+    let admin =
+        PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL is a PostgreSQL URL");
+    let name = format!("hotline_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = admin
+        .connect()
+        .await
+        .expect("the test PostgreSQL server answers");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("database created");
+    conn.close().await.expect("closed");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(admin.database(&name))
+        .await
+        .expect("connects to the test database");
+    event_store::migrate(&pool).await.expect("migrations apply");
+    (pool, name)
+}
+
+/// Serves the real application on 127.0.0.1 over a fresh database.
+pub async fn spawn_app() -> TestApp {
+    let (pool, name) = fresh_database().await;
+    let mut app = spawn_with_pool(pool).await;
+    app.database = Some(name);
+    app
+}
+
+/// Serves the real application over `pool`, whatever state its database is in.
+pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let base_url = format!("http://{}", listener.local_addr().expect("has an address"));
+    let validator = SignatureValidator::new(&base_url, vec![SecretString::from(AUTH_TOKEN)]);
+    let voice = Voice {
+        public_base_url: base_url.clone(),
+        lines: Lines {
+            counselor: DialNumber::parse(COUNSELOR).expect("valid"),
+            crisis: DialNumber::parse(CRISIS).expect("valid"),
+        },
+        voice: "Polly.Joanna".into(),
+        language: "en-US".into(),
+    };
+    let state = AppState::new(pool.clone(), validator, voice);
+    tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
+    TestApp {
+        base_url,
+        pool,
+        client: reqwest::Client::new(),
+        database: None,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some(name) = self.database.take() else {
+            return;
+        };
+        // Dropped on a thread of its own: Drop cannot await, and the test's runtime is ending.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let admin = PgConnectOptions::from_str(&admin_url()).ok()?;
+                    let mut conn = admin.connect().await.ok()?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Owned form parameters.
+pub fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A fresh CallSid.
+pub fn new_call_sid() -> CallSid {
+    CallSid::parse(&format!("CA{}", uuid::Uuid::new_v4().simple())).expect("valid")
+}
+
+/// A recording SID and URL for turn `n` of a call.
+pub fn recording_of(n: u32) -> (String, String) {
+    let sid = format!("RE{:032x}", u128::from(n) + 0xabc0);
+    let url = format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{sid}");
+    (sid, url)
+}
+
+/// A stored event, as an auditor sees it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_type: String,
+    pub sequence: i64,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl TestApp {
+    /// POSTs a form to `path`, signed as Twilio signs it.
+    pub async fn post_signed(&self, path: &str, params: &[(String, String)]) -> reqwest::Response {
+        let url = format!("{}{path}", self.base_url);
+        let signature = sign_request(AUTH_TOKEN, &url, params);
+        self.client
+            .post(&url)
+            .header("X-Twilio-Signature", signature)
+            .header(
+                "I-Twilio-Idempotency-Token",
+                format!("idem-{}", uuid::Uuid::new_v4()),
+            )
+            .form(params)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// POSTs a signed form and returns the TwiML answer, checking it is a 200 XML document.
+    pub async fn twiml(&self, path: &str, params: &[(String, String)]) -> Twiml {
+        let response = self.post_signed(path, params).await;
+        assert_eq!(response.status(), 200, "POST {path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(content_type.starts_with("text/xml"), "{content_type}");
+        Twiml::parse(&response.text().await.expect("a body"))
+    }
+
+    /// The incoming-call webhook for `sid`.
+    pub async fn voice(&self, sid: &CallSid) -> Twiml {
+        self.twiml("/twilio/voice/", &voice_params(sid)).await
+    }
+
+    /// The recording webhook for turn `n`.
+    pub async fn recording(&self, sid: &CallSid, n: u32, digits: &str) -> Twiml {
+        let (recording_sid, url) = recording_of(n);
+        let params = form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("RecordingSid", &recording_sid),
+            ("RecordingUrl", &url),
+            ("RecordingDuration", "7"),
+            ("Digits", digits),
+        ]);
+        self.twiml(
+            &format!("/twilio/recording/{}/", CallId::for_call_sid(sid)),
+            &params,
+        )
+        .await
+    }
+
+    /// The continue webhook.
+    pub async fn continue_call(&self, sid: &CallSid) -> Twiml {
+        let params = form(&[("CallSid", sid.as_str()), ("AccountSid", ACCOUNT_SID)]);
+        self.twiml(
+            &format!("/twilio/continue/{}/", CallId::for_call_sid(sid)),
+            &params,
+        )
+        .await
+    }
+
+    /// The choice webhook with `digits`.
+    pub async fn choose(&self, sid: &CallSid, digits: &str) -> Twiml {
+        let params = form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("Digits", digits),
+        ]);
+        self.twiml(
+            &format!("/twilio/user-choice/{}/", CallId::for_call_sid(sid)),
+            &params,
+        )
+        .await
+    }
+
+    /// The status callback; returns the HTTP status.
+    pub async fn status(&self, sid: &CallSid, status: &str, sequence: u32) -> u16 {
+        let sequence = sequence.to_string();
+        let params = form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("CallStatus", status),
+            ("SequenceNumber", &sequence),
+            ("CallDuration", "42"),
+            ("CallbackSource", "call-progress-events"),
+        ]);
+        self.post_signed("/twilio/status/", &params)
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// Every stored event of the call, in order.
+    pub async fn events(&self, sid: &CallSid) -> Vec<StoredEvent> {
+        let rows: Vec<(String, i64, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+            "SELECT event_type, sequence, payload::jsonb, metadata::jsonb FROM events \
+             WHERE aggregate_type = 'Call' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(CallId::for_call_sid(sid).to_string())
+        .fetch_all(&self.pool)
+        .await
+        .expect("events load");
+        rows.into_iter()
+            .map(|(event_type, sequence, payload, metadata)| StoredEvent {
+                event_type,
+                sequence,
+                payload,
+                metadata,
+            })
+            .collect()
+    }
+
+    /// The types of the call's stored events, in order.
+    pub async fn event_types(&self, sid: &CallSid) -> Vec<String> {
+        self.events(sid)
+            .await
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    /// How many events the whole store holds.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("counts")
+    }
+}
+
+/// The parameters of an incoming-call webhook, as Twilio sends them.
+pub fn voice_params(sid: &CallSid) -> Vec<(String, String)> {
+    form(&[
+        ("CallSid", sid.as_str()),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", "+14155550123"),
+        ("To", "+15005550006"),
+        ("Caller", "+14155550123"),
+        ("Called", "+15005550006"),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("ApiVersion", "2010-04-01"),
+        ("CallerName", ""),
+        ("FromCity", ""),
+    ])
+}
+
+/// One element of a TwiML answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Element {
+    pub depth: usize,
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub text: String,
+}
+
+/// A parsed TwiML answer. Parsing fails the test if the document is not well-formed XML.
+#[derive(Debug, Clone)]
+pub struct Twiml {
+    pub xml: String,
+    pub elements: Vec<Element>,
+}
+
+impl Twiml {
+    pub fn parse(xml: &str) -> Self {
+        let mut reader = Reader::from_str(xml);
+        let mut elements: Vec<Element> = Vec::new();
+        let mut depth = 0;
+        loop {
+            let event = reader
+                .read_event()
+                .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {xml}"));
+            match &event {
+                Event::Start(e) | Event::Empty(e) => {
+                    let attrs = e
+                        .attributes()
+                        .map(|a| {
+                            let a = a.expect("valid attribute");
+                            let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                            (key, a.unescape_value().expect("valid escape").into_owned())
+                        })
+                        .collect();
+                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                    elements.push(Element {
+                        depth,
+                        name,
+                        attrs,
+                        text: String::new(),
+                    });
+                    if matches!(event, Event::Start(_)) {
+                        depth += 1;
+                    }
+                }
+                Event::Text(t) => {
+                    if let Some(last) = elements.last_mut() {
+                        last.text.push_str(&t.decode().expect("UTF-8"));
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    let resolved = match r.resolve_char_ref().expect("valid reference") {
+                        Some(c) => c.to_string(),
+                        None => quick_xml::escape::resolve_predefined_entity(
+                            &r.decode().expect("UTF-8"),
+                        )
+                        .expect("predefined entity")
+                        .to_owned(),
+                    };
+                    if let Some(last) = elements.last_mut() {
+                        last.text.push_str(&resolved);
+                    }
+                }
+                Event::End(_) => depth -= 1,
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        assert_eq!(depth, 0, "unbalanced: {xml}");
+        assert_eq!(
+            elements.first().map(|e| e.name.as_str()),
+            Some("Response"),
+            "{xml}"
+        );
+        Self {
+            xml: xml.to_owned(),
+            elements,
+        }
+    }
+
+    /// The top-level verbs, in order.
+    pub fn verbs(&self) -> Vec<&str> {
+        self.elements
+            .iter()
+            .filter(|e| e.depth == 1)
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    /// The first element named `name`.
+    pub fn first(&self, name: &str) -> &Element {
+        self.elements
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no <{name}> in {}", self.xml))
+    }
+
+    /// Everything said, joined.
+    pub fn spoken(&self) -> String {
+        self.elements
+            .iter()
+            .filter(|e| e.name == "Say")
+            .map(|e| e.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The numbers dialled, in order.
+    pub fn dialled(&self) -> Vec<&str> {
+        self.elements
+            .iter()
+            .filter(|e| e.name == "Number")
+            .map(|e| e.text.as_str())
+            .collect()
+    }
+}
+
+impl Element {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}

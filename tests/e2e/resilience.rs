@@ -1,0 +1,187 @@
+//! The caller is never left with an error: whatever fails on our side, a caller-facing webhook
+//! answers 200 with TwiML that says something human, gives the crisis number and dials a person.
+
+use domain::CallId;
+use infrastructure::event_store;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::helpers::*;
+
+/// The answer a caller gets when we are in trouble: spoken help and a person.
+fn assert_person_on_the_line(twiml: &Twiml) {
+    assert!(
+        twiml.spoken().contains("9 8 8"),
+        "the crisis number is read out: {}",
+        twiml.xml
+    );
+    assert_eq!(
+        twiml.dialled().first().copied(),
+        Some(COUNSELOR),
+        "{}",
+        twiml.xml
+    );
+}
+
+#[tokio::test]
+async fn with_the_database_unreachable_callers_still_get_a_person() {
+    // Nothing listens on port 1: every connection attempt fails at once.
+    let unreachable = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(1)
+        .username("nobody")
+        .database("none");
+    let app = spawn_with_pool(event_store::pool(unreachable, 4)).await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+
+    let voice = app.voice(&sid).await;
+    assert_person_on_the_line(&voice);
+    assert_eq!(voice.verbs(), ["Say", "Dial"]);
+    // The counselor dial reports back to the same call, so a no-answer still reaches the crisis line.
+    let dial_action = format!("{}/twilio/dial-status/{id}/", app.base_url);
+    assert_eq!(
+        voice.first("Dial").attr("action"),
+        Some(dial_action.as_str())
+    );
+
+    assert_person_on_the_line(&app.recording(&sid, 1, "#").await);
+    assert_person_on_the_line(&app.continue_call(&sid).await);
+    assert_person_on_the_line(&app.choose(&sid, "2").await);
+    // Asking for a human works even when it cannot be written down.
+    assert_eq!(app.choose(&sid, "0").await.dialled(), [COUNSELOR]);
+    let params = form(&[("CallSid", sid.as_str()), ("DialCallStatus", "busy")]);
+    assert_eq!(
+        app.twiml(&format!("/twilio/dial-status/{id}/"), &params)
+            .await
+            .dialled(),
+        [CRISIS]
+    );
+
+    // No caller hears the status callback: it reports the outage so Twilio's debugger shows it.
+    assert_eq!(app.status(&sid, "completed", 3).await, 503);
+    let health = app
+        .client
+        .get(format!("{}/health", app.base_url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(health.status(), 503);
+}
+
+#[tokio::test]
+async fn with_the_pool_exhausted_callers_still_get_a_person() {
+    let (pool, name) = fresh_database().await;
+    let options = (*pool.connect_options()).clone();
+    let small = event_store::pool(options, 1);
+    let mut app = spawn_with_pool(small.clone()).await;
+    app.database = Some(name);
+    // Hold the only connection: the webhook cannot get one within the acquire timeout.
+    let _held = small.acquire().await.expect("the one connection");
+    let voice = app.voice(&new_call_sid()).await;
+    assert_person_on_the_line(&voice);
+}
+
+#[tokio::test]
+async fn a_recording_for_an_unknown_call_answers_safe_twiml_and_stores_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let answer = app.recording(&sid, 1, "#").await;
+    assert_person_on_the_line(&answer);
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_webhook_naming_another_call_in_its_url_answers_safe_twiml_and_stores_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let other = new_call_sid();
+    app.voice(&sid).await;
+    app.voice(&other).await;
+    let (recording_sid, url) = recording_of(1);
+    let params = form(&[
+        ("CallSid", sid.as_str()),
+        ("RecordingSid", &recording_sid),
+        ("RecordingUrl", &url),
+    ]);
+    let answer = app
+        .twiml(
+            &format!("/twilio/recording/{}/", CallId::for_call_sid(&other)),
+            &params,
+        )
+        .await;
+    assert_person_on_the_line(&answer);
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[tokio::test]
+async fn malformed_webhook_parameters_answer_safe_twiml_and_store_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    // No AccountSid, and a CallSid of the wrong shape.
+    let answer = app
+        .twiml("/twilio/voice/", &form(&[("CallSid", sid.as_str())]))
+        .await;
+    assert_person_on_the_line(&answer);
+    let answer = app
+        .twiml(
+            "/twilio/voice/",
+            &form(&[("CallSid", "CA123"), ("AccountSid", ACCOUNT_SID)]),
+        )
+        .await;
+    assert_person_on_the_line(&answer);
+    // A recording without a usable RecordingUrl.
+    app.voice(&sid).await;
+    let (recording_sid, _) = recording_of(1);
+    let params = form(&[
+        ("CallSid", sid.as_str()),
+        ("RecordingSid", &recording_sid),
+        ("RecordingUrl", "file:///etc/passwd"),
+    ]);
+    let answer = app
+        .twiml(
+            &format!("/twilio/recording/{}/", CallId::for_call_sid(&sid)),
+            &params,
+        )
+        .await;
+    assert_person_on_the_line(&answer);
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+}
+
+#[tokio::test]
+async fn a_malformed_status_callback_gets_a_clear_400() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let response = app
+        .post_signed(
+            "/twilio/status/",
+            &form(&[
+                ("CallSid", sid.as_str()),
+                ("CallStatus", "completed"),
+                ("SequenceNumber", "-1"),
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["code"], "invalid_parameter");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SequenceNumber")),
+        "{body}"
+    );
+    let response = app
+        .post_signed("/twilio/status/", &form(&[("CallStatus", "completed")]))
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_status_callback_for_a_call_never_answered_is_kept() {
+    // A call whose voice webhook never reached us (or an outbound call nobody picked up).
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    assert_eq!(app.status(&sid, "no-answer", 1).await, 204);
+    assert_eq!(app.event_types(&sid).await, ["Completed"]);
+}

@@ -1,0 +1,182 @@
+//! Requests that are not Twilio's, or not what Twilio sends, are refused before anything runs,
+//! and nothing a request carries can break or inject into the TwiML answer.
+
+use domain::CallId;
+use infrastructure::twilio::signature::sign_request;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_bad_signature_gets_403_and_stores_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let params = voice_params(&sid);
+    let url = format!("{}/twilio/voice/", app.base_url);
+    for signature in [
+        sign_request("another-token", &url, &params),
+        sign_request(AUTH_TOKEN, &format!("{url}?x=1"), &params),
+        "not base64 at all".to_owned(),
+        String::new(),
+    ] {
+        let response = app
+            .client
+            .post(&url)
+            .header("X-Twilio-Signature", &signature)
+            .form(&params)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 403, "signature {signature:?}");
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["code"], "bad_signature");
+    }
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_signed_request_altered_in_transit_is_refused() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let params = voice_params(&sid);
+    let url = format!("{}/twilio/voice/", app.base_url);
+    let signature = sign_request(AUTH_TOKEN, &url, &params);
+    let mut altered = params.clone();
+    altered.push(("Extra".into(), "added later".into()));
+    let response = app
+        .client
+        .post(&url)
+        .header("X-Twilio-Signature", signature)
+        .form(&altered)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 403);
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_missing_signature_gets_400_and_stores_nothing() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(format!("{}/twilio/voice/", app.base_url))
+        .form(&voice_params(&new_call_sid()))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["code"], "missing_signature");
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let mut params = voice_params(&sid);
+    params.push(("Padding".into(), "x".repeat(api::MAX_BODY_BYTES + 1)));
+    let response = app.post_signed("/twilio/voice/", &params).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_form_gets_415() {
+    let app = spawn_app().await;
+    let url = format!("{}/twilio/voice/", app.base_url);
+    let response = app
+        .client
+        .post(&url)
+        .header("X-Twilio-Signature", sign_request(AUTH_TOKEN, &url, &[]))
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 415);
+}
+
+#[tokio::test]
+async fn unknown_and_empty_parameters_are_part_of_what_is_signed() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let mut params = voice_params(&sid);
+    params.push(("SomethingTwilioAddsLater".into(), String::new()));
+    params.push(("StirVerstat".into(), "TN-Validation-Passed-A".into()));
+    let greeting = app.voice_with(&params).await;
+    assert!(greeting.verbs().contains(&"Record"));
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+}
+
+/// Text a caller, a spoofed caller ID, or a broken upstream could put in any parameter.
+const HOSTILE: &str = "</Say><Hangup/><Play>http://evil.example/a.mp3</Play> & \"q\" 'a' ]]> \u{1}\u{8}\u{1b}\u{FFFE}";
+
+#[tokio::test]
+async fn hostile_text_in_any_parameter_comes_out_as_well_formed_twiml() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+
+    let mut voice = voice_params(&sid);
+    for (name, value) in voice.iter_mut() {
+        if !matches!(name.as_str(), "CallSid" | "AccountSid") {
+            *value = HOSTILE.to_owned();
+        }
+    }
+    let greeting = app.voice_with(&voice).await;
+    assert_eq!(
+        greeting.verbs(),
+        ["Gather", "Record", "Gather", "Say", "Dial"]
+    );
+    let mut answers = vec![greeting];
+
+    // A hostile recording webhook: every parameter but the call's own is poison.
+    let recording = form(&[
+        ("CallSid", sid.as_str()),
+        ("RecordingSid", HOSTILE),
+        ("RecordingUrl", HOSTILE),
+        ("Digits", HOSTILE),
+    ]);
+    let answer = app
+        .twiml(&format!("/twilio/recording/{id}/"), &recording)
+        .await;
+    assert!(!answer.verbs().contains(&"Play"), "{}", answer.xml);
+    answers.push(answer);
+
+    let choice = form(&[
+        ("CallSid", sid.as_str()),
+        ("Digits", HOSTILE),
+        ("SpeechResult", HOSTILE),
+    ]);
+    let answer = app
+        .twiml(&format!("/twilio/user-choice/{id}/"), &choice)
+        .await;
+    assert!(
+        !answer.verbs().contains(&"Play") && !answer.verbs().contains(&"Hangup"),
+        "{}",
+        answer.xml
+    );
+    answers.push(answer);
+
+    // Even the URL's call id.
+    let path = format!("/twilio/continue/{}/", urlencode(HOSTILE));
+    let answer = app.twiml(&path, &form(&[("CallSid", sid.as_str())])).await;
+    assert!(answer.dialled().contains(&COUNSELOR), "{}", answer.xml);
+    answers.push(answer);
+    for twiml in &answers {
+        assert!(!twiml.xml.contains("evil.example"), "{}", twiml.xml);
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl TestApp {
+    async fn voice_with(&self, params: &[(String, String)]) -> Twiml {
+        self.twiml("/twilio/voice/", params).await
+    }
+}
