@@ -23,6 +23,14 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Print the X-Twilio-Signature Twilio would send for a form POST, for requests made by hand.
+    /// Signs with the first TWILIO_AUTH_TOKEN, or the development token under HOTLINE_DATA_DIR.
+    Sign {
+        /// The full URL, exactly as requested (e.g. http://127.0.0.1:8000/twilio/voice/).
+        url: String,
+        /// The form parameters, as NAME=VALUE.
+        params: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +50,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => api::startup::serve(cli.config).await,
         Command::Migrate => api::startup::migrate(cli.config).await,
+        Command::Sign { url, params } => sign(&cli.config, &url, &params),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,4 +59,27 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+
+    let pairs = params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("'{p}' is not NAME=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = match config.secret_auth_tokens().first() {
+        Some(token) => token.expose_secret().to_owned(),
+        None => api::startup::development_token(&config.data_dir)?,
+    };
+    println!(
+        "{}",
+        infrastructure::twilio::signature::sign_request(&token, url, &pairs)
+    );
+    Ok(())
 }

@@ -90,6 +90,9 @@ impl EmbeddedPostgres {
                 source,
             })?;
         }
+        // Several processes may start at once (two services, or a test runner's processes):
+        // one initialises and starts the cluster while the others wait, then find it running.
+        let _starting = lock_file(&root.join("start.lock")).await?;
         if let Some(user) = &run_as {
             check_traversable(&root, user)?;
             for dir in [&root, &socket_dir] {
@@ -231,6 +234,30 @@ impl EmbeddedPostgres {
             Err(EmbeddedError::Command { step, detail })
         }
     }
+}
+
+/// An exclusive lock on `path`, held until the returned file is dropped.
+async fn lock_file(path: &Path) -> Result<std::fs::File, EmbeddedError> {
+    let path = path.to_owned();
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EmbeddedError::Io { path, source }
+    };
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| EmbeddedError::Command {
+        step: "locking the data directory",
+        detail: e.to_string(),
+    })?
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {

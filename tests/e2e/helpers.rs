@@ -1,11 +1,13 @@
 //! `spawn_app()` and the typed helpers the tests speak in.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
 
 use api::state::Voice;
 use api::AppState;
 use application::Lines;
 use domain::{CallId, CallSid, DialNumber};
+use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
 use infrastructure::twilio::signature::{sign_request, SignatureValidator};
 use quick_xml::events::Event;
@@ -20,10 +22,46 @@ pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const COUNSELOR: &str = "+15005550001";
 pub const CRISIS: &str = "988";
 
-/// The server all test databases are created on: `TEST_DATABASE_URL`, else the local one.
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+/// The server every test database is created on, chosen once per test run.
+static ADMIN: tokio::sync::OnceCell<PgConnectOptions> = tokio::sync::OnceCell::const_new();
+/// The same, for `Drop`, which cannot await.
+static ADMIN_FOR_DROP: OnceLock<PgConnectOptions> = OnceLock::new();
+/// The embedded server, if one had to be started; kept for the life of the test process.
+static EMBEDDED: OnceLock<EmbeddedPostgres> = OnceLock::new();
+
+/// `TEST_DATABASE_URL` if set; else PostgreSQL on 127.0.0.1:5432 if it answers; else the same
+/// embedded PostgreSQL the service uses, under `target/`, so the tests need no setup either.
+async fn admin_options() -> PgConnectOptions {
+    ADMIN
+        .get_or_init(|| async {
+            let options = match std::env::var("TEST_DATABASE_URL") {
+                Ok(url) => {
+                    PgConnectOptions::from_str(&url).expect("TEST_DATABASE_URL is a PostgreSQL URL")
+                }
+                Err(_) => local_or_embedded().await,
+            };
+            let _ = ADMIN_FOR_DROP.set(options.clone());
+            options
+        })
+        .await
+        .clone()
+}
+
+async fn local_or_embedded() -> PgConnectOptions {
+    let local = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:5432/postgres")
+        .expect("valid URL");
+    let answers = tokio::time::timeout(Duration::from_secs(3), local.connect()).await;
+    if let Ok(Ok(conn)) = answers {
+        let _ = conn.close().await;
+        return local;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-postgres");
+    let pg = EmbeddedPostgres::start(&dir)
+        .await
+        .expect("no PostgreSQL on 127.0.0.1:5432 and the embedded one failed");
+    let options = pg.connect_options();
+    let _ = EMBEDDED.set(pg);
+    options
 }
 
 fn init_tracing() {
@@ -49,8 +87,7 @@ pub struct TestApp {
 
 /// Creates an empty, migrated database of its own.
 pub async fn fresh_database() -> (PgPool, String) {
-    let admin =
-        PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL is a PostgreSQL URL");
+    let admin = admin_options().await;
     let name = format!("hotline_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = admin
         .connect()
@@ -117,7 +154,7 @@ impl Drop for TestApp {
                 .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async {
-                    let admin = PgConnectOptions::from_str(&admin_url()).ok()?;
+                    let admin = ADMIN_FOR_DROP.get()?.clone();
                     let mut conn = admin.connect().await.ok()?;
                     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut conn)
