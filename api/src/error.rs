@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A parameter is missing or malformed.
     #[error("parameter {name}: {reason}")]
     InvalidParameter { name: &'static str, reason: String },
+    /// A per-call URL names no call.
+    #[error("the URL does not name a call")]
+    UnknownCall,
     /// The store is unavailable; the client may retry. The cause is logged, never sent.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
@@ -37,6 +40,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::MissingSignature | Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::UnknownCall => StatusCode::NOT_FOUND,
             Self::BadSignature => StatusCode::FORBIDDEN,
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,6 +57,7 @@ impl ApiError {
             Self::TooLarge => "body_too_large",
             Self::Body(_) => "unreadable_body",
             Self::InvalidParameter { .. } => "invalid_parameter",
+            Self::UnknownCall => "unknown_call",
             Self::Unavailable(_) => "unavailable",
         }
     }

@@ -3,10 +3,12 @@
 
 use application::CommandMetadata;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, OriginalUri, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use chrono::Utc;
+use domain::CallId;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -106,5 +108,19 @@ impl FromRequest<AppState> for TwilioRequest {
             received_at: Utc::now(),
         };
         Ok(Self { params, metadata })
+    }
+}
+
+/// The call a per-call webhook's URL names; `None` when the segment is not a call id, so that the
+/// handler can still answer the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPath(pub Option<CallId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallPath {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = Path::<String>::from_request_parts(parts, state).await.ok();
+        Ok(Self(raw.and_then(|Path(raw)| CallId::parse(&raw).ok())))
     }
 }

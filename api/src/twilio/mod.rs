@@ -8,7 +8,7 @@ pub mod params;
 pub mod render;
 
 use application::CallAnswer;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
@@ -17,7 +17,7 @@ use domain::CallId;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use extract::TwilioRequest;
+use extract::{CallPath, TwilioRequest};
 
 /// The webhook routes. The voice and status URLs are also served without their trailing slash,
 /// because a redirect would make Twilio retry with GET and lose the parameters.
@@ -44,11 +44,6 @@ fn unusable(state: &AppState, error: &ApiError, id: Option<CallId>) -> Response 
     answer(state, &CallAnswer::Trouble, id)
 }
 
-/// The id in a per-call URL; a malformed one names no call.
-fn call_id(raw: &str) -> Option<CallId> {
-    CallId::parse(raw).ok()
-}
-
 /// `POST /twilio/voice/`: a call comes in.
 async fn voice(State(state): State<AppState>, request: TwilioRequest) -> Response {
     let call = match params::incoming_call(&request.params) {
@@ -68,10 +63,9 @@ async fn voice(State(state): State<AppState>, request: TwilioRequest) -> Respons
 /// `POST /twilio/recording/{call_id}/`: the caller finished a turn.
 async fn recording(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    CallPath(id): CallPath,
     request: TwilioRequest,
 ) -> Response {
-    let id = call_id(&raw_id);
     let done = params::recording_done(&request.params);
     match (id, done) {
         (Some(id), Ok(done)) => {
@@ -82,18 +76,18 @@ async fn recording(
             answer(&state, &reply, Some(id))
         }
         (_, Err(error)) => unusable(&state, &error, id),
-        (None, Ok(_)) => unusable(&state, &unknown_call(&raw_id), None),
+        (None, Ok(_)) => unusable(&state, &ApiError::UnknownCall, None),
     }
 }
 
 /// `POST /twilio/continue/{call_id}/`: the caller waits for the reply.
 async fn continue_call(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    CallPath(id): CallPath,
     request: TwilioRequest,
 ) -> Response {
-    let Some(id) = call_id(&raw_id) else {
-        return unusable(&state, &unknown_call(&raw_id), None);
+    let Some(id) = id else {
+        return unusable(&state, &ApiError::UnknownCall, None);
     };
     let reply = state.calls.continue_call(id, &request.metadata).await;
     answer(&state, &reply, Some(id))
@@ -102,11 +96,11 @@ async fn continue_call(
 /// `POST /twilio/user-choice/{call_id}/`: the caller pressed a key or said a word.
 async fn user_choice(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    CallPath(id): CallPath,
     request: TwilioRequest,
 ) -> Response {
-    let Some(id) = call_id(&raw_id) else {
-        return unusable(&state, &unknown_call(&raw_id), None);
+    let Some(id) = id else {
+        return unusable(&state, &ApiError::UnknownCall, None);
     };
     let input = params::choice_input(&request.params);
     let reply = state
@@ -119,11 +113,11 @@ async fn user_choice(
 /// `POST /twilio/dial-status/{call_id}/`: the counselor `<Dial>` ended.
 async fn dial_status(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    CallPath(id): CallPath,
     request: TwilioRequest,
 ) -> Response {
     let outcome = params::dial_outcome(&request.params);
-    let Some(id) = call_id(&raw_id) else {
+    let Some(id) = id else {
         return dial_status_without_call(&state, outcome);
     };
     let reply = state.calls.dial_ended(id, outcome, &request.metadata).await;
@@ -159,15 +153,5 @@ async fn status(
             Ok(StatusCode::NO_CONTENT)
         }
         Err(error) => Err(ApiError::Unavailable(error.to_string())),
-    }
-}
-
-fn unknown_call(raw: &str) -> ApiError {
-    ApiError::InvalidParameter {
-        name: "call_id",
-        reason: format!(
-            "'{}' is not a call id",
-            raw.chars().take(64).collect::<String>()
-        ),
     }
 }
