@@ -19,6 +19,8 @@ pub enum CallAnswer {
     ConnectCounselor,
     /// The counselor line did not answer: connect to the crisis line.
     ConnectCrisisLine,
+    /// Nobody could be reached: the crisis number, and the automated line listens again.
+    LastResort,
     /// A connected counselor call ended: thank the caller and hang up.
     Farewell,
     /// Something on our side failed: a short human message, the crisis number, and a person.

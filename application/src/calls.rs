@@ -67,7 +67,25 @@ pub struct StatusReport {
     pub duration_secs: Option<u32>,
 }
 
-/// How a `<Dial>` to the counselor line ended (`DialCallStatus`).
+/// Which line a `<Dial>` called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialedLine {
+    Counselor,
+    CrisisLine,
+}
+
+/// What follows a `<Dial>`: after a conversation, a kind goodbye; when the counselor line did not
+/// answer, the crisis line; when the crisis line did not either, its number and the automated line
+/// again, never a hang-up.
+pub fn after_dial(line: DialedLine, outcome: DialOutcome) -> CallAnswer {
+    match (line, outcome) {
+        (_, DialOutcome::Connected) => CallAnswer::Farewell,
+        (DialedLine::Counselor, DialOutcome::NotConnected) => CallAnswer::ConnectCrisisLine,
+        (DialedLine::CrisisLine, DialOutcome::NotConnected) => CallAnswer::LastResort,
+    }
+}
+
+/// How a `<Dial>` ended (`DialCallStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialOutcome {
     /// Someone answered and the conversation ended.
@@ -233,16 +251,19 @@ impl<ES: EventStore<Call>> CallService<ES> {
         }
     }
 
-    /// `POST /twilio/dial-status/{call_id}/`: the counselor `<Dial>` ended.
+    /// `POST /twilio/dial-status/{call_id}/`: a `<Dial>` ended. Falling back from the counselor
+    /// line to the crisis line is recorded as an escalation.
     #[tracing::instrument(skip_all, fields(call_id = %id))]
     pub async fn dial_ended(
         &self,
         id: CallId,
+        line: DialedLine,
         outcome: DialOutcome,
         meta: &CommandMetadata,
     ) -> CallAnswer {
-        if outcome == DialOutcome::Connected {
-            return CallAnswer::Farewell;
+        let next = after_dial(line, outcome);
+        if next != CallAnswer::ConnectCrisisLine {
+            return next;
         }
         let command = CallCommand::Escalate(Escalate {
             reason: EscalationReason::CounselorUnavailable,
@@ -253,7 +274,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         if let Err(error) = self.run(id, command, meta).await {
             log_failure(&error);
         }
-        CallAnswer::ConnectCrisisLine
+        next
     }
 
     /// `POST /twilio/status/`: Twilio reports the call's status.
@@ -293,4 +314,22 @@ fn log_failure(error: &AppError) {
 fn trouble(error: &AppError) -> CallAnswer {
     log_failure(error);
     CallAnswer::Trouble
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_dial_the_caller_is_never_hung_up_on() {
+        use DialOutcome::*;
+        use DialedLine::*;
+        assert_eq!(after_dial(Counselor, Connected), CallAnswer::Farewell);
+        assert_eq!(after_dial(CrisisLine, Connected), CallAnswer::Farewell);
+        assert_eq!(
+            after_dial(Counselor, NotConnected),
+            CallAnswer::ConnectCrisisLine
+        );
+        assert_eq!(after_dial(CrisisLine, NotConnected), CallAnswer::LastResort);
+    }
 }

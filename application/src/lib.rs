@@ -13,7 +13,8 @@ pub mod metadata;
 
 pub use answer::CallAnswer;
 pub use calls::{
-    CallService, ChoiceInput, DialOutcome, IncomingCall, Lines, RecordingDone, StatusReport,
+    after_dial, CallService, ChoiceInput, DialOutcome, DialedLine, IncomingCall, Lines,
+    RecordingDone, StatusReport,
 };
 pub use dispatch::CommandDispatcher;
 pub use error::AppError;

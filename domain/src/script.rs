@@ -81,10 +81,11 @@ pub fn trouble(crisis_line: &DialNumber) -> String {
     )
 }
 
-/// The last words when no one could be reached.
+/// Said when neither the counselor line nor the crisis line answered; the caller can go on talking.
 pub fn last_resort(crisis_line: &DialNumber) -> String {
     format!(
-        "I'm sorry we couldn't connect you. Please call {} now to talk with someone. You are not alone.",
+        "I'm sorry, I couldn't connect you with someone just now. You can call {} at any time, day \
+         or night. You are not alone, and I'm still here: after the tone, you can keep talking with me.",
         crisis_line.spoken()
     )
 }

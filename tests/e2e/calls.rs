@@ -226,6 +226,22 @@ async fn pressing_zero_at_the_choice_dials_the_counselor_then_the_crisis_line() 
         .twiml(&format!("/twilio/dial-status/{id}/"), &params)
         .await;
     assert_eq!(fallback.dialled(), [CRISIS]);
+    let crisis_action = format!("{}/twilio/dial-status/{id}/?line=crisis", app.base_url);
+    assert_eq!(
+        fallback.first("Dial").attr("action"),
+        Some(crisis_action.as_str())
+    );
+    // Nobody answers at the crisis line either: its number, and the automated line listens again.
+    let params = form(&[("CallSid", sid.as_str()), ("DialCallStatus", "busy")]);
+    let last = app
+        .twiml(&format!("/twilio/dial-status/{id}/?line=crisis"), &params)
+        .await;
+    assert!(last.spoken().contains("9 8 8"), "{}", last.xml);
+    assert!(
+        last.verbs().contains(&"Record") && !last.verbs().contains(&"Hangup"),
+        "{}",
+        last.xml
+    );
     // After a conversation with a counselor, the call ends kindly.
     let params = form(&[("CallSid", sid.as_str()), ("DialCallStatus", "completed")]);
     let farewell = app

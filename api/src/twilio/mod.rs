@@ -8,7 +8,7 @@ pub mod params;
 pub mod render;
 
 use application::CallAnswer;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
@@ -114,30 +114,30 @@ async fn user_choice(
 async fn dial_status(
     State(state): State<AppState>,
     CallPath(id): CallPath,
+    RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
     let outcome = params::dial_outcome(&request.params);
+    let line = params::dialed_line(query.as_deref());
     let Some(id) = id else {
-        return dial_status_without_call(&state, outcome);
+        return answer(&state, &application::after_dial(line, outcome), None);
     };
-    let reply = state.calls.dial_ended(id, outcome, &request.metadata).await;
+    let reply = state
+        .calls
+        .dial_ended(id, line, outcome, &request.metadata)
+        .await;
     answer(&state, &reply, Some(id))
 }
 
-/// `POST /twilio/dial-status/`: a counselor `<Dial>` from a fallback that named no call ended.
+/// `POST /twilio/dial-status/`: a `<Dial>` from a fallback that named no call ended.
 async fn dial_status_unknown_call(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
-    dial_status_without_call(&state, params::dial_outcome(&request.params))
-}
-
-fn dial_status_without_call(state: &AppState, outcome: application::DialOutcome) -> Response {
-    let reply = match outcome {
-        application::DialOutcome::Connected => CallAnswer::Farewell,
-        application::DialOutcome::NotConnected => CallAnswer::ConnectCrisisLine,
-    };
-    answer(state, &reply, None)
+    let line = params::dialed_line(query.as_deref());
+    let outcome = params::dial_outcome(&request.params);
+    answer(&state, &application::after_dial(line, outcome), None)
 }
 
 /// `POST /twilio/status/`: Twilio reports the call's status. No caller hears this answer.

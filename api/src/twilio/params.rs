@@ -1,6 +1,8 @@
 //! Webhook parameters turned into the use cases' inputs: parse, don't validate.
 
-use application::{ChoiceInput, DialOutcome, IncomingCall, RecordingDone, StatusReport};
+use application::{
+    ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone, StatusReport,
+};
 use domain::call::RecordingUrl;
 use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
 
@@ -81,6 +83,19 @@ pub fn dial_outcome(params: &Params) -> DialOutcome {
     match params.get("DialCallStatus") {
         Some("completed" | "answered") => DialOutcome::Connected,
         _ => DialOutcome::NotConnected,
+    }
+}
+
+/// Which line a `<Dial action>` reports on, from its URL's query (`?line=crisis`).
+pub fn dialed_line(query: Option<&str>) -> DialedLine {
+    let crisis = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair == "line=crisis");
+    if crisis {
+        DialedLine::CrisisLine
+    } else {
+        DialedLine::Counselor
     }
 }
 

@@ -44,6 +44,10 @@ pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceRes
         CallAnswer::ConnectCrisisLine => {
             w.dial_crisis_line(w.say(VoiceResponse::new(), script::connecting_crisis_line()))
         }
+        CallAnswer::LastResort => w.listen(w.say(
+            VoiceResponse::new(),
+            &script::last_resort(&voice.lines.crisis),
+        )),
         CallAnswer::Farewell => w.say(VoiceResponse::new(), script::farewell()).hangup(),
         CallAnswer::Trouble => {
             w.dial_counselor(w.say(VoiceResponse::new(), &script::trouble(&voice.lines.crisis)))
@@ -149,13 +153,133 @@ impl Writer<'_> {
         }))
     }
 
+    /// Dials the crisis line; its `action` says which line it was, so that a caller nobody
+    /// answered for hears the number and can go on talking, rather than being hung up on.
     fn dial_crisis_line(&self, doc: VoiceResponse) -> VoiceResponse {
-        let crisis = &self.voice.lines.crisis;
-        let doc = doc.verb(Verb::Dial(Dial {
-            number: crisis.as_str().to_owned(),
+        doc.verb(Verb::Dial(Dial {
+            number: self.voice.lines.crisis.as_str().to_owned(),
+            action: Some(format!("{}?line=crisis", self.url("dial-status"))),
             timeout: Some(CRISIS_RING_SECS),
             ..Dial::default()
-        }));
-        self.say(doc, &script::last_resort(crisis))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden tests: every answer's whole document, pretty-printed under `golden/` so that what a
+    //! caller hears can be reviewed word by word. `UPDATE_GOLDEN=1 cargo test -p api` rewrites them
+    //! after a deliberate change; review the diff before committing it.
+
+    use std::path::PathBuf;
+
+    use application::Lines;
+    use domain::{CallId, CallSid, DialNumber};
+    use quick_xml::events::Event;
+    use quick_xml::{Reader, Writer};
+
+    use super::*;
+
+    fn voice(counselor: &str) -> Voice {
+        Voice {
+            public_base_url: "https://hotline.example.org".into(),
+            lines: Lines {
+                counselor: DialNumber::parse(counselor).expect("valid"),
+                crisis: DialNumber::parse("988").expect("valid"),
+            },
+            voice: "Polly.Joanna".into(),
+            language: "en-US".into(),
+        }
+    }
+
+    fn call() -> Option<CallId> {
+        let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid");
+        Some(CallId::for_call_sid(&sid))
+    }
+
+    /// The document re-indented, one element per line.
+    fn pretty(xml: &str) -> String {
+        let mut reader = Reader::from_str(xml);
+        let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
+        loop {
+            match reader.read_event().expect("well-formed") {
+                Event::Eof => break,
+                event => writer.write_event(event).expect("writes"),
+            }
+        }
+        String::from_utf8(writer.into_inner()).expect("UTF-8") + "\n"
+    }
+
+    fn check(name: &str, answer: &CallAnswer, id: Option<CallId>, voice: &Voice) {
+        let actual = pretty(&twiml(answer, id, voice).to_xml());
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("src/twilio/golden/{name}.xml"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &actual).expect("golden file written");
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing {}: run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(actual, expected, "{name} differs from {}", path.display());
+    }
+
+    #[test]
+    fn every_answer_matches_its_golden_document() {
+        let v = voice("+15005550001");
+        let reply = CallAnswer::Reply {
+            text: "A reply & <its> \"text\"".into(),
+        };
+        for (name, answer) in [
+            ("greeting", &CallAnswer::Greeting),
+            ("hold", &CallAnswer::Hold),
+            ("reply", &reply),
+            ("listen", &CallAnswer::Listen),
+            ("choice_again", &CallAnswer::ChoiceAgain),
+            ("goodbye", &CallAnswer::Goodbye),
+            ("connect_counselor", &CallAnswer::ConnectCounselor),
+            ("connect_crisis_line", &CallAnswer::ConnectCrisisLine),
+            ("farewell", &CallAnswer::Farewell),
+            ("last_resort", &CallAnswer::LastResort),
+            ("trouble", &CallAnswer::Trouble),
+            ("nothing", &CallAnswer::Nothing),
+        ] {
+            check(name, answer, call(), &v);
+        }
+        // Without a call to name (a malformed URL), and without a separate counselor line.
+        check("trouble_unknown_call", &CallAnswer::Trouble, None, &v);
+        check(
+            "trouble_crisis_line_only",
+            &CallAnswer::Trouble,
+            call(),
+            &voice("988"),
+        );
+    }
+
+    #[test]
+    fn no_answer_ends_in_silence() {
+        // Every caller-facing answer either hangs up after a goodbye the caller chose, or ends with
+        // a person being dialled or the crisis number being read out.
+        let v = voice("+15005550001");
+        for answer in [
+            CallAnswer::Greeting,
+            CallAnswer::Hold,
+            CallAnswer::Reply { text: "x".into() },
+            CallAnswer::Listen,
+            CallAnswer::ChoiceAgain,
+            CallAnswer::Goodbye,
+            CallAnswer::ConnectCounselor,
+            CallAnswer::ConnectCrisisLine,
+            CallAnswer::Farewell,
+            CallAnswer::LastResort,
+            CallAnswer::Trouble,
+        ] {
+            let doc = twiml(&answer, call(), &v);
+            let last = doc.verbs().last().cloned();
+            let ends_well = match &last {
+                Some(Verb::Hangup | Verb::Redirect { .. } | Verb::Dial(_)) => true,
+                Some(Verb::Say(say)) => say.text.contains("9 8 8"),
+                _ => false,
+            };
+            assert!(ends_well, "{answer:?} ends with {last:?}");
+        }
     }
 }
