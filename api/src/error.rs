@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A parameter is missing or malformed.
     #[error("parameter {name}: {reason}")]
     InvalidParameter { name: &'static str, reason: String },
+    /// No such route.
+    #[error("no such route")]
+    NotFound,
     /// A per-call URL names no call.
     #[error("the URL does not name a call")]
     UnknownCall,
@@ -40,7 +43,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::MissingSignature | Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::UnknownCall => StatusCode::NOT_FOUND,
+            Self::UnknownCall | Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadSignature => StatusCode::FORBIDDEN,
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,6 +61,7 @@ impl ApiError {
             Self::Body(_) => "unreadable_body",
             Self::InvalidParameter { .. } => "invalid_parameter",
             Self::UnknownCall => "unknown_call",
+            Self::NotFound => "not_found",
             Self::Unavailable(_) => "unavailable",
         }
     }

@@ -185,3 +185,29 @@ async fn a_status_callback_for_a_call_never_answered_is_kept() {
     assert_eq!(app.status(&sid, "no-answer", 1).await, 204);
     assert_eq!(app.event_types(&sid).await, ["Completed"]);
 }
+
+#[tokio::test]
+async fn twilio_calling_a_url_we_do_not_serve_still_puts_a_person_on_the_line() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    // A console typo: the caller must not hear Twilio's application error.
+    let answer = app.twiml("/twilio/voic/", &voice_params(&sid)).await;
+    assert_person_on_the_line(&answer);
+    // Unsigned requests to such URLs are still refused, and other paths are plain 404s.
+    let unsigned = app
+        .client
+        .post(format!("{}/twilio/voic/", app.base_url))
+        .form(&voice_params(&sid))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unsigned.status(), 400);
+    let elsewhere = app
+        .client
+        .get(format!("{}/nothing-here", app.base_url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(elsewhere.status(), 404);
+    assert_eq!(app.event_count().await, 0);
+}

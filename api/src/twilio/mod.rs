@@ -8,9 +8,10 @@ pub mod params;
 pub mod render;
 
 use application::CallAnswer;
+use axum::extract::FromRequest;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use domain::CallId;
@@ -138,6 +139,26 @@ async fn dial_status_unknown_call(
     let line = params::dialed_line(query.as_deref());
     let outcome = params::dial_outcome(&request.params);
     answer(&state, &application::after_dial(line, outcome), None)
+}
+
+/// Any other path. A signed request under `/twilio/` is Twilio calling a URL we do not serve (a
+/// console typo, an old deployment's URL): a caller may be waiting, so they get a person, and the
+/// mistake is logged. Anything else is a 404.
+pub async fn unknown_route(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Response {
+    if !request.uri().path().starts_with("/twilio/") {
+        return ApiError::NotFound.into_response();
+    }
+    let path = request.uri().path().to_owned();
+    match TwilioRequest::from_request(request, &state).await {
+        Ok(_) => {
+            tracing::error!(path = %path, "Twilio called a URL this service does not serve; check the console");
+            answer(&state, &CallAnswer::Trouble, None)
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `POST /twilio/status/`: Twilio reports the call's status. No caller hears this answer.
