@@ -9,6 +9,7 @@ pub mod call;
 pub mod choice;
 pub mod ids;
 pub mod phone;
+pub mod risk;
 pub mod script;
 pub mod status;
 

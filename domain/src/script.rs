@@ -3,6 +3,7 @@
 //! except where a sentence must still make sense when configuration is unavailable.
 
 use crate::phone::DialNumber;
+use crate::risk::RiskLevel;
 
 /// The greeting: who we are, that the line is automated and recorded, and the way to a human.
 pub fn greeting() -> &'static str {
@@ -93,4 +94,24 @@ pub fn last_resort(crisis_line: &DialNumber) -> String {
 /// After a connected call with a counselor ends.
 pub fn farewell() -> &'static str {
     "Thank you for calling. Take care of yourself. Goodbye."
+}
+
+/// The vetted reply for a turn assessed at `level`: the default responder, used whenever no
+/// generated reply is available or the guard blocked one. High and imminent risk get no reply at
+/// all (see `escalating`).
+pub fn reply_for(level: RiskLevel) -> &'static str {
+    match level {
+        RiskLevel::None | RiskLevel::Low => scripted_reply(),
+        RiskLevel::Moderate | RiskLevel::High | RiskLevel::Imminent => {
+            "Thank you for trusting me with that. It sounds like you are in a lot of pain right now, \
+             and you deserve support with it. I'm here with you, and a counselor is one key away: \
+             press 0 at any time."
+        }
+    }
+}
+
+/// Said instead of a reply when the risk is high, imminent or unknown, before a person is dialled.
+pub fn escalating() -> &'static str {
+    "What you've shared matters, and I want you to be able to talk with a person right now. \
+     I'm connecting you with a counselor. Please stay on the line."
 }

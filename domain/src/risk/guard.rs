@@ -1,0 +1,205 @@
+//! The safe-messaging guard. Every generated reply passes it before a caller hears it; a reply it
+//! blocks is replaced by the vetted script. It is deliberately blunt: a false block costs a
+//! scripted reply, a false pass could cost a life.
+//!
+//! Blocked: any mention of methods, means, doses or places (even to warn against them); anything
+//! that presents suicide as a solution or relief; any claim to be a person; empty or overlong text.
+
+use super::screener::{find_phrase, normalise, MEANS, METHODS};
+
+/// Why a reply may not be spoken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardViolation {
+    #[error("the reply mentions a method, means, dose or place: {0:?}")]
+    MentionsMeans(String),
+    #[error("the reply presents suicide as a solution: {0:?}")]
+    PresentsSuicideAsSolution(String),
+    #[error("the reply claims to be a person: {0:?}")]
+    ClaimsToBeHuman(String),
+    #[error("the reply is empty")]
+    Empty,
+    #[error("the reply is longer than {MAX_REPLY_CHARS} characters")]
+    TooLong,
+}
+
+/// The longest reply spoken in one turn (about 40 seconds of speech).
+pub const MAX_REPLY_CHARS: usize = 700;
+
+const MORE_MEANS: &[&str] = &[
+    "mg",
+    "milligrams",
+    "milligram",
+    "dose",
+    "doses",
+    "dosage",
+    "lethal",
+    "tylenol",
+    "acetaminophen",
+    "paracetamol",
+    "ibuprofen",
+    "aspirin",
+    "insulin",
+    "fentanyl",
+    "opioid",
+    "opioids",
+    "sleeping pills",
+    "bleach",
+    "cyanide",
+    "noose",
+    "hanging",
+    "wrist",
+    "wrists",
+    "jump",
+    "jumping",
+    "railway",
+    "tracks",
+    "tall building",
+    "firearm",
+    "bullet",
+    "bullets",
+    "blade",
+    "medication",
+    "medications",
+    "overdosing",
+    "suffocate",
+    "suffocation",
+];
+
+const SOLUTION: &[&str] = &[
+    "only way out",
+    "end your pain",
+    "end the pain",
+    "suicide is a",
+    "understandable to want to die",
+    "go through with it",
+    "better off dead",
+    "better off without you",
+    "at peace",
+    "free yourself",
+    "permanent solution",
+    "you should end",
+    "you deserve to die",
+    "the right choice",
+    "release from",
+    "escape it all",
+    "rest forever",
+];
+
+const HUMAN: &[&str] = &[
+    "i am human",
+    "i am a human",
+    "i am a real person",
+    "i am a person",
+    "i am not a bot",
+    "i am not a robot",
+    "i am not an ai",
+    "i am not a machine",
+    "as a human",
+    "my name is",
+    "i am a counselor",
+    "i am a counsellor",
+    "i am a therapist",
+    "i am a nurse",
+    "i am a doctor",
+    "i am a volunteer",
+    "real person here",
+];
+
+/// Checks a generated reply.
+pub fn guard_reply(reply: &str) -> Result<(), GuardViolation> {
+    if reply.trim().is_empty() {
+        return Err(GuardViolation::Empty);
+    }
+    if reply.chars().count() > MAX_REPLY_CHARS {
+        return Err(GuardViolation::TooLong);
+    }
+    let text = normalise(reply);
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || ".!?;,".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    for table in [METHODS, MEANS, MORE_MEANS] {
+        if let Some(phrase) = find_phrase(&words, table) {
+            return Err(GuardViolation::MentionsMeans(phrase.to_owned()));
+        }
+    }
+    if let Some(phrase) = find_phrase(&words, SOLUTION) {
+        return Err(GuardViolation::PresentsSuicideAsSolution(phrase.to_owned()));
+    }
+    if let Some(phrase) = find_phrase(&words, HUMAN) {
+        return Err(GuardViolation::ClaimsToBeHuman(phrase.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supportive_replies_pass() {
+        for reply in [
+            "Thank you for telling me. It sounds like you're carrying a lot right now, and I'm glad you called.",
+            "You don't have to go through this alone. Would you like to talk about what happened today?",
+            "I'm an automated assistant, and I'm here to listen. A counselor is one key away if you'd like.",
+        ] {
+            assert_eq!(guard_reply(reply), Ok(()), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn methods_means_doses_and_places_are_blocked_even_as_warnings() {
+        for reply in [
+            "Please don't take those pills.",
+            "Taking 500 mg would be dangerous.",
+            "Stay away from the bridge tonight.",
+            "An overdose of Tylenol is painful.",
+            "Put the gun somewhere safe.",
+        ] {
+            assert!(
+                matches!(guard_reply(reply), Err(GuardViolation::MentionsMeans(_))),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn suicide_as_a_solution_is_blocked() {
+        for reply in [
+            "It may feel like the only way out.",
+            "You would finally be at peace.",
+            "It's understandable to want to die when the pain is this bad.",
+        ] {
+            assert!(
+                matches!(
+                    guard_reply(reply),
+                    Err(GuardViolation::PresentsSuicideAsSolution(_))
+                ),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claiming_to_be_human_is_blocked() {
+        for reply in [
+            "Don't worry, I'm a real person.",
+            "My name is Sarah and I'm here for you.",
+            "I'm not a bot.",
+        ] {
+            assert!(
+                matches!(guard_reply(reply), Err(GuardViolation::ClaimsToBeHuman(_))),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_and_overlong_replies_are_blocked() {
+        assert_eq!(guard_reply("  "), Err(GuardViolation::Empty));
+        assert_eq!(
+            guard_reply(&"I hear you. ".repeat(100)),
+            Err(GuardViolation::TooLong)
+        );
+    }
+}
