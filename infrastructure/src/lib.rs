@@ -6,4 +6,6 @@
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
+pub mod jobs;
+pub mod subscription;
 pub mod twilio;

@@ -142,6 +142,18 @@ pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// A handle that only drops `name` when the test ends (for tests that need no server).
+    pub async fn owning(pool: PgPool, name: String) -> TestApp {
+        TestApp {
+            base_url: String::new(),
+            pool,
+            client: reqwest::Client::new(),
+            database: Some(name),
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let Some(name) = self.database.take() else {

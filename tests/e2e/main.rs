@@ -2,6 +2,7 @@
 //! test), and requests signed exactly as Twilio signs them.
 
 mod calls;
+mod durable;
 mod embedded;
 mod helpers;
 mod resilience;

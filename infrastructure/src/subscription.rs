@@ -1,0 +1,307 @@
+//! Durable subscriptions over the event store. cqrs-es dispatches queries in-process after a
+//! commit, with no retry, so a crash in between loses the update; nothing that must happen hangs on
+//! that. Instead each consumer (a projection, the pipeline) reads the `events` table from its own
+//! checkpoint and writes its effects and its new checkpoint in one transaction: each event takes
+//! effect exactly once, and a consumer that was down catches up from where it stopped.
+//!
+//! Events are read in `(tx_id, global_position)` order and only from transactions older than the
+//! oldest one still in flight (`pg_snapshot_xmin`), so an event whose transaction commits late is
+//! never skipped. One instance at a time runs a given consumer (a transaction-scoped advisory lock,
+//! which, unlike a row lock, takes no transaction id and so holds nobody's horizon back).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Row};
+
+/// The channel the `events` trigger notifies on commit.
+pub const EVENTS_CHANNEL: &str = "hotline_events";
+
+/// An event as stored, with its position in the store.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub global_position: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Why a consumer could not take an event into account.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the event could not be read: {0}")]
+    Decode(String),
+}
+
+/// Why a batch failed; nothing of it took effect.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("consumer {consumer} failed at event {position}: {source}")]
+    Consumer {
+        consumer: String,
+        position: i64,
+        source: ConsumerError,
+    },
+}
+
+/// Something that takes events into account: a projection, the pipeline.
+pub trait Consumer: Send + Sync {
+    /// The consumer's name, which keys its checkpoint. Never rename a consumer: it would start over.
+    fn name(&self) -> &str;
+
+    /// Takes one event into account, writing only through `conn`: the runner commits it together
+    /// with the checkpoint.
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+}
+
+/// Why a batch ended early, inside `process_batch`.
+enum BatchError {
+    HeldElsewhere,
+    Failed(SubscriptionError),
+}
+
+impl<E: Into<SubscriptionError>> From<E> for BatchError {
+    fn from(error: E) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many events were taken into account.
+    Processed(usize),
+    /// Nothing new below the horizon.
+    Idle,
+    /// Another instance is running this consumer.
+    HeldElsewhere,
+}
+
+/// Runs one consumer over the event store.
+#[derive(Debug)]
+pub struct SubscriptionRunner<C> {
+    pool: PgPool,
+    consumer: C,
+    batch_size: i64,
+    poll_interval: Duration,
+    checkpoint_exists: AtomicBool,
+    progress: tokio::sync::watch::Sender<i64>,
+}
+
+impl<C: Consumer> SubscriptionRunner<C> {
+    /// A runner of `consumer` over `pool`.
+    pub fn new(pool: PgPool, consumer: C) -> Self {
+        Self {
+            pool,
+            consumer,
+            batch_size: 200,
+            poll_interval: Duration::from_secs(1),
+            checkpoint_exists: AtomicBool::new(false),
+            progress: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The global position of the last event this runner committed, as it moves: for monitoring,
+    /// and for tests that wait on the effect rather than on time.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.progress.subscribe()
+    }
+
+    /// The consumer.
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+
+    async fn ensure_checkpoint(&self) -> Result<(), sqlx::Error> {
+        if !self.checkpoint_exists.load(Ordering::Relaxed) {
+            sqlx::query(
+                "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(self.consumer.name())
+            .execute(&self.pool)
+            .await?;
+            self.checkpoint_exists.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Takes the next batch into account, atomically with the checkpoint.
+    pub async fn process_batch(&self) -> Result<Batch, SubscriptionError> {
+        self.ensure_checkpoint().await?;
+        let mut tx = self.pool.begin().await?;
+        let result = self.batch_in(&mut tx).await;
+        // Always end the transaction here: a dropped one is rolled back only when its connection
+        // is next used, and until then it keeps the advisory lock, so the next batch (on another
+        // connection) would find the consumer "held elsewhere".
+        match result {
+            Ok(Some((batch, last_position))) => {
+                tx.commit().await?;
+                self.progress.send_replace(last_position);
+                Ok(batch)
+            }
+            Ok(None) => {
+                tx.rollback().await?;
+                Ok(Batch::Idle)
+            }
+            Err(BatchError::HeldElsewhere) => {
+                tx.rollback().await?;
+                Ok(Batch::HeldElsewhere)
+            }
+            Err(BatchError::Failed(error)) => {
+                // The batch's effects are undone with it; if even that fails, dropping the
+                // transaction still rolls it back.
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// One batch inside `tx`: `None` when there is nothing to take, or the batch and its last
+    /// position when the checkpoint was advanced (not yet committed).
+    async fn batch_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<Option<(Batch, i64)>, BatchError> {
+        let name = self.consumer.name();
+        let mine: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('hotline.subscription.' || $1, 0))",
+        )
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+        if !mine {
+            return Err(BatchError::HeldElsewhere);
+        }
+        let (last_tx, last_position): (String, i64) = sqlx::query_as(
+            "SELECT last_tx_id::text, last_position FROM subscription_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    payload::jsonb AS payload, metadata::jsonb AS metadata, global_position,
+                    tx_id::text AS tx_id, recorded_at
+               FROM events
+              WHERE (tx_id, global_position) > ($1::xid8, $2)
+                AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY tx_id, global_position
+              LIMIT $3",
+        )
+        .bind(&last_tx)
+        .bind(last_position)
+        .bind(self.batch_size)
+        .fetch_all(&mut **tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut checkpoint = (last_tx, last_position);
+        for row in &rows {
+            let event = StoredEvent {
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: row.try_get("metadata")?,
+                global_position: row.try_get("global_position")?,
+                recorded_at: row.try_get("recorded_at")?,
+            };
+            self.consumer.handle(tx, &event).await.map_err(|source| {
+                SubscriptionError::Consumer {
+                    consumer: name.to_owned(),
+                    position: event.global_position,
+                    source,
+                }
+            })?;
+            checkpoint = (row.try_get("tx_id")?, event.global_position);
+        }
+        sqlx::query(
+            "UPDATE subscription_checkpoints
+                SET last_tx_id = $2::xid8, last_position = $3, updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(&checkpoint.0)
+        .bind(checkpoint.1)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Some((Batch::Processed(rows.len()), checkpoint.1)))
+    }
+
+    /// Processes batches until nothing is left below the horizon; returns how many events this
+    /// call took into account. Tests use it to "drain" a consumer without waiting on time.
+    pub async fn catch_up(&self) -> Result<usize, SubscriptionError> {
+        let mut total = 0;
+        loop {
+            match self.process_batch().await? {
+                Batch::Processed(n) => total += n,
+                Batch::Idle | Batch::HeldElsewhere => return Ok(total),
+            }
+        }
+    }
+
+    /// Runs until `shutdown` completes: woken by notifications, polling as a fallback, backing
+    /// off after errors (the failed batch is retried; nothing is skipped).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let name = self.consumer.name().to_owned();
+        tokio::pin!(shutdown);
+        let mut listener = None;
+        let mut failures: u32 = 0;
+        loop {
+            if listener.is_none() {
+                listener = match PgListener::connect_with(&self.pool).await {
+                    Ok(mut l) => l.listen(EVENTS_CHANNEL).await.ok().map(|()| l),
+                    Err(_) => None,
+                };
+            }
+            let pause = match self.process_batch().await {
+                Ok(Batch::Processed(n)) if n as i64 >= self.batch_size => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.poll_interval
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(consumer = %name, error = %error, "subscription batch failed; retrying");
+                    Duration::from_millis(200 * 2u64.pow(failures.min(6)))
+                }
+            };
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            let listener_ok = tokio::select! {
+                () = &mut shutdown => return,
+                result = notified => result.is_ok(),
+                () = tokio::time::sleep(pause) => true,
+            };
+            if !listener_ok {
+                listener = None;
+            }
+        }
+    }
+}
