@@ -9,8 +9,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+
+use crate::wakeup::Wakeup;
 
 /// The channel the `jobs` trigger notifies when a job is enqueued.
 pub const JOBS_CHANNEL: &str = "hotline_jobs";
@@ -208,32 +209,15 @@ pub async fn run_worker<H: JobHandler>(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
-    let mut listener = None;
+    let mut wakeup = Wakeup::new(queue.pool.clone(), JOBS_CHANNEL);
     loop {
-        if listener.is_none() {
-            listener = match PgListener::connect_with(&queue.pool).await {
-                Ok(mut l) => l.listen(JOBS_CHANNEL).await.ok().map(|()| l),
-                Err(_) => None,
-            };
-        }
         match work_once(&queue, &handler).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(error) => tracing::error!(error = %error, "job queue unavailable"),
         }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        let listener_ok = tokio::select! {
-            () = &mut shutdown => return,
-            result = notified => result.is_ok(),
-            () = tokio::time::sleep(poll_interval) => true,
-        };
-        if !listener_ok {
-            listener = None;
+        if !wakeup.wait(poll_interval, &mut shutdown).await {
+            return;
         }
     }
 }

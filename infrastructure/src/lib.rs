@@ -9,3 +9,4 @@ pub mod event_store;
 pub mod jobs;
 pub mod subscription;
 pub mod twilio;
+pub mod wakeup;

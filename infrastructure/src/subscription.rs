@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
+
+use crate::wakeup::Wakeup;
 
 /// The channel the `events` trigger notifies on commit.
 pub const EVENTS_CHANNEL: &str = "hotline_events";
@@ -264,15 +265,9 @@ impl<C: Consumer> SubscriptionRunner<C> {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let name = self.consumer.name().to_owned();
         tokio::pin!(shutdown);
-        let mut listener = None;
+        let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL);
         let mut failures: u32 = 0;
         loop {
-            if listener.is_none() {
-                listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut l) => l.listen(EVENTS_CHANNEL).await.ok().map(|()| l),
-                    Err(_) => None,
-                };
-            }
             let pause = match self.process_batch().await {
                 Ok(Batch::Processed(n)) if n as i64 >= self.batch_size => {
                     failures = 0;
@@ -288,19 +283,8 @@ impl<C: Consumer> SubscriptionRunner<C> {
                     Duration::from_millis(200 * 2u64.pow(failures.min(6)))
                 }
             };
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
-            let listener_ok = tokio::select! {
-                () = &mut shutdown => return,
-                result = notified => result.is_ok(),
-                () = tokio::time::sleep(pause) => true,
-            };
-            if !listener_ok {
-                listener = None;
+            if !wakeup.wait(pause, &mut shutdown).await {
+                return;
             }
         }
     }
