@@ -7,3 +7,5 @@ mod embedded;
 mod helpers;
 mod resilience;
 mod security;
+mod twilio_rest;
+mod twilio_stand_in;
