@@ -202,6 +202,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
     #[tracing::instrument(skip_all, fields(call_id = %id))]
     pub async fn continue_call(&self, id: CallId, meta: &CommandMetadata) -> CallAnswer {
         let command = CallCommand::PlayResponse(PlayResponse {
+            turn: None,
             via: PlayedVia::Twiml,
             at: meta.received_at,
         });

@@ -14,7 +14,10 @@ use crate::status::CallStatus;
 use super::commands::{
     CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
 };
-use super::events::{CallEvent, EscalationReason, LateCallback, PlayedVia};
+use super::commands::{RecordAnalysis, RecordFailure};
+use super::events::{
+    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, Stage,
+};
 use super::CallError;
 
 /// One exchange: the caller spoke (a recording), and was answered.
@@ -22,7 +25,12 @@ use super::CallError;
 pub struct Turn {
     pub number: u32,
     pub recording_sid: RecordingSid,
+    pub recording_url: RecordingUrl,
     pub played: Option<PlayedVia>,
+    /// What the pipeline made of the turn, once it has.
+    pub analysis: Option<Analysis>,
+    /// The stages that failed for good.
+    pub failed: Vec<Stage>,
 }
 
 /// A phone call as the event store knows it.
@@ -154,6 +162,15 @@ impl Call {
             return Ok(vec![]);
         }
         let turn = self.current_turn().ok_or(CallError::NothingToPlay)?;
+        if let Some(wanted) = cmd.turn {
+            if wanted != turn.number {
+                return Err(if wanted < turn.number {
+                    CallError::StaleTurn(wanted)
+                } else {
+                    CallError::UnknownTurn(wanted)
+                });
+            }
+        }
         // Whichever path claims a turn first plays it; the other finds it played.
         if turn.played.is_some() {
             return Ok(vec![]);
@@ -161,6 +178,50 @@ impl Call {
         Ok(vec![CallEvent::ResponsePlayed {
             turn: turn.number,
             via: cmd.via,
+            at: cmd.at,
+        }])
+    }
+
+    fn turn(&self, number: u32) -> Result<&Turn, CallError> {
+        self.turns
+            .iter()
+            .find(|t| t.number == number)
+            .ok_or(CallError::UnknownTurn(number))
+    }
+
+    /// The pipeline's result is kept even after the call ended: analysts and auditors need it.
+    fn record_analysis(&self, cmd: RecordAnalysis) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.turn(cmd.turn)?.analysis.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::Analyzed {
+            turn: cmd.turn,
+            analysis: cmd.analysis,
+            at: cmd.at,
+        }])
+    }
+
+    fn record_failure(&self, cmd: RecordFailure) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        let turn = self.turn(cmd.turn)?;
+        let redundant = match cmd.stage {
+            // A failed delivery matters only while the REST path holds the claim to play.
+            Stage::Delivery => turn.played != Some(PlayedVia::RestUpdate),
+            // A stage failing after the turn was understood, or twice, changes nothing.
+            stage => turn.analysis.is_some() || turn.failed.contains(&stage),
+        };
+        if redundant {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::ProcessingFailed {
+            turn: cmd.turn,
+            stage: cmd.stage,
+            error_class: cmd.error_class,
             at: cmd.at,
         }])
     }
@@ -290,6 +351,8 @@ impl Aggregate for Call {
             CallCommand::RecordChoice(cmd) => self.record_choice(cmd),
             CallCommand::Escalate(cmd) => self.escalate(cmd),
             CallCommand::UpdateStatus(cmd) => self.update_status(cmd),
+            CallCommand::RecordAnalysis(cmd) => self.record_analysis(cmd),
+            CallCommand::RecordFailure(cmd) => self.record_failure(cmd),
         }?;
         for event in events {
             sink.write(event, self).await;
@@ -306,14 +369,32 @@ impl Aggregate for Call {
             CallEvent::RecordingReceived {
                 turn,
                 recording_sid,
+                recording_url,
                 ..
             } => {
                 self.recordings.insert(recording_sid.clone());
                 self.turns.push(Turn {
                     number: turn,
                     recording_sid,
+                    recording_url,
                     played: None,
+                    analysis: None,
+                    failed: Vec::new(),
                 });
+            }
+            CallEvent::Analyzed { turn, analysis, .. } => {
+                if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
+                    t.analysis = Some(analysis);
+                }
+            }
+            CallEvent::ProcessingFailed { turn, stage, .. } => {
+                if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
+                    if stage == Stage::Delivery {
+                        // The REST path gives up its claim: the continue webhook plays it.
+                        t.played = None;
+                    }
+                    t.failed.push(stage);
+                }
             }
             CallEvent::ResponsePlayed { turn, via, .. } => {
                 if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {

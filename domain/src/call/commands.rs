@@ -8,7 +8,7 @@ use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
 use crate::status::CallStatus;
 
-use super::events::{EscalationReason, PlayedVia, RecordingUrl};
+use super::events::{Analysis, EscalationReason, PlayedVia, RecordingUrl, Stage};
 
 /// The incoming-call webhook.
 #[derive(Debug, Clone)]
@@ -35,9 +35,12 @@ pub struct ReceiveRecording {
     pub at: DateTime<Utc>,
 }
 
-/// Play the current turn's response (continue webhook, or the pipeline's REST update).
+/// Play a turn's response (continue webhook, or the pipeline's REST update).
 #[derive(Debug, Clone)]
 pub struct PlayResponse {
+    /// The turn to play; `None` for the current one. A turn the caller has moved on from is
+    /// never played.
+    pub turn: Option<u32>,
     pub via: PlayedVia,
     pub at: DateTime<Utc>,
 }
@@ -71,6 +74,23 @@ pub struct UpdateStatus {
     pub at: DateTime<Utc>,
 }
 
+/// The pipeline's result for a turn.
+#[derive(Debug, Clone)]
+pub struct RecordAnalysis {
+    pub turn: u32,
+    pub analysis: Analysis,
+    pub at: DateTime<Utc>,
+}
+
+/// A stage of a turn failed for good.
+#[derive(Debug, Clone)]
+pub struct RecordFailure {
+    pub turn: u32,
+    pub stage: Stage,
+    pub error_class: String,
+    pub at: DateTime<Utc>,
+}
+
 /// Every command a call accepts.
 #[derive(Debug, Clone)]
 pub enum CallCommand {
@@ -80,4 +100,6 @@ pub enum CallCommand {
     RecordChoice(RecordChoice),
     Escalate(Escalate),
     UpdateStatus(UpdateStatus),
+    RecordAnalysis(RecordAnalysis),
+    RecordFailure(RecordFailure),
 }

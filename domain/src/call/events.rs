@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::choice::Choice;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
+use crate::risk::{RiskAssessment, Screening};
 use crate::status::CallStatus;
 
 /// Why a `RecordingUrl` was refused.
@@ -75,6 +76,56 @@ pub enum EscalationReason {
     CounselorUnavailable,
     /// The caller stayed silent and was offered no other way on.
     Silence,
+}
+
+/// A stage of processing a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Download,
+    Transcription,
+    Assessment,
+    Reply,
+    Delivery,
+}
+
+/// Where the reply a caller heard came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplySource {
+    /// The vetted script (the default responder, or a failed model).
+    Script,
+    /// The language model, passed by the safe-messaging guard.
+    Model,
+    /// The language model's reply was blocked by the guard; the script was used.
+    ScriptAfterGuard,
+}
+
+/// How long each stage of a turn took, in milliseconds, so that turn latency can be measured
+/// from the event history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTimings {
+    pub download_ms: u64,
+    pub transcription_ms: u64,
+    pub assessment_ms: u64,
+    pub reply_ms: u64,
+}
+
+/// What was understood of a turn and what will be answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// What the caller said. Sensitive: never logged.
+    pub transcript: String,
+    /// The built-in screener's reading, with the signals that set it.
+    pub screening: Screening,
+    /// The final assessment: the screener's floor raised by the model, and the route.
+    pub assessment: RiskAssessment,
+    /// The language model consulted, if any.
+    pub model: Option<String>,
+    /// The reply to speak; none when the caller goes to a person.
+    pub reply: Option<String>,
+    pub reply_source: Option<ReplySource>,
+    pub timings: StageTimings,
 }
 
 /// A callback that arrived after the state it describes was already passed. Kept for the record.
@@ -147,6 +198,20 @@ pub enum CallEvent {
         duration_secs: Option<u32>,
         ended_at: DateTime<Utc>,
     },
+    /// A turn was understood and assessed, and its answer chosen.
+    Analyzed {
+        turn: u32,
+        analysis: Analysis,
+        at: DateTime<Utc>,
+    },
+    /// A stage of a turn failed for good (or a delivery failed, and the webhook path must play
+    /// the answer instead). Carries an error class, never a secret or the caller's words.
+    ProcessingFailed {
+        turn: u32,
+        stage: Stage,
+        error_class: String,
+        at: DateTime<Utc>,
+    },
     /// A callback arrived too late to change anything.
     LateCallbackReceived {
         callback: LateCallback,
@@ -164,6 +229,8 @@ impl DomainEvent for CallEvent {
             Self::Escalated { .. } => "Escalated",
             Self::StatusChanged { .. } => "StatusChanged",
             Self::Completed { .. } => "Completed",
+            Self::Analyzed { .. } => "Analyzed",
+            Self::ProcessingFailed { .. } => "ProcessingFailed",
             Self::LateCallbackReceived { .. } => "LateCallbackReceived",
         }
         .to_owned()

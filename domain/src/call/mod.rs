@@ -16,10 +16,12 @@ mod tests;
 
 pub use aggregate::{Call, Turn};
 pub use commands::{
-    CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
+    CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordAnalysis, RecordChoice,
+    RecordFailure, StartCall, UpdateStatus,
 };
 pub use events::{
-    CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, RecordingUrlError,
+    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl,
+    RecordingUrlError, ReplySource, Stage, StageTimings,
 };
 
 /// A rule of the call was broken by a command.
@@ -34,4 +36,10 @@ pub enum CallError {
     /// The continue webhook came before anything was recorded.
     #[error("there is no response to play: the caller has not been recorded yet")]
     NothingToPlay,
+    /// A command named a turn the call does not have.
+    #[error("the call has no turn {0}")]
+    UnknownTurn(u32),
+    /// A turn's answer would be played after the caller moved on to a later turn.
+    #[error("turn {0} is over: the caller has moved on")]
+    StaleTurn(u32),
 }

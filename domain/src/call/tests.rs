@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
+use crate::call::{Analysis, RecordAnalysis, RecordFailure, ReplySource, Stage, StageTimings};
 use crate::choice::Choice;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
@@ -85,7 +86,11 @@ fn recorded(turn: u32, n: u8, digits: Option<&str>) -> CallEvent {
     }
 }
 fn play(via: PlayedVia) -> CallCommand {
-    CallCommand::PlayResponse(PlayResponse { via, at: at(20) })
+    CallCommand::PlayResponse(PlayResponse {
+        turn: None,
+        via,
+        at: at(20),
+    })
 }
 fn played(turn: u32, via: PlayedVia) -> CallEvent {
     CallEvent::ResponsePlayed {
@@ -499,10 +504,162 @@ fn events_round_trip_through_json_with_their_type_name() {
         status_changed("ringing", 1),
         completed(3),
         late_status("ringing", 1),
+        analyzed(1),
+        failed(1, Stage::Delivery),
     ] {
         let json = serde_json::to_value(&event).expect("serializes");
         assert!(json.get(event.event_type()).is_some(), "{json}");
         let back: CallEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back, event);
     }
+}
+
+// --- RecordAnalysis, RecordFailure and the delivery claim ----------------------------------------
+
+fn analysis(reply: Option<&str>) -> Analysis {
+    let screening = crate::risk::screen("I had a hard day");
+    Analysis {
+        transcript: "I had a hard day".into(),
+        assessment: crate::risk::assess(screening.level, None),
+        screening,
+        model: None,
+        reply: reply.map(str::to_owned),
+        reply_source: reply.map(|_| ReplySource::Script),
+        timings: StageTimings {
+            download_ms: 5,
+            transcription_ms: 800,
+            assessment_ms: 2,
+            reply_ms: 1,
+        },
+    }
+}
+fn analyze(turn: u32) -> CallCommand {
+    CallCommand::RecordAnalysis(RecordAnalysis {
+        turn,
+        analysis: analysis(Some("I hear you.")),
+        at: at(15),
+    })
+}
+fn analyzed(turn: u32) -> CallEvent {
+    CallEvent::Analyzed {
+        turn,
+        analysis: analysis(Some("I hear you.")),
+        at: at(15),
+    }
+}
+fn fail(turn: u32, stage: Stage) -> CallCommand {
+    CallCommand::RecordFailure(RecordFailure {
+        turn,
+        stage,
+        error_class: "upstream_503".into(),
+        at: at(16),
+    })
+}
+fn failed(turn: u32, stage: Stage) -> CallEvent {
+    CallEvent::ProcessingFailed {
+        turn,
+        stage,
+        error_class: "upstream_503".into(),
+        at: at(16),
+    }
+}
+
+#[test]
+fn a_turn_s_analysis_is_recorded_once() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(analyze(1))
+        .then_expect_events(vec![analyzed(1)]);
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), analyzed(1)])
+        .when(analyze(1))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_analysis_needs_a_turn_that_exists() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(analyze(2))
+        .then_expect_error(CallError::UnknownTurn(2));
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(analyze(1))
+        .then_expect_error(CallError::NotStarted);
+}
+
+#[test]
+fn an_analysis_that_finishes_after_the_call_ended_is_still_kept() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), completed(3)])
+        .when(analyze(1))
+        .then_expect_events(vec![analyzed(1)]);
+}
+
+#[test]
+fn a_failed_stage_is_recorded_once_and_not_after_the_turn_was_understood() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(fail(1, Stage::Transcription))
+        .then_expect_events(vec![failed(1, Stage::Transcription)]);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            failed(1, Stage::Transcription),
+        ])
+        .when(fail(1, Stage::Transcription))
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), analyzed(1)])
+        .when(fail(1, Stage::Reply))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_failed_delivery_hands_the_turn_back_to_the_webhook_path() {
+    let rest_claimed = vec![
+        started(),
+        recorded(1, 1, None),
+        analyzed(1),
+        played(1, PlayedVia::RestUpdate),
+    ];
+    CallTest::with(())
+        .given(rest_claimed.clone())
+        .when(fail(1, Stage::Delivery))
+        .then_expect_events(vec![failed(1, Stage::Delivery)]);
+    let mut handed_back = rest_claimed;
+    handed_back.push(failed(1, Stage::Delivery));
+    CallTest::with(())
+        .given(handed_back)
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![played(1, PlayedVia::Twiml)]);
+    // Nothing to hand back when the webhook path played it.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            analyzed(1),
+            played(1, PlayedVia::Twiml),
+        ])
+        .when(fail(1, Stage::Delivery))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn an_earlier_turn_s_answer_is_never_played_after_the_caller_moved_on() {
+    let stale = CallCommand::PlayResponse(PlayResponse {
+        turn: Some(1),
+        via: PlayedVia::RestUpdate,
+        at: at(20),
+    });
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+            recorded(2, 2, None),
+        ])
+        .when(stale)
+        .then_expect_error(CallError::StaleTurn(1));
 }
