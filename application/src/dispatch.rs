@@ -61,6 +61,20 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         command: CallCommand,
         metadata: &CommandMetadata,
     ) -> Result<Call, AppError> {
+        self.execute_counting(id, command, metadata)
+            .await
+            .map(|(call, _)| call)
+    }
+
+    /// As `execute`, also saying how many events this command appended: zero when it changed
+    /// nothing (a replay, a claim someone else holds). A claim is this command's only if it
+    /// appended its event.
+    pub async fn execute_counting(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        metadata: &CommandMetadata,
+    ) -> Result<(Call, usize), AppError> {
         let aggregate_id = id.to_string();
         let _serialised = self.lock_for(id).lock().await;
         for attempt in 1..=MAX_ATTEMPTS {
@@ -92,7 +106,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         aggregate_id: &str,
         command: CallCommand,
         metadata: &CommandMetadata,
-    ) -> Result<Call, AggregateError<domain::CallError>> {
+    ) -> Result<(Call, usize), AggregateError<domain::CallError>> {
         let mut context = self.store.load_aggregate(aggregate_id).await?;
         let sink = EventSink::default();
         context
@@ -102,12 +116,13 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
             .map_err(AggregateError::UserError)?;
         let state = context.aggregate().clone();
         let events = sink.collect().await;
-        if !events.is_empty() {
+        let appended = events.len();
+        if appended > 0 {
             self.store
                 .commit(events, context, metadata.to_map())
                 .await?;
         }
-        Ok(state)
+        Ok((state, appended))
     }
 
     /// The call's current state, for answers that only read.

@@ -10,6 +10,8 @@ pub mod calls;
 pub mod dispatch;
 pub mod error;
 pub mod metadata;
+pub mod pipeline;
+pub mod ports;
 
 pub use answer::CallAnswer;
 pub use calls::{

@@ -52,6 +52,16 @@ pub struct Call {
 }
 
 impl Call {
+    /// The call's Twilio SID, once any webhook named it.
+    pub fn call_sid(&self) -> Option<&CallSid> {
+        self.call_sid.as_ref()
+    }
+
+    /// Turn `number`, if the caller has reached it.
+    pub fn turn_number(&self, number: u32) -> Option<&Turn> {
+        self.turns.iter().find(|t| t.number == number)
+    }
+
     /// Whether the incoming-call webhook was recorded.
     pub fn is_started(&self) -> bool {
         self.started

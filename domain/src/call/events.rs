@@ -76,6 +76,10 @@ pub enum EscalationReason {
     CounselorUnavailable,
     /// The caller stayed silent and was offered no other way on.
     Silence,
+    /// The turn's risk was high, imminent, or could not be assessed.
+    RiskAssessed,
+    /// Processing the turn failed for good.
+    ProcessingFailed,
 }
 
 /// A stage of processing a turn.

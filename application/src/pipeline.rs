@@ -1,0 +1,752 @@
+//! The conversation pipeline: one turn of a call, from the caller's recording to the answer they
+//! hear. Runs in a worker (never inside a webhook), and is safe to run again: a turn already
+//! analysed is not analysed twice, and an answer already played is not played twice.
+//!
+//! download → speech-to-text → screen (+ the model's opinion) → assess → reply (+ guard) → record
+//! → deliver. Risk only escalates: high, imminent or unknown risk gets no automated reply, and the
+//! caller is connected to a person.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use cqrs_es::EventStore;
+use domain::call::{
+    Analysis, Escalate, EscalationReason, PlayResponse, PlayedVia, RecordAnalysis, RecordFailure,
+    ReplySource, Stage, StageTimings,
+};
+use domain::risk::{self, ModelOpinion, RiskLevel, Route};
+use domain::{script, Call, CallCommand, CallId, CallSid};
+
+use crate::calls::Lines;
+use crate::dispatch::CommandDispatcher;
+use crate::error::AppError;
+use crate::metadata::CommandMetadata;
+use crate::ports::{CallControl, LanguageModel, PortError, RecordingSource, SpeechToText};
+
+/// How long the model may take for each of its answers before it counts as unknown.
+pub const MODEL_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Why a turn could not be processed this time. The job is retried; when its attempts run out,
+/// `give_up` takes the caller to a person.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{stage:?} failed: {error}")]
+    Stage { stage: Stage, error: PortError },
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error("the call has no turn {0} to process")]
+    NoSuchTurn(u32),
+}
+
+/// What became of a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// The reply was played through the live call.
+    Replied,
+    /// The caller was connected to a person.
+    Escalated,
+    /// The answer is ready but the webhook path plays it (the REST path failed, or it was there
+    /// first).
+    LeftToWebhook,
+    /// The call ended before an answer could be played.
+    CallOver,
+}
+
+/// Runs turns.
+pub struct Pipeline<ES> {
+    dispatcher: CommandDispatcher<ES>,
+    recordings: Arc<dyn RecordingSource>,
+    speech: Arc<dyn SpeechToText>,
+    model: Option<Arc<dyn LanguageModel>>,
+    control: Arc<dyn CallControl>,
+    lines: Lines,
+    model_timeout: Duration,
+}
+
+impl<ES> std::fmt::Debug for Pipeline<ES> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("model", &self.model.as_ref().map(|m| m.name().to_owned()))
+            .finish_non_exhaustive()
+    }
+}
+
+fn metadata() -> CommandMetadata {
+    CommandMetadata {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        idempotency_token: None,
+        actor: "pipeline".to_owned(),
+        received_at: Utc::now(),
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<ES: EventStore<Call>> Pipeline<ES> {
+    /// A pipeline over `store`; without a `model`, the screener and the vetted script answer.
+    pub fn new(
+        store: ES,
+        recordings: Arc<dyn RecordingSource>,
+        speech: Arc<dyn SpeechToText>,
+        model: Option<Arc<dyn LanguageModel>>,
+        control: Arc<dyn CallControl>,
+        lines: Lines,
+    ) -> Self {
+        Self {
+            dispatcher: CommandDispatcher::new(store),
+            recordings,
+            speech,
+            model,
+            control,
+            lines,
+            model_timeout: MODEL_TIMEOUT,
+        }
+    }
+
+    /// Sets how long the model may take (tests use short timeouts).
+    #[must_use]
+    pub fn with_model_timeout(mut self, timeout: Duration) -> Self {
+        self.model_timeout = timeout;
+        self
+    }
+
+    async fn execute(&self, id: CallId, command: CallCommand) -> Result<Call, AppError> {
+        self.dispatcher.execute(id, command, &metadata()).await
+    }
+
+    /// Processes turn `turn` of call `id`.
+    #[tracing::instrument(skip_all, fields(call_id = %id, turn))]
+    pub async fn process_turn(&self, id: CallId, turn: u32) -> Result<TurnOutcome, PipelineError> {
+        let call = self.dispatcher.load(id).await?;
+        let call_sid = call
+            .call_sid()
+            .cloned()
+            .ok_or(PipelineError::NoSuchTurn(turn))?;
+        let current = call
+            .turn_number(turn)
+            .ok_or(PipelineError::NoSuchTurn(turn))?;
+        let analysis = match &current.analysis {
+            Some(done) => done.clone(),
+            None => {
+                let analysis = self.analyse(&current.recording_url).await?;
+                let command = CallCommand::RecordAnalysis(RecordAnalysis {
+                    turn,
+                    analysis: analysis.clone(),
+                    at: Utc::now(),
+                });
+                self.execute(id, command).await?;
+                analysis
+            }
+        };
+        self.deliver(id, &call_sid, turn, &analysis).await
+    }
+
+    async fn analyse(
+        &self,
+        recording: &domain::call::RecordingUrl,
+    ) -> Result<Analysis, PipelineError> {
+        let stage = |stage| move |error| PipelineError::Stage { stage, error };
+        let mut timings = StageTimings::default();
+
+        let started = Instant::now();
+        let audio = self
+            .recordings
+            .fetch(recording)
+            .await
+            .map_err(stage(Stage::Download))?;
+        timings.download_ms = elapsed_ms(started);
+
+        let started = Instant::now();
+        let transcript = self
+            .speech
+            .transcribe(&audio)
+            .await
+            .map_err(stage(Stage::Transcription))?;
+        timings.transcription_ms = elapsed_ms(started);
+
+        let started = Instant::now();
+        let screening = risk::screen(&transcript);
+        let opinion = match &self.model {
+            None => None,
+            Some(model) => Some(
+                match tokio::time::timeout(self.model_timeout, model.assess_risk(&transcript)).await
+                {
+                    Ok(Ok(level)) => ModelOpinion::Level(level),
+                    Ok(Err(error)) => {
+                        tracing::warn!(error = %error, "model risk assessment failed; risk is unknown");
+                        ModelOpinion::Unknown
+                    }
+                    Err(_) => {
+                        tracing::warn!("model risk assessment timed out; risk is unknown");
+                        ModelOpinion::Unknown
+                    }
+                },
+            ),
+        };
+        let assessment = risk::assess(screening.level, opinion);
+        timings.assessment_ms = elapsed_ms(started);
+
+        let started = Instant::now();
+        let (reply, reply_source) = match assessment.route {
+            Route::Escalate => (None, None),
+            Route::Reply => {
+                let (text, source) = self.compose(&transcript, assessment.level).await;
+                (Some(text), Some(source))
+            }
+        };
+        timings.reply_ms = elapsed_ms(started);
+
+        Ok(Analysis {
+            transcript,
+            screening,
+            assessment,
+            model: self.model.as_ref().map(|m| m.name().to_owned()),
+            reply,
+            reply_source,
+            timings,
+        })
+    }
+
+    /// The model's reply if it passes the guard in time; the vetted script otherwise.
+    async fn compose(&self, transcript: &str, level: RiskLevel) -> (String, ReplySource) {
+        let scripted = || script::reply_for(level).to_owned();
+        let Some(model) = &self.model else {
+            return (scripted(), ReplySource::Script);
+        };
+        match tokio::time::timeout(self.model_timeout, model.compose_reply(transcript, level)).await
+        {
+            Ok(Ok(reply)) => match risk::guard_reply(&reply) {
+                Ok(()) => (reply, ReplySource::Model),
+                Err(violation) => {
+                    // The violation names a category, never the reply's text.
+                    tracing::warn!(violation = %violation_class(&violation), "model reply blocked by the guard");
+                    (scripted(), ReplySource::ScriptAfterGuard)
+                }
+            },
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "model reply failed; using the script");
+                (scripted(), ReplySource::Script)
+            }
+            Err(_) => {
+                tracing::warn!("model reply timed out; using the script");
+                (scripted(), ReplySource::Script)
+            }
+        }
+    }
+
+    /// Claims the turn for the REST path and plays it; a failed delivery hands it back to the
+    /// continue webhook.
+    async fn deliver(
+        &self,
+        id: CallId,
+        call_sid: &CallSid,
+        turn: u32,
+        analysis: &Analysis,
+    ) -> Result<TurnOutcome, PipelineError> {
+        let claim = CallCommand::PlayResponse(PlayResponse {
+            turn: Some(turn),
+            via: PlayedVia::RestUpdate,
+            at: Utc::now(),
+        });
+        let claimed = self
+            .dispatcher
+            .execute_counting(id, claim, &metadata())
+            .await;
+        let (state, appended) = match claimed {
+            Ok(result) => result,
+            Err(AppError::Rule(domain::CallError::StaleTurn(_))) => {
+                return Ok(TurnOutcome::LeftToWebhook)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if state.ended().is_some() {
+            return Ok(TurnOutcome::CallOver);
+        }
+        // Only the command that appended the claim plays the turn: the webhook path, another
+        // worker, or an earlier run of this job may hold it.
+        if appended == 0 {
+            return Ok(TurnOutcome::LeftToWebhook);
+        }
+        let escalate = analysis.assessment.route == Route::Escalate;
+        let delivered = match (&analysis.reply, escalate) {
+            (Some(reply), false) => self.control.play_reply(call_sid, id, reply).await,
+            _ => self.control.connect_counselor(call_sid, id).await,
+        };
+        match delivered {
+            Ok(()) if escalate => {
+                let command = CallCommand::Escalate(Escalate {
+                    reason: EscalationReason::RiskAssessed,
+                    target: self.lines.counselor.clone(),
+                    at: Utc::now(),
+                });
+                self.execute(id, command).await?;
+                Ok(TurnOutcome::Escalated)
+            }
+            Ok(()) => Ok(TurnOutcome::Replied),
+            Err(error) => {
+                tracing::warn!(error = %error, "REST delivery failed; the continue webhook will play the answer");
+                let command = CallCommand::RecordFailure(RecordFailure {
+                    turn,
+                    stage: Stage::Delivery,
+                    error_class: error.0,
+                    at: Utc::now(),
+                });
+                self.execute(id, command).await?;
+                Ok(TurnOutcome::LeftToWebhook)
+            }
+        }
+    }
+
+    /// The turn's job ran out of attempts: record why, and put the caller through to a person.
+    pub async fn give_up(&self, id: CallId, turn: u32, stage: Stage, error_class: &str) {
+        let command = CallCommand::RecordFailure(RecordFailure {
+            turn,
+            stage,
+            error_class: error_class.to_owned(),
+            at: Utc::now(),
+        });
+        if let Err(error) = self.execute(id, command).await {
+            tracing::error!(error = %error, "could not record the failed turn");
+        }
+        let Ok(call) = self.dispatcher.load(id).await else {
+            return;
+        };
+        let (Some(sid), None) = (call.call_sid(), call.ended()) else {
+            return;
+        };
+        match self.control.connect_counselor(sid, id).await {
+            Ok(()) => {
+                let command = CallCommand::Escalate(Escalate {
+                    reason: EscalationReason::ProcessingFailed,
+                    target: self.lines.counselor.clone(),
+                    at: Utc::now(),
+                });
+                if let Err(error) = self.execute(id, command).await {
+                    tracing::error!(error = %error, "could not record the escalation");
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "could not connect the caller; the continue webhook's fallback remains")
+            }
+        }
+    }
+}
+
+fn violation_class(violation: &risk::GuardViolation) -> &'static str {
+    match violation {
+        risk::GuardViolation::MentionsMeans(_) => "mentions_means",
+        risk::GuardViolation::PresentsSuicideAsSolution(_) => "suicide_as_solution",
+        risk::GuardViolation::ClaimsToBeHuman(_) => "claims_to_be_human",
+        risk::GuardViolation::Empty => "empty",
+        risk::GuardViolation::TooLong => "too_long",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use cqrs_es::mem_store::MemStore;
+    use domain::call::{ReceiveRecording, RecordingUrl, StartCall};
+    use domain::{AccountSid, CallerId, DialNumber, RecordingSid};
+
+    use super::*;
+    use crate::ports::Audio;
+
+    struct Recordings(Result<Audio, PortError>);
+    #[async_trait]
+    impl RecordingSource for Recordings {
+        async fn fetch(&self, _url: &RecordingUrl) -> Result<Audio, PortError> {
+            self.0.clone()
+        }
+    }
+
+    struct Speech(Result<String, PortError>);
+    #[async_trait]
+    impl SpeechToText for Speech {
+        async fn transcribe(&self, _audio: &Audio) -> Result<String, PortError> {
+            self.0.clone()
+        }
+    }
+
+    struct Model {
+        risk: Result<RiskLevel, PortError>,
+        reply: Result<String, PortError>,
+        delay: Duration,
+    }
+    #[async_trait]
+    impl LanguageModel for Model {
+        fn name(&self) -> &str {
+            "test-model"
+        }
+        async fn assess_risk(&self, _t: &str) -> Result<RiskLevel, PortError> {
+            tokio::time::sleep(self.delay).await;
+            self.risk.clone()
+        }
+        async fn compose_reply(&self, _t: &str, _l: RiskLevel) -> Result<String, PortError> {
+            self.reply.clone()
+        }
+    }
+
+    #[derive(Default)]
+    struct Control {
+        fail: bool,
+        played: Mutex<Vec<String>>,
+        connected: Mutex<u32>,
+    }
+    #[async_trait]
+    impl CallControl for Control {
+        async fn play_reply(&self, _s: &CallSid, _id: CallId, text: &str) -> Result<(), PortError> {
+            if self.fail {
+                return Err(PortError("twilio_http_500".into()));
+            }
+            self.played
+                .lock()
+                .expect("not poisoned")
+                .push(text.to_owned());
+            Ok(())
+        }
+        async fn connect_counselor(&self, _s: &CallSid, _id: CallId) -> Result<(), PortError> {
+            if self.fail {
+                return Err(PortError("twilio_http_500".into()));
+            }
+            *self.connected.lock().expect("not poisoned") += 1;
+            Ok(())
+        }
+    }
+
+    const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+    fn lines() -> Lines {
+        Lines {
+            counselor: DialNumber::parse("+15005550001").expect("valid"),
+            crisis: DialNumber::parse("988").expect("valid"),
+        }
+    }
+
+    /// A started call with one recorded turn, in a store the pipeline shares.
+    async fn call_with_one_turn(store: &MemStore<Call>) -> CallId {
+        let sid = CallSid::parse(SID).expect("valid");
+        let id = CallId::for_call_sid(&sid);
+        let dispatcher = CommandDispatcher::new(store.clone());
+        let start = CallCommand::StartCall(StartCall {
+            call_sid: sid.clone(),
+            account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid"),
+            from: CallerId::new("+14155550123"),
+            to: "+15005550006".into(),
+            direction: "inbound".into(),
+            at: Utc::now(),
+        });
+        dispatcher
+            .execute(id, start, &metadata())
+            .await
+            .expect("starts");
+        let recording = CallCommand::ReceiveRecording(ReceiveRecording {
+            call_sid: sid,
+            recording_sid: RecordingSid::parse("RE0123456789abcdef0123456789abcdef")
+                .expect("valid"),
+            recording_url: RecordingUrl::parse("https://api.twilio.com/x").expect("valid"),
+            duration_secs: Some(5),
+            digits: None,
+            counselor_line: lines().counselor,
+            at: Utc::now(),
+        });
+        dispatcher
+            .execute(id, recording, &metadata())
+            .await
+            .expect("records");
+        id
+    }
+
+    struct Harness {
+        store: MemStore<Call>,
+        control: Arc<Control>,
+        pipeline: Pipeline<MemStore<Call>>,
+    }
+
+    fn harness(
+        transcript: Result<&str, PortError>,
+        model: Option<Model>,
+        control: Control,
+    ) -> Harness {
+        let store = MemStore::<Call>::default();
+        let control = Arc::new(control);
+        let audio = Audio {
+            bytes: b"RIFF".to_vec(),
+            content_type: "audio/x-wav".into(),
+        };
+        let pipeline = Pipeline::new(
+            store.clone(),
+            Arc::new(Recordings(Ok(audio))),
+            Arc::new(Speech(transcript.map(str::to_owned))),
+            model.map(|m| Arc::new(m) as Arc<dyn LanguageModel>),
+            control.clone(),
+            lines(),
+        )
+        .with_model_timeout(Duration::from_millis(50));
+        Harness {
+            store,
+            control,
+            pipeline,
+        }
+    }
+
+    async fn event_types(store: &MemStore<Call>, id: CallId) -> Vec<String> {
+        use cqrs_es::DomainEvent;
+        store
+            .load_events(&id.to_string())
+            .await
+            .expect("loads")
+            .iter()
+            .map(|e| e.payload.event_type())
+            .collect()
+    }
+
+    async fn analysis(store: &MemStore<Call>, id: CallId) -> Analysis {
+        let mut ctx = store.load_aggregate(&id.to_string()).await.expect("loads");
+        let call = cqrs_es::AggregateContext::aggregate(&mut ctx).clone();
+        call.turn_number(1)
+            .and_then(|t| t.analysis.clone())
+            .expect("analysed")
+    }
+
+    fn model(risk: RiskLevel, reply: &str) -> Model {
+        Model {
+            risk: Ok(risk),
+            reply: Ok(reply.into()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_low_risk_turn_is_answered_with_the_script_through_the_live_call() {
+        let h = harness(Ok("I had a rough day at work."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::Replied
+        );
+        assert_eq!(
+            *h.control.played.lock().expect("ok"),
+            [script::scripted_reply()]
+        );
+        assert_eq!(
+            event_types(&h.store, id).await,
+            [
+                "CallStarted",
+                "RecordingReceived",
+                "Analyzed",
+                "ResponsePlayed"
+            ]
+        );
+        let analysis = analysis(&h.store, id).await;
+        assert_eq!(analysis.assessment.level, RiskLevel::None);
+        assert_eq!(analysis.reply_source, Some(ReplySource::Script));
+        assert_eq!(analysis.screening.version, risk::SCREENER_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_high_risk_turn_gets_no_automated_reply_and_goes_to_a_person() {
+        let h = harness(
+            Ok("I'm going to kill myself tonight."),
+            Some(model(RiskLevel::Low, "It will pass.")),
+            Control::default(),
+        );
+        let id = call_with_one_turn(&h.store).await;
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::Escalated
+        );
+        assert!(h.control.played.lock().expect("ok").is_empty());
+        assert_eq!(*h.control.connected.lock().expect("ok"), 1);
+        let analysis = analysis(&h.store, id).await;
+        assert_eq!(
+            analysis.assessment.level,
+            RiskLevel::Imminent,
+            "the model's 'low' cannot lower it"
+        );
+        assert_eq!(analysis.reply, None);
+        assert_eq!(
+            event_types(&h.store, id).await,
+            [
+                "CallStarted",
+                "RecordingReceived",
+                "Analyzed",
+                "ResponsePlayed",
+                "Escalated"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_model_can_raise_the_risk_to_a_person() {
+        let h = harness(
+            Ok("Things are fine, I guess."),
+            Some(model(RiskLevel::High, "ok")),
+            Control::default(),
+        );
+        let id = call_with_one_turn(&h.store).await;
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::Escalated
+        );
+        assert_eq!(
+            analysis(&h.store, id).await.assessment.level,
+            RiskLevel::High
+        );
+    }
+
+    #[tokio::test]
+    async fn a_model_that_fails_or_is_slow_makes_the_risk_unknown_and_goes_to_a_person() {
+        for failing in [
+            Model {
+                risk: Err(PortError("http_503".into())),
+                reply: Ok("x".into()),
+                delay: Duration::ZERO,
+            },
+            Model {
+                risk: Ok(RiskLevel::None),
+                reply: Ok("x".into()),
+                delay: Duration::from_secs(5),
+            },
+        ] {
+            let h = harness(Ok("I had a rough day."), Some(failing), Control::default());
+            let id = call_with_one_turn(&h.store).await;
+            assert_eq!(
+                h.pipeline.process_turn(id, 1).await.expect("runs"),
+                TurnOutcome::Escalated
+            );
+            let analysis = analysis(&h.store, id).await;
+            assert!(analysis.assessment.unknown);
+            assert_eq!(analysis.reply, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_reply_that_fails_the_guard_is_replaced_by_the_script() {
+        let unsafe_reply = model(RiskLevel::None, "Maybe take a few extra pills to sleep.");
+        let h = harness(Ok("I can't sleep."), Some(unsafe_reply), Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        h.pipeline.process_turn(id, 1).await.expect("runs");
+        assert_eq!(
+            *h.control.played.lock().expect("ok"),
+            [script::scripted_reply()]
+        );
+        assert_eq!(
+            analysis(&h.store, id).await.reply_source,
+            Some(ReplySource::ScriptAfterGuard)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_safe_model_reply_is_played() {
+        let kind = "That sounds exhausting. I'm glad you called, and I'm here to listen.";
+        let h = harness(
+            Ok("I can't sleep."),
+            Some(model(RiskLevel::None, kind)),
+            Control::default(),
+        );
+        let id = call_with_one_turn(&h.store).await;
+        h.pipeline.process_turn(id, 1).await.expect("runs");
+        assert_eq!(*h.control.played.lock().expect("ok"), [kind]);
+        assert_eq!(
+            analysis(&h.store, id).await.model.as_deref(),
+            Some("test-model")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_stage_records_nothing_and_is_retried() {
+        let h = harness(Err(PortError("http_503".into())), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        let error = h.pipeline.process_turn(id, 1).await.expect_err("fails");
+        assert!(
+            matches!(
+                error,
+                PipelineError::Stage {
+                    stage: Stage::Transcription,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            event_types(&h.store, id).await,
+            ["CallStarted", "RecordingReceived"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_leaves_the_answer_to_the_continue_webhook() {
+        let h = harness(
+            Ok("I had a rough day."),
+            None,
+            Control {
+                fail: true,
+                ..Control::default()
+            },
+        );
+        let id = call_with_one_turn(&h.store).await;
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::LeftToWebhook
+        );
+        assert_eq!(
+            event_types(&h.store, id).await,
+            [
+                "CallStarted",
+                "RecordingReceived",
+                "Analyzed",
+                "ResponsePlayed",
+                "ProcessingFailed"
+            ]
+        );
+        let mut ctx = h
+            .store
+            .load_aggregate(&id.to_string())
+            .await
+            .expect("loads");
+        let call = cqrs_es::AggregateContext::aggregate(&mut ctx).clone();
+        assert_eq!(
+            call.turn_number(1).and_then(|t| t.played),
+            None,
+            "handed back"
+        );
+    }
+
+    #[tokio::test]
+    async fn running_a_turn_again_plays_nothing_twice() {
+        let h = harness(Ok("I had a rough day."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        h.pipeline.process_turn(id, 1).await.expect("runs");
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::LeftToWebhook
+        );
+        assert_eq!(h.control.played.lock().expect("ok").len(), 1);
+        assert_eq!(event_types(&h.store, id).await.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn giving_up_records_why_and_connects_a_person() {
+        let h = harness(Err(PortError("http_503".into())), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        h.pipeline
+            .give_up(id, 1, Stage::Transcription, "http_503")
+            .await;
+        assert_eq!(*h.control.connected.lock().expect("ok"), 1);
+        assert_eq!(
+            event_types(&h.store, id).await,
+            [
+                "CallStarted",
+                "RecordingReceived",
+                "ProcessingFailed",
+                "Escalated"
+            ]
+        );
+    }
+}
