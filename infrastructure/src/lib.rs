@@ -7,6 +7,7 @@ pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
 pub mod jobs;
+pub mod openai;
 pub mod subscription;
 pub mod twilio;
 pub mod wakeup;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real router served on 127.0.0.1, real PostgreSQL (a fresh database per
 //! test), and requests signed exactly as Twilio signs them.
 
+mod ai_services;
 mod calls;
 mod durable;
 mod embedded;
