@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use application::{CallService, Lines};
+use application::CallService;
 use infrastructure::event_store::{self, CallStore};
+pub use infrastructure::twilio::answers::Voice;
 use infrastructure::twilio::signature::SignatureValidator;
 use sqlx::PgPool;
 
@@ -14,19 +15,6 @@ pub struct AppState {
     pub validator: Arc<SignatureValidator>,
     pub voice: Arc<Voice>,
     pub pool: PgPool,
-}
-
-/// How TwiML is written for this deployment.
-#[derive(Debug, Clone)]
-pub struct Voice {
-    /// The URL Twilio calls; every URL in TwiML starts with it.
-    pub public_base_url: String,
-    /// Where callers are sent.
-    pub lines: Lines,
-    /// The text-to-speech voice.
-    pub voice: String,
-    /// The language of what is said.
-    pub language: String,
 }
 
 impl AppState {

@@ -17,6 +17,8 @@ pub enum CallAnswer {
     Goodbye,
     /// Connect the caller to the counselor line (crisis line if no answer).
     ConnectCounselor,
+    /// The caller's risk calls for a person: no automated reply, a counselor is dialled.
+    Escalating,
     /// The counselor line did not answer: connect to the crisis line.
     ConnectCrisisLine,
     /// Nobody could be reached: the crisis number, and the automated line listens again.

@@ -141,7 +141,25 @@ impl JobQueue {
     /// Records a failed attempt: retried later, or failed for good when attempts are used up.
     /// `error` must carry no secret and no caller data: it is stored.
     pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Fate, sqlx::Error> {
-        let exhausted = job.attempts >= job.max_attempts;
+        self.fail_with(job, error, false).await
+    }
+
+    /// Records a failure no retry can mend: the job fails for good now.
+    pub async fn fail_permanently(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+    ) -> Result<Fate, sqlx::Error> {
+        self.fail_with(job, error, true).await
+    }
+
+    async fn fail_with(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        permanent: bool,
+    ) -> Result<Fate, sqlx::Error> {
+        let exhausted = permanent || job.attempts >= job.max_attempts;
         let pause = backoff(job.attempts, self.backoff_base, self.backoff_cap);
         let updated = sqlx::query(
             "UPDATE jobs
@@ -166,13 +184,39 @@ impl JobQueue {
     }
 }
 
+/// Why a job's attempt failed. The message is stored: no secrets, no caller data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub message: String,
+    /// Trying again cannot help (a refused URL, a missing turn): give up at once.
+    pub permanent: bool,
+}
+
+impl JobError {
+    /// A failure worth another attempt.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure no retry can mend.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
 /// Runs a job.
 pub trait JobHandler: Send + Sync {
-    /// Does the job's work. An error is retried (the message is stored: no secrets, no caller data).
-    fn run(&self, job: &ClaimedJob) -> impl Future<Output = Result<(), String>> + Send;
+    /// Does the job's work.
+    fn run(&self, job: &ClaimedJob) -> impl Future<Output = Result<(), JobError>> + Send;
 
-    /// The job failed for good: take whatever safe path is left.
-    fn exhausted(&self, job: &ClaimedJob) -> impl Future<Output = ()> + Send;
+    /// The job failed for good with `error` (its last): take whatever safe path is left.
+    fn exhausted(&self, job: &ClaimedJob, error: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// Claims and runs one job; returns whether there was one.
@@ -186,10 +230,13 @@ pub async fn work_once<H: JobHandler>(queue: &JobQueue, handler: &H) -> Result<b
                 tracing::warn!(job = job.id, "job finished after its lease was taken over");
             }
         }
-        Err(error) => match queue.fail(&job, &error).await? {
+        Err(JobError {
+            message: error,
+            permanent,
+        }) => match queue.fail_with(&job, &error, permanent).await? {
             Fate::Exhausted => {
                 tracing::error!(job = job.id, kind = %job.kind, error = %error, "job failed for good");
-                handler.exhausted(&job).await;
+                handler.exhausted(&job, &error).await;
             }
             Fate::Retry(pause) => {
                 tracing::warn!(job = job.id, kind = %job.kind, error = %error, retry_in_ms = pause.as_millis() as u64, "job failed; will retry");

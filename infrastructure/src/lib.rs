@@ -8,6 +8,7 @@ pub mod embedded_pg;
 pub mod event_store;
 pub mod jobs;
 pub mod openai;
+pub mod pipeline;
 pub mod subscription;
 pub mod twilio;
 pub mod wakeup;

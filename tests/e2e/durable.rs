@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use infrastructure::jobs::{self, ClaimedJob, Fate, JobHandler, JobQueue, NewJob};
+use infrastructure::jobs::{self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob};
 use infrastructure::subscription::{
     Batch, Consumer, ConsumerError, StoredEvent, SubscriptionRunner,
 };
@@ -306,16 +306,19 @@ struct Flaky {
 }
 
 impl JobHandler for Flaky {
-    async fn run(&self, job: &ClaimedJob) -> Result<(), String> {
+    async fn run(&self, job: &ClaimedJob) -> Result<(), JobError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        if job.turn == 7 {
+            return Err(JobError::permanent("refused"));
+        }
         if job.attempts <= self.failures {
-            Err("upstream unavailable".into())
+            Err(JobError::transient("upstream unavailable"))
         } else {
             Ok(())
         }
     }
 
-    async fn exhausted(&self, _job: &ClaimedJob) {
+    async fn exhausted(&self, _job: &ClaimedJob, _error: &str) {
         self.exhausted.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -324,7 +327,7 @@ impl JobHandler for Flaky {
 async fn workers_finish_every_job_once_and_report_the_ones_that_fail_for_good() {
     let (pool, name) = fresh_database().await;
     let _cleanup = TestApp::owning(pool.clone(), name).await;
-    for turn in 1..=6 {
+    for turn in 1..=7 {
         enqueue(&pool, &job(turn, if turn == 6 { 1 } else { 3 })).await;
     }
     let exhausted = Arc::new(AtomicUsize::new(0));
@@ -341,11 +344,12 @@ async fn workers_finish_every_job_once_and_report_the_ones_that_fail_for_good() 
             .fetch_all(&pool)
             .await
             .expect("reads");
+    // Five succeed on their second attempt; one had a single attempt; one failed permanently at once.
     let expected: Vec<(String, i32)> = (1..=5)
         .map(|_| ("done".to_owned(), 2))
-        .chain([("failed".to_owned(), 1)])
+        .chain([("failed".to_owned(), 1), ("failed".to_owned(), 1)])
         .collect();
     assert_eq!(statuses, expected);
-    assert_eq!(handler.runs.load(Ordering::SeqCst), 11);
-    assert_eq!(exhausted.load(Ordering::SeqCst), 1);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 12);
+    assert_eq!(exhausted.load(Ordering::SeqCst), 2);
 }

@@ -194,8 +194,13 @@ pub fn new_call_sid() -> CallSid {
 
 /// A recording SID and URL for turn `n` of a call.
 pub fn recording_of(n: u32) -> (String, String) {
+    recording_at("https://api.twilio.com", n)
+}
+
+/// A recording SID and URL for turn `n`, on the Twilio API at `api_base`.
+pub fn recording_at(api_base: &str, n: u32) -> (String, String) {
     let sid = format!("RE{:032x}", u128::from(n) + 0xabc0);
-    let url = format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{sid}");
+    let url = format!("{api_base}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{sid}");
     (sid, url)
 }
 
@@ -245,7 +250,19 @@ impl TestApp {
 
     /// The recording webhook for turn `n`.
     pub async fn recording(&self, sid: &CallSid, n: u32, digits: &str) -> Twiml {
-        let (recording_sid, url) = recording_of(n);
+        self.recording_from("https://api.twilio.com", sid, n, digits)
+            .await
+    }
+
+    /// The recording webhook for turn `n`, its recording kept by the Twilio API at `api_base`.
+    pub async fn recording_from(
+        &self,
+        api_base: &str,
+        sid: &CallSid,
+        n: u32,
+        digits: &str,
+    ) -> Twiml {
+        let (recording_sid, url) = recording_at(api_base, n);
         let params = form(&[
             ("CallSid", sid.as_str()),
             ("AccountSid", ACCOUNT_SID),

@@ -6,6 +6,7 @@ mod calls;
 mod durable;
 mod embedded;
 mod helpers;
+mod pipeline;
 mod resilience;
 mod security;
 mod twilio_rest;

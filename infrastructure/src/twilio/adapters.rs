@@ -1,0 +1,86 @@
+//! The pipeline's ports over Twilio: recordings come from Twilio's REST API, and the live call
+//! is steered by REST updates carrying the same TwiML the webhooks answer with.
+
+use std::sync::Arc;
+
+use application::ports::{Audio, CallControl, PortError, RecordingSource};
+use application::CallAnswer;
+use async_trait::async_trait;
+use domain::call::RecordingUrl;
+use domain::{CallId, CallSid};
+
+use super::answers::{twiml, Voice};
+use super::rest::{TwilioError, TwilioRest};
+
+/// A storable class for a Twilio failure (`twilio_20429`, `twilio_http_500`, `twilio_unreachable`).
+fn class(error: &TwilioError) -> PortError {
+    PortError(match error {
+        TwilioError::Api {
+            code: Some(code), ..
+        } => format!("twilio_{code}"),
+        TwilioError::Api { status, .. } => format!("twilio_http_{status}"),
+        TwilioError::Transport(_) => "twilio_unreachable".into(),
+        TwilioError::ForeignUrl => "foreign_recording_url".into(),
+        TwilioError::Unreadable(_) => "twilio_unreadable_answer".into(),
+    })
+}
+
+/// Recordings, downloaded from Twilio.
+#[derive(Debug, Clone)]
+pub struct TwilioRecordings(pub TwilioRest);
+
+#[async_trait]
+impl RecordingSource for TwilioRecordings {
+    async fn fetch(&self, url: &RecordingUrl) -> Result<Audio, PortError> {
+        let audio = self
+            .0
+            .get_audio_for_processing(url)
+            .await
+            .map_err(|e| class(&e))?;
+        Ok(Audio {
+            bytes: audio.audio_data,
+            content_type: audio.content_type,
+        })
+    }
+}
+
+/// The live call, steered through REST updates.
+#[derive(Debug, Clone)]
+pub struct TwilioCallControl {
+    pub rest: TwilioRest,
+    pub voice: Arc<Voice>,
+}
+
+#[async_trait]
+impl CallControl for TwilioCallControl {
+    async fn play_reply(
+        &self,
+        call_sid: &CallSid,
+        call_id: CallId,
+        text: &str,
+    ) -> Result<(), PortError> {
+        let doc = twiml(
+            &CallAnswer::Reply {
+                text: text.to_owned(),
+            },
+            Some(call_id),
+            &self.voice,
+        );
+        self.rest
+            .update_call(call_sid, &doc)
+            .await
+            .map_err(|e| class(&e))
+    }
+
+    async fn connect_counselor(
+        &self,
+        call_sid: &CallSid,
+        call_id: CallId,
+    ) -> Result<(), PortError> {
+        let doc = twiml(&CallAnswer::Escalating, Some(call_id), &self.voice);
+        self.rest
+            .update_call(call_sid, &doc)
+            .await
+            .map_err(|e| class(&e))
+    }
+}

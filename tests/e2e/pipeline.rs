@@ -1,0 +1,327 @@
+//! The conversation pipeline, durable and end to end: webhooks store a turn, the pipeline's
+//! subscription enqueues it, a worker downloads the recording from a Twilio stand-in, transcribes
+//! it with a wiremock speech-to-text service, assesses it, and plays the answer through a REST
+//! update of the live call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use application::pipeline::Pipeline;
+use domain::CallId;
+use infrastructure::event_store;
+use infrastructure::jobs::{self, JobQueue};
+use infrastructure::openai::{Endpoint, OpenAiSpeechToText};
+use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
+use infrastructure::subscription::SubscriptionRunner;
+use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
+use infrastructure::twilio::answers::Voice;
+use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
+use secrecy::SecretString;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+use crate::twilio_stand_in::{Canned, ScriptedServer};
+
+struct Stage {
+    twilio: ScriptedServer,
+    runner: SubscriptionRunner<PipelineConsumer>,
+    queue: JobQueue,
+    jobs: PipelineJobs<event_store::CallStore>,
+    _speech: MockServer,
+}
+
+/// The pipeline of `app`, with Twilio answering from `twilio_script` and speech-to-text saying
+/// `transcript` (or failing with 503 when it is `None`).
+async fn pipeline_for(
+    app: &TestApp,
+    twilio_script: Vec<Canned>,
+    transcript: Option<&str>,
+) -> Stage {
+    let twilio = ScriptedServer::start(twilio_script).await;
+    let speech = MockServer::start().await;
+    let answer = match transcript {
+        Some(text) => ResponseTemplate::new(200).set_body_json(json!({ "text": text })),
+        None => ResponseTemplate::new(503),
+    };
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(answer)
+        .mount(&speech)
+        .await;
+    let rest = TwilioRest::new(
+        &twilio.base_url,
+        domain::AccountSid::parse(ACCOUNT_SID).expect("valid"),
+        SecretString::from("rest-token"),
+    )
+    .with_retry(RetryPolicy {
+        attempts: 2,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+    });
+    let voice = Arc::new(Voice {
+        public_base_url: app.base_url.clone(),
+        lines: application::Lines {
+            counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
+            crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
+        },
+        voice: "Polly.Joanna".into(),
+        language: "en-US".into(),
+    });
+    let pipeline = Pipeline::new(
+        event_store::call_store(app.pool.clone()),
+        Arc::new(TwilioRecordings(rest.clone())),
+        Arc::new(OpenAiSpeechToText::new(Endpoint {
+            base_url: speech.uri(),
+            api_key: None,
+            model: "whisper-1".into(),
+        })),
+        None,
+        Arc::new(TwilioCallControl {
+            rest,
+            voice: voice.clone(),
+        }),
+        voice.lines.clone(),
+    );
+    Stage {
+        twilio,
+        runner: SubscriptionRunner::new(app.pool.clone(), PipelineConsumer),
+        queue: JobQueue::new(app.pool.clone(), "test-worker", Duration::from_secs(60))
+            .with_backoff(Duration::ZERO, Duration::ZERO),
+        jobs: PipelineJobs::new(Arc::new(pipeline)),
+        _speech: speech,
+    }
+}
+
+impl Stage {
+    /// Enqueues what the store holds (bounded: the subscription's horizon is cluster-wide) and
+    /// runs every due job.
+    async fn settle(&self, app: &TestApp, expected_jobs: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            self.runner.catch_up().await.expect("the subscription runs");
+            let enqueued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+                .fetch_one(&app.pool)
+                .await
+                .expect("counts");
+            if enqueued >= expected_jobs {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {enqueued} jobs after 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while jobs::work_once(&self.queue, &self.jobs)
+            .await
+            .expect("the queue answers")
+        {}
+    }
+}
+
+fn wav() -> Canned {
+    Canned::audio(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+}
+
+fn updated() -> Canned {
+    Canned::json(200, json!({ "sid": "CA0123456789abcdef0123456789abcdef" }))
+}
+
+#[tokio::test]
+async fn a_low_risk_turn_is_answered_through_the_live_call() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(
+        &app,
+        vec![wav(), updated()],
+        Some("I had a rough day at work."),
+    )
+    .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed"
+        ]
+    );
+    let events = app.events(&sid).await;
+    let analysed = &events[2].payload["Analyzed"]["analysis"];
+    assert_eq!(analysed["assessment"]["level"], "none");
+    assert_eq!(analysed["reply_source"], "script");
+    assert!(analysed["timings"]["transcription_ms"].is_u64());
+    assert_eq!(events[3].payload["ResponsePlayed"]["via"], "rest_update");
+
+    let received = stage.twilio.received();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received[0].path.ends_with(".wav"),
+        "downloads the WAV: {}",
+        received[0].path
+    );
+    assert_eq!(
+        received[1].path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{sid}.json")
+    );
+    let form: Vec<(String, String)> = form_urlencoded::parse(received[1].body.as_bytes())
+        .into_owned()
+        .collect();
+    let played = Twiml::parse(&form[0].1);
+    assert!(
+        played.spoken().contains("you don't have to face it alone"),
+        "{}",
+        played.xml
+    );
+    let choice = format!(
+        "{}/twilio/user-choice/{}/",
+        app.base_url,
+        CallId::for_call_sid(&sid)
+    );
+    assert_eq!(played.first("Gather").attr("action"), Some(choice.as_str()));
+}
+
+#[tokio::test]
+async fn a_high_risk_turn_goes_to_a_counselor_without_an_automated_reply() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(
+        &app,
+        vec![wav(), updated()],
+        Some("I'm going to kill myself tonight."),
+    )
+    .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+
+    let events = app.events(&sid).await;
+    assert_eq!(
+        events[2].payload["Analyzed"]["analysis"]["assessment"]["level"],
+        "imminent"
+    );
+    assert_eq!(
+        events[2].payload["Analyzed"]["analysis"]["reply"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        events.last().map(|e| e.event_type.as_str()),
+        Some("Escalated")
+    );
+    let form: Vec<(String, String)> =
+        form_urlencoded::parse(stage.twilio.received()[1].body.as_bytes())
+            .into_owned()
+            .collect();
+    let played = Twiml::parse(&form[0].1);
+    assert_eq!(played.dialled(), [COUNSELOR]);
+    assert!(!played.spoken().contains("you don't have to face it alone"));
+}
+
+#[tokio::test]
+async fn each_turn_is_enqueued_once_and_a_request_for_a_person_is_left_alone() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(&app, vec![wav(), updated()], Some("Hello.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await; // Twilio's retry
+    let other = new_call_sid();
+    app.voice(&other).await;
+    app.recording_from(&stage.twilio.base_url, &other, 1, "0")
+        .await; // pressed 0: being connected to a counselor
+    stage.runner.catch_up().await.expect("runs");
+    let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT call_id, turn FROM jobs")
+        .fetch_all(&app.pool)
+        .await
+        .expect("reads");
+    assert_eq!(jobs, [(CallId::for_call_sid(&sid).to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn when_speech_to_text_stays_down_the_caller_is_taken_to_a_person() {
+    let app = spawn_app().await;
+    // The recording downloads each time; speech-to-text fails every attempt; then the REST
+    // update connects the caller to a counselor.
+    let script = vec![wav(), wav(), wav(), wav(), updated()];
+    let stage = pipeline_for(&app, script, None).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+
+    let (status, attempts): (String, i32) = sqlx::query_as("SELECT status, attempts FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("reads");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("failed", infrastructure::pipeline::TURN_ATTEMPTS)
+    );
+    let events = app.events(&sid).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ProcessingFailed",
+            "Escalated"
+        ]
+    );
+    assert_eq!(
+        events[2].payload["ProcessingFailed"]["stage"],
+        "transcription"
+    );
+    assert_eq!(
+        events[2].payload["ProcessingFailed"]["error_class"],
+        "http_503"
+    );
+    let update = stage.twilio.received().last().cloned().expect("an update");
+    let form: Vec<(String, String)> = form_urlencoded::parse(update.body.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(Twiml::parse(&form[0].1).dialled(), [COUNSELOR]);
+}
+
+#[tokio::test]
+async fn a_recording_outside_the_account_is_refused_and_the_caller_goes_to_a_person_at_once() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(&app, vec![updated()], Some("Hello.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    // Not the configured Twilio API: never fetched, and no retry can mend it.
+    app.recording_from("https://elsewhere.example", &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    let (status, attempts): (String, i32) = sqlx::query_as("SELECT status, attempts FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("reads");
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    let events = app.events(&sid).await;
+    assert_eq!(
+        events[2].payload["ProcessingFailed"]["error_class"],
+        "foreign_recording_url"
+    );
+    assert_eq!(
+        events.last().map(|e| e.event_type.as_str()),
+        Some("Escalated")
+    );
+    let received = stage.twilio.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the update connecting a counselor: {received:?}"
+    );
+}
