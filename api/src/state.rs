@@ -18,6 +18,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Turns are answered by the conversation pipeline (running beside this service): the
+    /// continue webhook waits for its answer instead of playing the script at once.
+    #[must_use]
+    pub fn with_pipeline(mut self) -> Self {
+        let calls = CallService::new(
+            event_store::call_store(self.pool.clone()),
+            self.voice.lines.clone(),
+        )
+        .with_pipeline();
+        self.calls = Arc::new(calls);
+        self
+    }
+
     /// State over `pool`, answering as `voice` and accepting webhooks `validator` accepts.
     pub fn new(pool: PgPool, validator: SignatureValidator, voice: Voice) -> Self {
         let calls = CallService::new(event_store::call_store(pool.clone()), voice.lines.clone());

@@ -6,7 +6,8 @@ pub enum CallAnswer {
     /// Disclosure, greeting, the way to a counselor, then record the first turn.
     Greeting,
     /// The caller's words were received: a holding line, a pause, then ask again (continue).
-    Hold,
+    /// `waited` counts the holds so far, so that the wait is bounded.
+    Hold { waited: u32 },
     /// The reply to the caller's last turn, then the choice.
     Reply { text: String },
     /// Record another turn.

@@ -94,6 +94,11 @@ pub enum DialOutcome {
     NotConnected,
 }
 
+/// How many times a caller is held on the continue webhook (each hold is a holding line and a
+/// pause, a few seconds) before the vetted fallback plays: the caller never waits much more than
+/// 15 s for an answer.
+pub const MAX_WAITS: u32 = 2;
+
 /// The longest a webhook waits for the event store before the caller hears the fallback. Twilio
 /// gives a webhook 15 s; the caller should not wait anywhere near that.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
@@ -103,6 +108,7 @@ pub struct CallService<ES> {
     dispatcher: CommandDispatcher<ES>,
     lines: Lines,
     breaker: Breaker,
+    pipeline_enabled: bool,
 }
 
 impl<ES> std::fmt::Debug for CallService<ES> {
@@ -120,7 +126,16 @@ impl<ES: EventStore<Call>> CallService<ES> {
             dispatcher: CommandDispatcher::new(store),
             lines,
             breaker: Breaker::default(),
+            pipeline_enabled: false,
         }
+    }
+
+    /// Turns are answered by the conversation pipeline: the continue webhook waits for its answer
+    /// (bounded) instead of playing the script at once.
+    #[must_use]
+    pub fn with_pipeline(mut self) -> Self {
+        self.pipeline_enabled = true;
+        self
     }
 
     /// The numbers callers are sent to.
@@ -192,29 +207,113 @@ impl<ES: EventStore<Call>> CallService<ES> {
         match self.run(id, command, meta).await {
             Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
             Ok(_) if asked_for_human => CallAnswer::ConnectCounselor,
-            Ok(_) => CallAnswer::Hold,
+            Ok(_) => CallAnswer::Hold { waited: 0 },
             Err(error) => trouble(&error),
         }
     }
 
-    /// `POST /twilio/continue/{call_id}/`: the caller is waiting for the reply to their last turn.
-    /// Until the conversation pipeline composes replies, the vetted scripted reply is played.
-    #[tracing::instrument(skip_all, fields(call_id = %id))]
-    pub async fn continue_call(&self, id: CallId, meta: &CommandMetadata) -> CallAnswer {
-        let command = CallCommand::PlayResponse(PlayResponse {
-            turn: None,
+    /// `POST /twilio/continue/{call_id}/?wait=N`: the caller waits for the answer to their turn.
+    ///
+    /// With the pipeline, the answer is played here when it is ready and the REST path has not
+    /// played it (or failed to); while it is being prepared the caller is held, at most
+    /// `MAX_WAITS` times (about 15 s), and then hears the vetted fallback, whose choice offers a
+    /// counselor. Without the pipeline, the vetted script answers at once.
+    #[tracing::instrument(skip_all, fields(call_id = %id, waited))]
+    pub async fn continue_call(
+        &self,
+        id: CallId,
+        waited: u32,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        let state = match self.load(id).await {
+            Ok(state) => state,
+            Err(error) => return trouble(&error),
+        };
+        if state.ended().is_some() {
+            return CallAnswer::Nothing;
+        }
+        if !state.is_started() {
+            return trouble(&AppError::Rule(CallError::NotStarted));
+        }
+        let Some(turn) = state.current_turn() else {
+            return CallAnswer::Listen;
+        };
+        let fallback = || CallAnswer::Reply {
+            text: script::scripted_reply().to_owned(),
+        };
+        match (&turn.analysis, turn.played) {
+            // A retry of an answer this path already gave gets the same answer.
+            (Some(analysis), Some(PlayedVia::Twiml)) => answer_for(analysis),
+            (None, Some(PlayedVia::Twiml)) => fallback(),
+            (None, _) if self.pipeline_enabled && waited < MAX_WAITS => {
+                CallAnswer::Hold { waited: waited + 1 }
+            }
+            // No pipeline, or it took too long: the vetted script, and the turn is this path's.
+            (None, _) => self.claim_and(id, turn.number, meta, fallback).await,
+            // Twilio is still asking, so the REST update has not reached the call yet.
+            (Some(_), Some(PlayedVia::RestUpdate)) if waited < MAX_WAITS => {
+                CallAnswer::Hold { waited: waited + 1 }
+            }
+            (Some(analysis), Some(PlayedVia::RestUpdate)) => answer_for(analysis),
+            (Some(analysis), None) => {
+                let answer = self
+                    .claim_and(id, turn.number, meta, || answer_for(analysis))
+                    .await;
+                if answer == CallAnswer::Escalating {
+                    self.escalate_for_risk(id, meta).await;
+                }
+                answer
+            }
+        }
+    }
+
+    /// Claims turn `turn` for the webhook path and answers `then()`; if the REST path claimed it
+    /// in between, the caller is held once more while its update arrives.
+    async fn claim_and(
+        &self,
+        id: CallId,
+        turn: u32,
+        meta: &CommandMetadata,
+        then: impl FnOnce() -> CallAnswer,
+    ) -> CallAnswer {
+        let claim = CallCommand::PlayResponse(PlayResponse {
+            turn: Some(turn),
             via: PlayedVia::Twiml,
             at: meta.received_at,
         });
-        match self.run(id, command, meta).await {
+        match self.run(id, claim, meta).await {
             Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            // Played now, or already played by this path: a retried request gets the same answer.
-            Ok(_) => CallAnswer::Reply {
-                text: script::scripted_reply().to_owned(),
+            Ok(state) => match state.turn_number(turn).and_then(|t| t.played) {
+                Some(PlayedVia::RestUpdate) => CallAnswer::Hold { waited: MAX_WAITS },
+                _ => then(),
             },
-            Err(AppError::Rule(CallError::NothingToPlay)) => CallAnswer::Listen,
             Err(error) => trouble(&error),
         }
+    }
+
+    async fn escalate_for_risk(&self, id: CallId, meta: &CommandMetadata) {
+        let command = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::RiskAssessed,
+            target: self.lines.counselor.clone(),
+            at: meta.received_at,
+        });
+        if let Err(error) = self.run(id, command, meta).await {
+            log_failure(&error);
+        }
+    }
+
+    async fn load(&self, id: CallId) -> Result<Call, AppError> {
+        if self.breaker.is_open(Instant::now()) {
+            return Err(AppError::StoreSkipped);
+        }
+        let result = tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.load(id))
+            .await
+            .unwrap_or(Err(AppError::TimedOut));
+        match &result {
+            Err(AppError::Store(_) | AppError::TimedOut) => self.breaker.trip(Instant::now()),
+            _ => self.breaker.reset(),
+        }
+        result
     }
 
     /// `POST /twilio/user-choice/{call_id}/`: the caller chose after a reply (or during a prompt).
@@ -308,6 +407,14 @@ fn log_failure(error: &AppError) {
             tracing::warn!(error = %error, "webhook refused by the call's rules");
         }
         _ => tracing::error!(error = %error, "webhook could not be stored"),
+    }
+}
+
+/// What the caller hears for an analysed turn.
+fn answer_for(analysis: &domain::call::Analysis) -> CallAnswer {
+    match (&analysis.reply, analysis.assessment.route) {
+        (Some(text), domain::risk::Route::Reply) => CallAnswer::Reply { text: text.clone() },
+        _ => CallAnswer::Escalating,
     }
 }
 

@@ -21,6 +21,13 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "TWILIO_PHONE_NUMBER",
     "COUNSELOR_NUMBER",
     "CRISIS_LINE_NUMBER",
+    "TWILIO_API_BASE",
+    "STT_BASE_URL",
+    "STT_API_KEY",
+    "STT_MODEL",
+    "LLM_BASE_URL",
+    "LLM_API_KEY",
+    "LLM_MODEL",
 ];
 
 /// Hotline's configuration.
@@ -70,6 +77,37 @@ pub struct Config {
     /// The crisis line: dialled when no counselor answers, and read out to every caller.
     #[arg(long, env = "CRISIS_LINE_NUMBER", default_value = "988", value_parser = parse_dial_number)]
     pub crisis_line_number: DialNumber,
+
+    /// Twilio's REST API (a stand-in's in tests). Only recordings under it are ever fetched.
+    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com", value_parser = parse_base_url)]
+    pub twilio_api_base: String,
+
+    /// An OpenAI-compatible speech-to-text service (`/v1/audio/transcriptions`). With it and
+    /// Twilio credentials, each turn is transcribed, assessed and answered by the pipeline.
+    #[arg(long, env = "STT_BASE_URL", value_parser = parse_base_url)]
+    pub stt_base_url: Option<String>,
+
+    /// The speech-to-text service's API key.
+    #[arg(long, env = "STT_API_KEY", hide_env_values = true)]
+    pub stt_api_key: Option<String>,
+
+    /// The speech-to-text model.
+    #[arg(long, env = "STT_MODEL", default_value = "whisper-1")]
+    pub stt_model: String,
+
+    /// An OpenAI-compatible chat model (`/v1/chat/completions`): a second opinion on risk (it can
+    /// raise the screener's level, never lower it) and replies that pass the safe-messaging guard.
+    /// Without it, the vetted script answers.
+    #[arg(long, env = "LLM_BASE_URL", value_parser = parse_base_url)]
+    pub llm_base_url: Option<String>,
+
+    /// The chat model's API key.
+    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+
+    /// The chat model.
+    #[arg(long, env = "LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
 }
 
 /// A configuration that cannot work.
@@ -126,6 +164,12 @@ impl Config {
         self.public_base_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.addr))
+    }
+
+    /// Whether turns are processed by the pipeline: it needs Twilio's REST API (to fetch
+    /// recordings and steer the call) and a speech-to-text service.
+    pub fn pipeline_enabled(&self) -> bool {
+        self.has_twilio_credentials() && self.stt_base_url.is_some()
     }
 
     /// The counselor line, or the crisis line when none is configured.

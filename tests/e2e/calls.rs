@@ -35,7 +35,10 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
     // 2. The caller spoke: a holding line, then on to continue.
     let hold = app.recording(&sid, 1, "#").await;
     assert_eq!(hold.verbs(), ["Say", "Pause", "Redirect"]);
-    assert_eq!(hold.first("Redirect").text, url("continue"));
+    assert_eq!(
+        hold.first("Redirect").text,
+        format!("{}?wait=0", url("continue"))
+    );
 
     // 3. Continue: the scripted reply, then the choice.
     let reply = app.continue_call(&sid).await;

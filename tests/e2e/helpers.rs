@@ -115,8 +115,20 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// Serves the real application, with turns answered by the pipeline, over a fresh database.
+pub async fn spawn_app_with_pipeline() -> TestApp {
+    let (pool, name) = fresh_database().await;
+    let mut app = serve(pool, true).await;
+    app.database = Some(name);
+    app
+}
+
 /// Serves the real application over `pool`, whatever state its database is in.
 pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
+    serve(pool, false).await
+}
+
+async fn serve(pool: PgPool, pipeline: bool) -> TestApp {
     init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -133,6 +145,11 @@ pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
         language: "en-US".into(),
     };
     let state = AppState::new(pool.clone(), validator, voice);
+    let state = if pipeline {
+        state.with_pipeline()
+    } else {
+        state
+    };
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     TestApp {
         base_url,
@@ -280,12 +297,17 @@ impl TestApp {
 
     /// The continue webhook.
     pub async fn continue_call(&self, sid: &CallSid) -> Twiml {
+        self.continue_after(sid, 0).await
+    }
+
+    /// The continue webhook, after the caller was held `waited` times.
+    pub async fn continue_after(&self, sid: &CallSid, waited: u32) -> Twiml {
         let params = form(&[("CallSid", sid.as_str()), ("AccountSid", ACCOUNT_SID)]);
-        self.twiml(
-            &format!("/twilio/continue/{}/", CallId::for_call_sid(sid)),
-            &params,
-        )
-        .await
+        let path = format!(
+            "/twilio/continue/{}/?wait={waited}",
+            CallId::for_call_sid(sid)
+        );
+        self.twiml(&path, &params).await
     }
 
     /// The choice webhook with `digits`.

@@ -95,6 +95,30 @@ async fn pipeline_for(
 }
 
 impl Stage {
+    /// Runs the pipeline's subscription until its checkpoint reaches the last stored event, so
+    /// that what it did not enqueue is known too (bounded: the horizon is cluster-wide).
+    async fn drain_subscription(&self, app: &TestApp) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            self.runner.catch_up().await.expect("the subscription runs");
+            let (read, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = 'pipeline'),
+                        (SELECT max(global_position) FROM events)",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("reads");
+            if read.is_some() && read >= last {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscription did not catch up in 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Enqueues what the store holds (bounded: the subscription's horizon is cluster-wide) and
     /// runs every due job.
     async fn settle(&self, app: &TestApp, expected_jobs: i64) {
@@ -239,7 +263,7 @@ async fn each_turn_is_enqueued_once_and_a_request_for_a_person_is_left_alone() {
     app.voice(&other).await;
     app.recording_from(&stage.twilio.base_url, &other, 1, "0")
         .await; // pressed 0: being connected to a counselor
-    stage.runner.catch_up().await.expect("runs");
+    stage.drain_subscription(&app).await;
     let jobs: Vec<(String, i32)> = sqlx::query_as("SELECT call_id, turn FROM jobs")
         .fetch_all(&app.pool)
         .await
@@ -323,5 +347,122 @@ async fn a_recording_outside_the_account_is_refused_and_the_caller_goes_to_a_per
         received.len(),
         1,
         "only the update connecting a counselor: {received:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_caller_is_held_a_bounded_time_then_hears_the_fallback_and_nothing_twice() {
+    let app = spawn_app_with_pipeline().await;
+    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    // The pipeline has not run: the caller is held, then held again…
+    let first = app.continue_after(&sid, 0).await;
+    assert_eq!(first.verbs(), ["Say", "Pause", "Redirect"]);
+    assert!(
+        first.first("Redirect").text.ends_with("?wait=1"),
+        "{}",
+        first.xml
+    );
+    let second = app.continue_after(&sid, 1).await;
+    assert!(
+        second.first("Redirect").text.ends_with("?wait=2"),
+        "{}",
+        second.xml
+    );
+    // …and then hears the vetted fallback with the choice, a counselor among it.
+    let fallback = app
+        .continue_after(&sid, application::calls::MAX_WAITS)
+        .await;
+    assert!(
+        fallback
+            .spoken()
+            .contains("you don't have to face it alone"),
+        "{}",
+        fallback.xml
+    );
+    assert!(fallback.spoken().contains("press 0"), "{}", fallback.xml);
+    // The pipeline finishes late: its answer is recorded but not played over the fallback.
+    stage.settle(&app, 1).await;
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "Analyzed"
+        ]
+    );
+    assert_eq!(
+        stage.twilio.received().len(),
+        1,
+        "the recording only; no REST update"
+    );
+}
+
+#[tokio::test]
+async fn when_the_rest_update_fails_the_continue_webhook_plays_the_answer() {
+    let app = spawn_app_with_pipeline().await;
+    let failing = Canned::twilio_error(500, 20500, "Internal Server Error");
+    let stage = pipeline_for(&app, vec![wav(), failing], Some("I had a rough day.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    let reply = app.continue_after(&sid, 1).await;
+    assert_eq!(reply.verbs()[..2], ["Say", "Gather"]);
+    assert!(
+        reply.spoken().contains("you don't have to face it alone"),
+        "{}",
+        reply.xml
+    );
+    let events = app.events(&sid).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed",
+            "ProcessingFailed",
+            "ResponsePlayed"
+        ]
+    );
+    assert_eq!(
+        events[4].payload["ProcessingFailed"]["error_class"],
+        "twilio_20500"
+    );
+    assert_eq!(events[5].payload["ResponsePlayed"]["via"], "twiml");
+}
+
+#[tokio::test]
+async fn a_high_risk_answer_played_by_the_continue_webhook_dials_a_counselor() {
+    let app = spawn_app_with_pipeline().await;
+    let failing = Canned::twilio_error(503, 20503, "Service Unavailable");
+    let stage = pipeline_for(
+        &app,
+        vec![wav(), failing],
+        Some("I'm going to end my life tonight."),
+    )
+    .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    let answer = app.continue_after(&sid, 1).await;
+    assert_eq!(answer.dialled(), [COUNSELOR]);
+    assert!(
+        !answer.verbs().contains(&"Gather"),
+        "no automated reply: {}",
+        answer.xml
+    );
+    assert_eq!(
+        app.event_types(&sid).await.last().map(String::as_str),
+        Some("Escalated")
     );
 }

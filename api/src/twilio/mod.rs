@@ -85,12 +85,17 @@ async fn recording(
 async fn continue_call(
     State(state): State<AppState>,
     CallPath(id): CallPath,
+    RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
     let Some(id) = id else {
         return unusable(&state, &ApiError::UnknownCall, None);
     };
-    let reply = state.calls.continue_call(id, &request.metadata).await;
+    let waited = params::waited(query.as_deref());
+    let reply = state
+        .calls
+        .continue_call(id, waited, &request.metadata)
+        .await;
     answer(&state, &reply, Some(id))
 }
 

@@ -99,6 +99,16 @@ pub fn dialed_line(query: Option<&str>) -> DialedLine {
     }
 }
 
+/// How many times the caller has been held, from the continue URL's query (`?wait=N`).
+pub fn waited(query: Option<&str>) -> u32 {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The status callback.
 pub fn status_report(params: &Params) -> Result<StatusReport, ApiError> {
     Ok(StatusReport {

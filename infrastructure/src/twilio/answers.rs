@@ -32,10 +32,16 @@ pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceRes
     let w = Writer { id, voice };
     match answer {
         CallAnswer::Greeting => w.greeting(),
-        CallAnswer::Hold => w
-            .say(VoiceResponse::new(), script::holding())
-            .pause(2)
-            .redirect(w.url("continue")),
+        CallAnswer::Hold { waited } => {
+            let line = if *waited <= 1 {
+                script::holding()
+            } else {
+                script::still_holding()
+            };
+            w.say(VoiceResponse::new(), line)
+                .pause(2)
+                .redirect(format!("{}?wait={waited}", w.url("continue")))
+        }
         CallAnswer::Reply { text } => w.offer_choice(w.say(VoiceResponse::new(), text)),
         CallAnswer::Listen => w.listen(w.say(VoiceResponse::new(), script::listen_again())),
         CallAnswer::ChoiceAgain => {
@@ -239,7 +245,8 @@ mod tests {
         };
         for (name, answer) in [
             ("greeting", &CallAnswer::Greeting),
-            ("hold", &CallAnswer::Hold),
+            ("hold", &CallAnswer::Hold { waited: 0 }),
+            ("hold_again", &CallAnswer::Hold { waited: 2 }),
             ("reply", &reply),
             ("listen", &CallAnswer::Listen),
             ("choice_again", &CallAnswer::ChoiceAgain),
@@ -271,7 +278,7 @@ mod tests {
         let v = voice("+15005550001");
         for answer in [
             CallAnswer::Greeting,
-            CallAnswer::Hold,
+            CallAnswer::Hold { waited: 1 },
             CallAnswer::Reply { text: "x".into() },
             CallAnswer::Listen,
             CallAnswer::ChoiceAgain,
