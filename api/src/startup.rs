@@ -20,6 +20,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::state::{AppState, Voice};
+use application::pipeline::Pipeline;
+use application::ports::LanguageModel;
+use infrastructure::jobs::{self, JobQueue};
+use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
+use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
+use infrastructure::subscription::SubscriptionRunner;
+use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
+use infrastructure::twilio::rest::TwilioRest;
+use std::sync::Arc;
 
 /// The database the service runs on, and the private server behind it if there is one.
 #[derive(Debug)]
@@ -84,6 +93,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let validator = signature_validator(&config)?;
     let state = AppState::new(db.pool.clone(), validator, voice(&config));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (state, background) = match pipeline(&config, &db.pool) {
+        Some(pipeline) => {
+            tracing::info!(
+                workers = PIPELINE_WORKERS,
+                "the conversation pipeline is on"
+            );
+            (
+                state.with_pipeline(),
+                spawn_pipeline(&db.pool, pipeline, &stopped),
+            )
+        }
+        None => {
+            tracing::warn!(
+                "the conversation pipeline is off (it needs Twilio credentials and STT_BASE_URL): \
+                 the vetted script answers every turn"
+            );
+            (state, Vec::new())
+        }
+    };
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("could not listen on {}", config.addr))?;
@@ -93,7 +122,77 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("stopping");
+    let _ = stop.send(true);
+    for task in background {
+        let _ = task.await;
+    }
     db.close().await
+}
+
+/// How many turns are processed at once: a slow transcription must not hold up other callers.
+const PIPELINE_WORKERS: usize = 4;
+
+/// The conversation pipeline, when Twilio's REST API and a speech-to-text service are configured.
+fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::CallStore>> {
+    let account = config.twilio_account_sid.clone()?;
+    let token = config.secret_auth_tokens().into_iter().next()?;
+    let stt_base = config.stt_base_url.clone()?;
+    let rest = TwilioRest::new(&config.twilio_api_base, account, token);
+    let speech = OpenAiSpeechToText::new(Endpoint {
+        base_url: stt_base,
+        api_key: config.stt_api_key.clone().map(SecretString::from),
+        model: config.stt_model.clone(),
+    });
+    let model = config.llm_base_url.clone().map(|base_url| {
+        Arc::new(OpenAiChat::new(Endpoint {
+            base_url,
+            api_key: config.llm_api_key.clone().map(SecretString::from),
+            model: config.llm_model.clone(),
+        })) as Arc<dyn LanguageModel>
+    });
+    let voice = Arc::new(voice(config));
+    Some(Pipeline::new(
+        event_store::call_store(pool.clone()),
+        Arc::new(TwilioRecordings(rest.clone())),
+        Arc::new(speech),
+        model,
+        Arc::new(TwilioCallControl {
+            rest,
+            voice: voice.clone(),
+        }),
+        voice.lines.clone(),
+    ))
+}
+
+/// The pipeline's subscription and its workers, until `stopped` turns true.
+fn spawn_pipeline(
+    pool: &PgPool,
+    pipeline: Pipeline<event_store::CallStore>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pipeline = Arc::new(pipeline);
+    let mut tasks = vec![tokio::spawn(
+        SubscriptionRunner::new(pool.clone(), PipelineConsumer).run(until_stopped(stopped.clone())),
+    )];
+    let instance = uuid::Uuid::new_v4();
+    for n in 0..PIPELINE_WORKERS {
+        let queue = JobQueue::new(
+            pool.clone(),
+            format!("{instance}-{n}"),
+            Duration::from_secs(120),
+        );
+        let handler = PipelineJobs::new(pipeline.clone());
+        tasks.push(tokio::spawn(jobs::run_worker(
+            queue,
+            handler,
+            Duration::from_secs(1),
+            until_stopped(stopped.clone()),
+        )));
+    }
+    tasks
 }
 
 async fn retry_migrations(pool: PgPool) {
