@@ -83,6 +83,7 @@ mod tests {
             },
             voice: "Polly.Joanna".into(),
             language: "en-US".into(),
+            transcribe: false,
         });
         let router: Router = Router::new()
             .route(

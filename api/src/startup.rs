@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::state::{AppState, Voice};
 use application::pipeline::Pipeline;
-use application::ports::LanguageModel;
+use application::ports::{LanguageModel, SpeechToText};
 use infrastructure::jobs::{self, JobQueue};
 use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
@@ -96,18 +96,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (state, background) = match pipeline(&config, &db.pool) {
         Some(pipeline) => {
+            // Without a speech-to-text service, turns wait for Twilio's transcription.
+            let on_transcription = config.stt_base_url.is_none();
             tracing::info!(
                 workers = PIPELINE_WORKERS,
+                twilio_transcription = on_transcription,
                 "the conversation pipeline is on"
             );
             (
                 state.with_pipeline(),
-                spawn_pipeline(&db.pool, pipeline, &stopped),
+                spawn_pipeline(&db.pool, on_transcription, pipeline, &stopped),
             )
         }
         None => {
             tracing::warn!(
-                "the conversation pipeline is off (it needs Twilio credentials and STT_BASE_URL): \
+                "the conversation pipeline is off (it needs Twilio credentials): \
                  the vetted script answers every turn"
             );
             (state, Vec::new())
@@ -136,12 +139,14 @@ const PIPELINE_WORKERS: usize = 4;
 fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::CallStore>> {
     let account = config.twilio_account_sid.clone()?;
     let token = config.secret_auth_tokens().into_iter().next()?;
-    let stt_base = config.stt_base_url.clone()?;
     let rest = TwilioRest::new(&config.twilio_api_base, account, token);
-    let speech = OpenAiSpeechToText::new(Endpoint {
-        base_url: stt_base,
-        api_key: config.stt_api_key.clone().map(SecretString::from),
-        model: config.stt_model.clone(),
+    // Without a speech-to-text service, Twilio transcribes each turn (see `voice`).
+    let speech = config.stt_base_url.clone().map(|base_url| {
+        Arc::new(OpenAiSpeechToText::new(Endpoint {
+            base_url,
+            api_key: config.stt_api_key.clone().map(SecretString::from),
+            model: config.stt_model.clone(),
+        })) as Arc<dyn SpeechToText>
     });
     let model = config.llm_base_url.clone().map(|base_url| {
         Arc::new(OpenAiChat::new(Endpoint {
@@ -154,7 +159,7 @@ fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::Call
     Some(Pipeline::new(
         event_store::call_store(pool.clone()),
         Arc::new(TwilioRecordings(rest.clone())),
-        Arc::new(speech),
+        speech,
         model,
         Arc::new(TwilioCallControl {
             rest,
@@ -167,6 +172,7 @@ fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::Call
 /// The pipeline's subscription and its workers, until `stopped` turns true.
 fn spawn_pipeline(
     pool: &PgPool,
+    on_transcription: bool,
     pipeline: Pipeline<event_store::CallStore>,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -175,7 +181,8 @@ fn spawn_pipeline(
     };
     let pipeline = Arc::new(pipeline);
     let mut tasks = vec![tokio::spawn(
-        SubscriptionRunner::new(pool.clone(), PipelineConsumer).run(until_stopped(stopped.clone())),
+        SubscriptionRunner::new(pool.clone(), PipelineConsumer { on_transcription })
+            .run(until_stopped(stopped.clone())),
     )];
     let instance = uuid::Uuid::new_v4();
     for n in 0..PIPELINE_WORKERS {
@@ -218,6 +225,8 @@ pub fn voice(config: &Config) -> Voice {
         },
         voice: "Polly.Joanna".to_owned(),
         language: "en-US".to_owned(),
+        // Without a speech-to-text service, the pipeline reads Twilio's transcriptions.
+        transcribe: config.has_twilio_credentials() && config.stt_base_url.is_none(),
     }
 }
 

@@ -85,6 +85,16 @@ pub fn after_dial(line: DialedLine, outcome: DialOutcome) -> CallAnswer {
     }
 }
 
+/// Twilio's transcription callback.
+#[derive(Debug, Clone)]
+pub struct TranscriptionReport {
+    pub call_sid: CallSid,
+    pub recording_sid: RecordingSid,
+    /// What the caller said. Never logged.
+    pub text: String,
+    pub completed: bool,
+}
+
 /// How a `<Dial>` ended (`DialCallStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialOutcome {
@@ -375,6 +385,26 @@ impl<ES: EventStore<Call>> CallService<ES> {
             log_failure(&error);
         }
         next
+    }
+
+    /// `POST /twilio/transcription/{call_id}/`: Twilio transcribed a turn. No caller hears this.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn receive_transcription(
+        &self,
+        id: CallId,
+        report: TranscriptionReport,
+        meta: &CommandMetadata,
+    ) -> Result<(), AppError> {
+        if CallId::for_call_sid(&report.call_sid) != id {
+            return Err(AppError::WrongCall);
+        }
+        let command = CallCommand::ReceiveTranscription(domain::call::ReceiveTranscription {
+            recording_sid: report.recording_sid,
+            text: report.text,
+            completed: report.completed,
+            at: meta.received_at,
+        });
+        self.run(id, command, meta).await.map(|_| ())
     }
 
     /// `POST /twilio/status/`: Twilio reports the call's status.

@@ -16,7 +16,7 @@ pub mod ports;
 pub use answer::CallAnswer;
 pub use calls::{
     after_dial, CallService, ChoiceInput, DialOutcome, DialedLine, IncomingCall, Lines,
-    RecordingDone, StatusReport,
+    RecordingDone, StatusReport, TranscriptionReport,
 };
 pub use dispatch::CommandDispatcher;
 pub use error::AppError;

@@ -57,7 +57,8 @@ pub enum TurnOutcome {
 pub struct Pipeline<ES> {
     dispatcher: CommandDispatcher<ES>,
     recordings: Arc<dyn RecordingSource>,
-    speech: Arc<dyn SpeechToText>,
+    /// A speech-to-text service; without one, Twilio's transcription of the turn is used.
+    speech: Option<Arc<dyn SpeechToText>>,
     model: Option<Arc<dyn LanguageModel>>,
     control: Arc<dyn CallControl>,
     lines: Lines,
@@ -86,11 +87,12 @@ fn elapsed_ms(since: Instant) -> u64 {
 }
 
 impl<ES: EventStore<Call>> Pipeline<ES> {
-    /// A pipeline over `store`; without a `model`, the screener and the vetted script answer.
+    /// A pipeline over `store`; without `speech`, Twilio's transcription of each turn is used;
+    /// without a `model`, the screener and the vetted script answer.
     pub fn new(
         store: ES,
         recordings: Arc<dyn RecordingSource>,
-        speech: Arc<dyn SpeechToText>,
+        speech: Option<Arc<dyn SpeechToText>>,
         model: Option<Arc<dyn LanguageModel>>,
         control: Arc<dyn CallControl>,
         lines: Lines,
@@ -131,7 +133,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let analysis = match &current.analysis {
             Some(done) => done.clone(),
             None => {
-                let analysis = self.analyse(&current.recording_url).await?;
+                let analysis = self.analyse(current).await?;
                 let command = CallCommand::RecordAnalysis(RecordAnalysis {
                     turn,
                     analysis: analysis.clone(),
@@ -144,32 +146,38 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         self.deliver(id, &call_sid, turn, &analysis).await
     }
 
-    async fn analyse(
-        &self,
-        recording: &domain::call::RecordingUrl,
-    ) -> Result<Analysis, PipelineError> {
+    async fn analyse(&self, turn: &domain::call::Turn) -> Result<Analysis, PipelineError> {
         let stage = |stage| move |error| PipelineError::Stage { stage, error };
         let mut timings = StageTimings::default();
 
-        let started = Instant::now();
-        let audio = self
-            .recordings
-            .fetch(recording)
-            .await
-            .map_err(stage(Stage::Download))?;
-        timings.download_ms = elapsed_ms(started);
-
-        let started = Instant::now();
-        let transcript = self
-            .speech
-            .transcribe(&audio)
-            .await
-            .map_err(stage(Stage::Transcription))?;
-        timings.transcription_ms = elapsed_ms(started);
+        let (transcript, understood) = match &self.speech {
+            Some(speech) => {
+                let started = Instant::now();
+                let audio = self
+                    .recordings
+                    .fetch(&turn.recording_url)
+                    .await
+                    .map_err(stage(Stage::Download))?;
+                timings.download_ms = elapsed_ms(started);
+                let started = Instant::now();
+                let text = speech
+                    .transcribe(&audio)
+                    .await
+                    .map_err(stage(Stage::Transcription))?;
+                timings.transcription_ms = elapsed_ms(started);
+                (text, true)
+            }
+            // Twilio transcribed the turn; its callback stored the text on the call.
+            None => turn.transcription.clone().ok_or_else(|| {
+                stage(Stage::Transcription)(PortError("transcription_pending".into()))
+            })?,
+        };
 
         let started = Instant::now();
         let screening = risk::screen(&transcript);
         let opinion = match &self.model {
+            // Words that could not be understood cannot be assessed: the risk is unknown.
+            _ if !understood => Some(ModelOpinion::Unknown),
             None => None,
             Some(model) => Some(
                 match tokio::time::timeout(self.model_timeout, model.assess_risk(&transcript)).await
@@ -264,6 +272,11 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         };
         if state.ended().is_some() {
             return Ok(TurnOutcome::CallOver);
+        }
+        // The caller asked for a person during this turn and is being connected: any update now
+        // would interrupt that.
+        if state.asked_for_person(turn) {
+            return Ok(TurnOutcome::LeftToWebhook);
         }
         // Only the command that appended the claim plays the turn: the webhook path, another
         // worker, or an earlier run of this job may hold it.
@@ -482,7 +495,7 @@ mod tests {
         let pipeline = Pipeline::new(
             store.clone(),
             Arc::new(Recordings(Ok(audio))),
-            Arc::new(Speech(transcript.map(str::to_owned))),
+            Some(Arc::new(Speech(transcript.map(str::to_owned)))),
             model.map(|m| Arc::new(m) as Arc<dyn LanguageModel>),
             control.clone(),
             lines(),

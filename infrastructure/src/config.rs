@@ -82,8 +82,8 @@ pub struct Config {
     #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com", value_parser = parse_base_url)]
     pub twilio_api_base: String,
 
-    /// An OpenAI-compatible speech-to-text service (`/v1/audio/transcriptions`). With it and
-    /// Twilio credentials, each turn is transcribed, assessed and answered by the pipeline.
+    /// An OpenAI-compatible speech-to-text service (`/v1/audio/transcriptions`). Without it, the
+    /// pipeline (which runs whenever Twilio credentials are set) uses Twilio's transcription.
     #[arg(long, env = "STT_BASE_URL", value_parser = parse_base_url)]
     pub stt_base_url: Option<String>,
 
@@ -167,9 +167,10 @@ impl Config {
     }
 
     /// Whether turns are processed by the pipeline: it needs Twilio's REST API (to fetch
-    /// recordings and steer the call) and a speech-to-text service.
+    /// recordings and steer the call); speech is transcribed by the configured service, or by
+    /// Twilio when there is none.
     pub fn pipeline_enabled(&self) -> bool {
-        self.has_twilio_credentials() && self.stt_base_url.is_some()
+        self.has_twilio_credentials()
     }
 
     /// The counselor line, or the crisis line when none is configured.

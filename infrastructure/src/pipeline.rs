@@ -19,9 +19,12 @@ pub const PROCESS_TURN: &str = "process_turn";
 /// How many times a turn is tried before the caller is taken to a person.
 pub const TURN_ATTEMPTS: i32 = 4;
 
-/// Enqueues a `process_turn` job for every recorded turn.
+/// Enqueues a `process_turn` job for every recorded turn: when its recording arrives, or, when
+/// Twilio transcribes the turns (no speech-to-text service), when its transcription arrives.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PipelineConsumer;
+pub struct PipelineConsumer {
+    pub on_transcription: bool,
+}
 
 impl Consumer for PipelineConsumer {
     fn name(&self) -> &str {
@@ -33,14 +36,19 @@ impl Consumer for PipelineConsumer {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ConsumerError> {
-        if event.aggregate_type != "Call" || event.event_type != "RecordingReceived" {
+        let trigger = if self.on_transcription {
+            "TranscriptionReceived"
+        } else {
+            "RecordingReceived"
+        };
+        if event.aggregate_type != "Call" || event.event_type != trigger {
             return Ok(());
         }
-        let recorded = &event.payload["RecordingReceived"];
+        let recorded = &event.payload[trigger];
         let turn = recorded["turn"]
             .as_i64()
             .and_then(|t| i32::try_from(t).ok())
-            .ok_or_else(|| ConsumerError::Decode("RecordingReceived without a turn".into()))?;
+            .ok_or_else(|| ConsumerError::Decode(format!("{trigger} without a turn")))?;
         // A recording ended with 0 is the caller asking for a person: they are being connected,
         // and a reply played now would interrupt that.
         if recorded["digits"]

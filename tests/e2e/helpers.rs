@@ -143,6 +143,7 @@ async fn serve(pool: PgPool, pipeline: bool) -> TestApp {
         },
         voice: "Polly.Joanna".into(),
         language: "en-US".into(),
+        transcribe: pipeline,
     };
     let state = AppState::new(pool.clone(), validator, voice);
     let state = if pipeline {

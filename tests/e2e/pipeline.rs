@@ -39,6 +39,17 @@ async fn pipeline_for(
     twilio_script: Vec<Canned>,
     transcript: Option<&str>,
 ) -> Stage {
+    pipeline_with(app, twilio_script, transcript, false).await
+}
+
+/// As `pipeline_for`; with `twilio_transcribes`, there is no speech-to-text service and the
+/// pipeline reads Twilio's transcription callbacks instead.
+async fn pipeline_with(
+    app: &TestApp,
+    twilio_script: Vec<Canned>,
+    transcript: Option<&str>,
+    twilio_transcribes: bool,
+) -> Stage {
     let twilio = ScriptedServer::start(twilio_script).await;
     let speech = MockServer::start().await;
     let answer = match transcript {
@@ -68,15 +79,18 @@ async fn pipeline_for(
         },
         voice: "Polly.Joanna".into(),
         language: "en-US".into(),
+        transcribe: false,
     });
     let pipeline = Pipeline::new(
         event_store::call_store(app.pool.clone()),
         Arc::new(TwilioRecordings(rest.clone())),
-        Arc::new(OpenAiSpeechToText::new(Endpoint {
-            base_url: speech.uri(),
-            api_key: None,
-            model: "whisper-1".into(),
-        })),
+        (!twilio_transcribes).then(|| {
+            Arc::new(OpenAiSpeechToText::new(Endpoint {
+                base_url: speech.uri(),
+                api_key: None,
+                model: "whisper-1".into(),
+            })) as Arc<dyn application::ports::SpeechToText>
+        }),
         None,
         Arc::new(TwilioCallControl {
             rest,
@@ -86,7 +100,12 @@ async fn pipeline_for(
     );
     Stage {
         twilio,
-        runner: SubscriptionRunner::new(app.pool.clone(), PipelineConsumer),
+        runner: SubscriptionRunner::new(
+            app.pool.clone(),
+            PipelineConsumer {
+                on_transcription: twilio_transcribes,
+            },
+        ),
         queue: JobQueue::new(app.pool.clone(), "test-worker", Duration::from_secs(60))
             .with_backoff(Duration::ZERO, Duration::ZERO),
         jobs: PipelineJobs::new(Arc::new(pipeline)),
@@ -465,4 +484,123 @@ async fn a_high_risk_answer_played_by_the_continue_webhook_dials_a_counselor() {
         app.event_types(&sid).await.last().map(String::as_str),
         Some("Escalated")
     );
+}
+
+impl TestApp {
+    /// Twilio's transcription callback for turn `n`.
+    async fn transcription(&self, sid: &domain::CallSid, n: u32, text: &str, status: &str) -> u16 {
+        let (recording_sid, _) = recording_at("https://api.twilio.com", n);
+        let params = form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("RecordingSid", &recording_sid),
+            ("TranscriptionSid", "TR0123456789abcdef0123456789abcdef"),
+            ("TranscriptionText", text),
+            ("TranscriptionStatus", status),
+        ]);
+        let path = format!("/twilio/transcription/{}/", CallId::for_call_sid(sid));
+        self.post_signed(&path, &params).await.status().as_u16()
+    }
+}
+
+#[tokio::test]
+async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
+    let app = spawn_app_with_pipeline().await;
+    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let sid = new_call_sid();
+    let greeting = app.voice(&sid).await;
+    let record = greeting.first("Record");
+    assert_eq!(record.attr("transcribe"), Some("true"));
+    let callback = format!(
+        "{}/twilio/transcription/{}/",
+        app.base_url,
+        CallId::for_call_sid(&sid)
+    );
+    assert_eq!(record.attr("transcribeCallback"), Some(callback.as_str()));
+
+    app.recording(&sid, 1, "#").await;
+    // Nothing to do until the transcription arrives.
+    stage.drain_subscription(&app).await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("counts");
+    assert_eq!(jobs, 0);
+
+    assert_eq!(
+        app.transcription(&sid, 1, "I had a rough day at work.", "completed")
+            .await,
+        204
+    );
+    assert_eq!(
+        app.transcription(&sid, 1, "I had a rough day at work.", "completed")
+            .await,
+        204
+    );
+    stage.settle(&app, 1).await;
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "TranscriptionReceived",
+            "Analyzed",
+            "ResponsePlayed"
+        ]
+    );
+    let events = app.events(&sid).await;
+    assert_eq!(
+        events[3].payload["Analyzed"]["analysis"]["transcript"],
+        "I had a rough day at work."
+    );
+    let received = stage.twilio.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "no download: only the update playing the reply"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_twilio_could_not_transcribe_goes_to_a_person() {
+    let app = spawn_app_with_pipeline().await;
+    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    assert_eq!(app.transcription(&sid, 1, "", "failed").await, 204);
+    stage.settle(&app, 1).await;
+    let events = app.events(&sid).await;
+    assert!(
+        events[3].payload["Analyzed"]["analysis"]["assessment"]["unknown"].as_bool() == Some(true)
+    );
+    assert_eq!(
+        events.last().map(|e| e.event_type.as_str()),
+        Some("Escalated")
+    );
+}
+
+#[tokio::test]
+async fn a_transcription_callback_is_checked_like_every_webhook() {
+    let app = spawn_app_with_pipeline().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let unsigned = app
+        .client
+        .post(format!(
+            "{}/twilio/transcription/{}/",
+            app.base_url,
+            CallId::for_call_sid(&sid)
+        ))
+        .form(&form(&[
+            ("CallSid", sid.as_str()),
+            ("TranscriptionText", "x"),
+        ]))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unsigned.status(), 400);
+    // For a recording the call does not have: accepted, and nothing stored.
+    assert_eq!(app.transcription(&sid, 7, "x", "completed").await, 204);
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
 }

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/twilio/user-choice/{call_id}/", post(user_choice))
         .route("/twilio/dial-status/{call_id}/", post(dial_status))
         .route("/twilio/dial-status/", post(dial_status_unknown_call))
+        .route("/twilio/transcription/{call_id}/", post(transcription))
         .route("/twilio/status/", post(status))
         .route("/twilio/status", post(status))
 }
@@ -163,6 +164,32 @@ pub async fn unknown_route(
             answer(&state, &CallAnswer::Trouble, None)
         }
         Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /twilio/transcription/{call_id}/`: Twilio transcribed a turn. No caller hears this answer.
+async fn transcription(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    request: TwilioRequest,
+) -> Result<StatusCode, ApiError> {
+    let id = id.ok_or(ApiError::UnknownCall)?;
+    let report = params::transcription(&request.params)?;
+    match state
+        .calls
+        .receive_transcription(id, report, &request.metadata)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(application::AppError::Rule(rule)) => {
+            tracing::warn!(reason = %rule, "transcription refused by the call's rules");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(application::AppError::WrongCall) => Err(ApiError::InvalidParameter {
+            name: "CallSid",
+            reason: "does not belong to the call in the URL".into(),
+        }),
+        Err(error) => Err(ApiError::Unavailable(error.to_string())),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use application::{
     ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone, StatusReport,
+    TranscriptionReport,
 };
 use domain::call::RecordingUrl;
 use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
@@ -97,6 +98,19 @@ pub fn dialed_line(query: Option<&str>) -> DialedLine {
     } else {
         DialedLine::Counselor
     }
+}
+
+/// Twilio's transcription callback.
+pub fn transcription(params: &Params) -> Result<TranscriptionReport, ApiError> {
+    Ok(TranscriptionReport {
+        call_sid: call_sid(params)?,
+        recording_sid: parsed(params, "RecordingSid", RecordingSid::parse)?,
+        text: params
+            .get("TranscriptionText")
+            .unwrap_or_default()
+            .to_owned(),
+        completed: params.get("TranscriptionStatus") == Some("completed"),
+    })
 }
 
 /// How many times the caller has been held, from the continue URL's query (`?wait=N`).

@@ -14,7 +14,7 @@ use crate::status::CallStatus;
 use super::commands::{
     CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
 };
-use super::commands::{RecordAnalysis, RecordFailure};
+use super::commands::{ReceiveTranscription, RecordAnalysis, RecordFailure};
 use super::events::{
     Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, Stage,
 };
@@ -27,6 +27,8 @@ pub struct Turn {
     pub recording_sid: RecordingSid,
     pub recording_url: RecordingUrl,
     pub played: Option<PlayedVia>,
+    /// Twilio's transcription of the turn, once it arrived: (text, completed).
+    pub transcription: Option<(String, bool)>,
     /// What the pipeline made of the turn, once it has.
     pub analysis: Option<Analysis>,
     /// The stages that failed for good.
@@ -85,6 +87,11 @@ impl Call {
     /// The turn in progress, if the caller has spoken at all.
     pub fn current_turn(&self) -> Option<&Turn> {
         self.turns.last()
+    }
+
+    /// Whether the caller asked for a person during turn `turn` (and is being connected).
+    pub fn asked_for_person(&self, turn: u32) -> bool {
+        self.choices.get(&turn) == Some(&Choice::Counselor)
     }
 
     /// Whether the caller was sent to a human at any point.
@@ -197,6 +204,32 @@ impl Call {
             .iter()
             .find(|t| t.number == number)
             .ok_or(CallError::UnknownTurn(number))
+    }
+
+    /// Twilio's transcription of a turn's recording; the first one counts, and it is kept even
+    /// after the call ended (the turn is still analysed, for the record).
+    fn receive_transcription(
+        &self,
+        cmd: ReceiveTranscription,
+    ) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        let turn = self
+            .turns
+            .iter()
+            .find(|t| t.recording_sid == cmd.recording_sid)
+            .ok_or(CallError::UnknownRecording)?;
+        if turn.transcription.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::TranscriptionReceived {
+            turn: turn.number,
+            recording_sid: cmd.recording_sid,
+            text: cmd.text,
+            completed: cmd.completed,
+            at: cmd.at,
+        }])
     }
 
     /// The pipeline's result is kept even after the call ended: analysts and auditors need it.
@@ -361,6 +394,7 @@ impl Aggregate for Call {
             CallCommand::RecordChoice(cmd) => self.record_choice(cmd),
             CallCommand::Escalate(cmd) => self.escalate(cmd),
             CallCommand::UpdateStatus(cmd) => self.update_status(cmd),
+            CallCommand::ReceiveTranscription(cmd) => self.receive_transcription(cmd),
             CallCommand::RecordAnalysis(cmd) => self.record_analysis(cmd),
             CallCommand::RecordFailure(cmd) => self.record_failure(cmd),
         }?;
@@ -388,9 +422,20 @@ impl Aggregate for Call {
                     recording_sid,
                     recording_url,
                     played: None,
+                    transcription: None,
                     analysis: None,
                     failed: Vec::new(),
                 });
+            }
+            CallEvent::TranscriptionReceived {
+                turn,
+                text,
+                completed,
+                ..
+            } => {
+                if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
+                    t.transcription = Some((text, completed));
+                }
             }
             CallEvent::Analyzed { turn, analysis, .. } => {
                 if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {

@@ -74,6 +74,15 @@ pub struct UpdateStatus {
     pub at: DateTime<Utc>,
 }
 
+/// Twilio's transcription callback.
+#[derive(Debug, Clone)]
+pub struct ReceiveTranscription {
+    pub recording_sid: RecordingSid,
+    pub text: String,
+    pub completed: bool,
+    pub at: DateTime<Utc>,
+}
+
 /// The pipeline's result for a turn.
 #[derive(Debug, Clone)]
 pub struct RecordAnalysis {
@@ -100,6 +109,7 @@ pub enum CallCommand {
     RecordChoice(RecordChoice),
     Escalate(Escalate),
     UpdateStatus(UpdateStatus),
+    ReceiveTranscription(ReceiveTranscription),
     RecordAnalysis(RecordAnalysis),
     RecordFailure(RecordFailure),
 }

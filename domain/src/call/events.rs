@@ -202,6 +202,16 @@ pub enum CallEvent {
         duration_secs: Option<u32>,
         ended_at: DateTime<Utc>,
     },
+    /// Twilio transcribed a turn's recording (used when no speech-to-text service is configured).
+    TranscriptionReceived {
+        turn: u32,
+        recording_sid: RecordingSid,
+        /// What the caller said; empty when Twilio could not transcribe it. Never logged.
+        text: String,
+        /// Twilio's `TranscriptionStatus`: `completed` or `failed`.
+        completed: bool,
+        at: DateTime<Utc>,
+    },
     /// A turn was understood and assessed, and its answer chosen.
     Analyzed {
         turn: u32,
@@ -233,6 +243,7 @@ impl DomainEvent for CallEvent {
             Self::Escalated { .. } => "Escalated",
             Self::StatusChanged { .. } => "StatusChanged",
             Self::Completed { .. } => "Completed",
+            Self::TranscriptionReceived { .. } => "TranscriptionReceived",
             Self::Analyzed { .. } => "Analyzed",
             Self::ProcessingFailed { .. } => "ProcessingFailed",
             Self::LateCallbackReceived { .. } => "LateCallbackReceived",

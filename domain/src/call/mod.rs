@@ -16,8 +16,8 @@ mod tests;
 
 pub use aggregate::{Call, Turn};
 pub use commands::{
-    CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordAnalysis, RecordChoice,
-    RecordFailure, StartCall, UpdateStatus,
+    CallCommand, Escalate, PlayResponse, ReceiveRecording, ReceiveTranscription, RecordAnalysis,
+    RecordChoice, RecordFailure, StartCall, UpdateStatus,
 };
 pub use events::{
     Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl,
@@ -36,6 +36,9 @@ pub enum CallError {
     /// The continue webhook came before anything was recorded.
     #[error("there is no response to play: the caller has not been recorded yet")]
     NothingToPlay,
+    /// A transcription named a recording the call does not have.
+    #[error("the call has no recording with that RecordingSid")]
+    UnknownRecording,
     /// A command named a turn the call does not have.
     #[error("the call has no turn {0}")]
     UnknownTurn(u32),

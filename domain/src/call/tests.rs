@@ -663,3 +663,51 @@ fn an_earlier_turn_s_answer_is_never_played_after_the_caller_moved_on() {
         .when(stale)
         .then_expect_error(CallError::StaleTurn(1));
 }
+
+// --- ReceiveTranscription ---------------------------------------------------------------------
+
+fn transcribe(n: u8, text: &str) -> CallCommand {
+    CallCommand::ReceiveTranscription(crate::call::ReceiveTranscription {
+        recording_sid: recording_sid(n),
+        text: text.into(),
+        completed: true,
+        at: at(12),
+    })
+}
+fn transcribed(turn: u32, n: u8, text: &str) -> CallEvent {
+    CallEvent::TranscriptionReceived {
+        turn,
+        recording_sid: recording_sid(n),
+        text: text.into(),
+        completed: true,
+        at: at(12),
+    }
+}
+
+#[test]
+fn a_transcription_lands_on_the_turn_of_its_recording_once() {
+    let given = vec![
+        started(),
+        recorded(1, 1, None),
+        played(1, PlayedVia::Twiml),
+        recorded(2, 2, None),
+    ];
+    CallTest::with(())
+        .given(given.clone())
+        .when(transcribe(1, "I had a rough day"))
+        .then_expect_events(vec![transcribed(1, 1, "I had a rough day")]);
+    let mut again = given;
+    again.push(transcribed(1, 1, "I had a rough day"));
+    CallTest::with(())
+        .given(again)
+        .when(transcribe(1, "I had a rough day"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_transcription_of_an_unknown_recording_is_refused() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(transcribe(9, "?"))
+        .then_expect_error(CallError::UnknownRecording);
+}

@@ -18,6 +18,8 @@ pub struct Voice {
     pub voice: String,
     /// The language of what is said.
     pub language: String,
+    /// Ask Twilio to transcribe each turn (when no speech-to-text service is configured).
+    pub transcribe: bool,
 }
 
 /// The longest a caller may speak in one turn, in seconds.
@@ -125,6 +127,8 @@ impl Writer<'_> {
                 play_beep: Some(true),
                 timeout: Some(5),
                 trim: Some("trim-silence".into()),
+                transcribe: self.voice.transcribe.then_some(true),
+                transcribe_callback: self.voice.transcribe.then(|| self.url("transcription")),
                 ..Record::default()
             }))
             .verb(Verb::Gather(Gather {
@@ -204,6 +208,7 @@ mod tests {
             },
             voice: "Polly.Joanna".into(),
             language: "en-US".into(),
+            transcribe: false,
         }
     }
 
