@@ -274,6 +274,17 @@ mod tests {
             call(),
             &voice("988"),
         );
+        // Without a speech-to-text service, Twilio is asked to transcribe each turn.
+        let transcribing = Voice {
+            transcribe: true,
+            ..voice("+15005550001")
+        };
+        check(
+            "listen_transcribed",
+            &CallAnswer::Listen,
+            call(),
+            &transcribing,
+        );
     }
 
     #[test]
