@@ -15,7 +15,7 @@ pub fn router() -> Router<AppState> {
 
 /// 200 when the database answers, 503 when it does not (the service still answers callers).
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database_up = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let database_up = infrastructure::event_store::ping(&state.pool).await;
     let status = if database_up {
         StatusCode::OK
     } else {

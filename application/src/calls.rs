@@ -159,13 +159,21 @@ impl<ES: EventStore<Call>> CallService<ES> {
         command: CallCommand,
         meta: &CommandMetadata,
     ) -> Result<Call, AppError> {
+        self.guarded(self.dispatcher.execute(id, command, meta))
+            .await
+    }
+
+    /// Runs a store operation within the webhook deadline, behind the breaker.
+    async fn guarded(
+        &self,
+        operation: impl std::future::Future<Output = Result<Call, AppError>>,
+    ) -> Result<Call, AppError> {
         if self.breaker.is_open(Instant::now()) {
             return Err(AppError::StoreSkipped);
         }
-        let result =
-            tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.execute(id, command, meta))
-                .await
-                .unwrap_or(Err(AppError::TimedOut));
+        let result = tokio::time::timeout(COMMAND_DEADLINE, operation)
+            .await
+            .unwrap_or(Err(AppError::TimedOut));
         match &result {
             Err(AppError::Store(_) | AppError::TimedOut) => self.breaker.trip(Instant::now()),
             _ => self.breaker.reset(),
@@ -313,17 +321,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
     }
 
     async fn load(&self, id: CallId) -> Result<Call, AppError> {
-        if self.breaker.is_open(Instant::now()) {
-            return Err(AppError::StoreSkipped);
-        }
-        let result = tokio::time::timeout(COMMAND_DEADLINE, self.dispatcher.load(id))
-            .await
-            .unwrap_or(Err(AppError::TimedOut));
-        match &result {
-            Err(AppError::Store(_) | AppError::TimedOut) => self.breaker.trip(Instant::now()),
-            _ => self.breaker.reset(),
-        }
-        result
+        self.guarded(self.dispatcher.load(id)).await
     }
 
     /// `POST /twilio/user-choice/{call_id}/`: the caller chose after a reply (or during a prompt).

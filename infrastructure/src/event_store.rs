@@ -39,3 +39,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub fn call_store(pool: PgPool) -> CallStore {
     PersistedEventStore::new_event_store(PostgresEventRepository::new(pool))
 }
+
+/// Whether the database answers (for health checks).
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

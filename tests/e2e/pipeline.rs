@@ -164,6 +164,18 @@ impl Stage {
     }
 }
 
+/// The TwiML a REST update of the live call carried.
+fn twiml_sent(update: &crate::twilio_stand_in::Received) -> Twiml {
+    let form: Vec<(String, String)> = form_urlencoded::parse(update.body.as_bytes())
+        .into_owned()
+        .collect();
+    let twiml = form
+        .iter()
+        .find(|(name, _)| name == "Twiml")
+        .expect("a Twiml field");
+    Twiml::parse(&twiml.1)
+}
+
 fn wav() -> Canned {
     Canned::audio(b"RIFF\x24\x00\x00\x00WAVEfmt ")
 }
@@ -214,10 +226,7 @@ async fn a_low_risk_turn_is_answered_through_the_live_call() {
         received[1].path,
         format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{sid}.json")
     );
-    let form: Vec<(String, String)> = form_urlencoded::parse(received[1].body.as_bytes())
-        .into_owned()
-        .collect();
-    let played = Twiml::parse(&form[0].1);
+    let played = twiml_sent(&received[1]);
     assert!(
         played.spoken().contains("you don't have to face it alone"),
         "{}",
@@ -259,11 +268,7 @@ async fn a_high_risk_turn_goes_to_a_counselor_without_an_automated_reply() {
         events.last().map(|e| e.event_type.as_str()),
         Some("Escalated")
     );
-    let form: Vec<(String, String)> =
-        form_urlencoded::parse(stage.twilio.received()[1].body.as_bytes())
-            .into_owned()
-            .collect();
-    let played = Twiml::parse(&form[0].1);
+    let played = twiml_sent(&stage.twilio.received()[1]);
     assert_eq!(played.dialled(), [COUNSELOR]);
     assert!(!played.spoken().contains("you don't have to face it alone"));
 }
@@ -331,10 +336,7 @@ async fn when_speech_to_text_stays_down_the_caller_is_taken_to_a_person() {
         "http_503"
     );
     let update = stage.twilio.received().last().cloned().expect("an update");
-    let form: Vec<(String, String)> = form_urlencoded::parse(update.body.as_bytes())
-        .into_owned()
-        .collect();
-    assert_eq!(Twiml::parse(&form[0].1).dialled(), [COUNSELOR]);
+    assert_eq!(twiml_sent(&update).dialled(), [COUNSELOR]);
 }
 
 #[tokio::test]
