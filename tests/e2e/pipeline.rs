@@ -51,6 +51,16 @@ async fn pipeline_with(
     twilio_transcribes: bool,
 ) -> Stage {
     let twilio = ScriptedServer::start(twilio_script).await;
+    pipeline_on(app, twilio, transcript, twilio_transcribes).await
+}
+
+/// The pipeline of `app` against the Twilio stand-in `twilio`.
+async fn pipeline_on(
+    app: &TestApp,
+    twilio: ScriptedServer,
+    transcript: Option<&str>,
+    twilio_transcribes: bool,
+) -> Stage {
     let speech = MockServer::start().await;
     let answer = match transcript {
         Some(text) => ResponseTemplate::new(200).set_body_json(json!({ "text": text })),
@@ -141,6 +151,15 @@ impl Stage {
     /// Enqueues what the store holds (bounded: the subscription's horizon is cluster-wide) and
     /// runs every due job.
     async fn settle(&self, app: &TestApp, expected_jobs: i64) {
+        self.settle_enqueued(app, expected_jobs).await;
+        while jobs::work_once(&self.queue, &self.jobs)
+            .await
+            .expect("the queue answers")
+        {}
+    }
+
+    /// Runs the subscription until `expected_jobs` jobs are enqueued.
+    async fn settle_enqueued(&self, app: &TestApp, expected_jobs: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             self.runner.catch_up().await.expect("the subscription runs");
@@ -157,10 +176,6 @@ impl Stage {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        while jobs::work_once(&self.queue, &self.jobs)
-            .await
-            .expect("the queue answers")
-        {}
     }
 }
 
@@ -605,4 +620,92 @@ async fn a_transcription_callback_is_checked_like_every_webhook() {
     // For a recording the call does not have: accepted, and nothing stored.
     assert_eq!(app.transcription(&sid, 7, "x", "completed").await, 204);
     assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+}
+
+#[tokio::test]
+async fn a_turn_whose_worker_died_is_finished_by_another_and_played_once() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.drain_subscription(&app).await;
+    // A worker claims the turn and dies before doing anything: its lease runs out.
+    let dead = JobQueue::new(app.pool.clone(), "dead-worker", Duration::ZERO);
+    assert!(dead.claim().await.expect("claims").is_some());
+    // The surviving worker takes it over and finishes it.
+    while jobs::work_once(&stage.queue, &stage.jobs)
+        .await
+        .expect("works")
+    {}
+    let (status, attempts): (String, i32) = sqlx::query_as("SELECT status, attempts FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("reads");
+    assert_eq!((status.as_str(), attempts), ("done", 2));
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed"
+        ]
+    );
+    let updates = stage
+        .twilio
+        .received()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(updates, 1, "played once");
+}
+
+#[tokio::test]
+async fn two_instances_workers_share_the_queue_and_do_each_turn_once() {
+    let app = spawn_app().await;
+    // Downloads and updates from two workers interleave: the stand-in answers each by its kind.
+    let twilio = ScriptedServer::by_method(wav(), updated()).await;
+    let first = pipeline_on(&app, twilio, Some("I had a rough day."), false).await;
+    let second_queue = JobQueue::new(app.pool.clone(), "second-instance", Duration::from_secs(60));
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let sid = new_call_sid();
+        app.voice(&sid).await;
+        app.recording_from(&first.twilio.base_url, &sid, 1, "#")
+            .await;
+        calls.push(sid);
+    }
+    first.settle_enqueued(&app, 5).await;
+    // Two instances' workers drain the queue at the same time.
+    let drain = |queue: &JobQueue| {
+        let queue = queue.clone();
+        let jobs = &first.jobs;
+        async move {
+            let mut done = 0;
+            while jobs::work_once(&queue, jobs).await.expect("works") {
+                done += 1;
+            }
+            done
+        }
+    };
+    let (a, b) = tokio::join!(drain(&first.queue), drain(&second_queue));
+    assert_eq!(a + b, 5, "each job claimed once");
+    for sid in &calls {
+        let played = app
+            .event_types(sid)
+            .await
+            .iter()
+            .filter(|t| *t == "ResponsePlayed")
+            .count();
+        assert_eq!(played, 1);
+    }
+    let gets = first
+        .twilio
+        .received()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert_eq!(gets, 5, "each recording downloaded once");
 }

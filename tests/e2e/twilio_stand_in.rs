@@ -154,6 +154,8 @@ impl Canned {
 #[derive(Default)]
 struct Script {
     answers: Vec<Canned>,
+    /// When set, GETs and POSTs always get these answers instead (for concurrent clients).
+    by_method: Option<(Canned, Canned)>,
     received: Vec<Received>,
 }
 
@@ -167,10 +169,25 @@ pub struct ScriptedServer {
 
 impl ScriptedServer {
     pub async fn start(answers: Vec<Canned>) -> Self {
-        let script = Arc::new(Mutex::new(Script {
+        Self::serve(Script {
             answers,
-            received: Vec::new(),
-        }));
+            ..Script::default()
+        })
+        .await
+    }
+
+    /// A server that answers every GET with `get` and every POST with `post`, whatever the order
+    /// of requests (several workers at once).
+    pub async fn by_method(get: Canned, post: Canned) -> Self {
+        Self::serve(Script {
+            by_method: Some((get, post)),
+            ..Script::default()
+        })
+        .await
+    }
+
+    async fn serve(script: Script) -> Self {
+        let script = Arc::new(Mutex::new(script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binds");
@@ -187,6 +204,7 @@ impl ScriptedServer {
 
 async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> Response {
     let method = request.method().to_string();
+    let is_get = method == "GET";
     let path = request.uri().path().to_owned();
     let authorization = request
         .headers()
@@ -204,10 +222,11 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
             authorization,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
-        if script.answers.len() > 1 {
-            script.answers.remove(0)
-        } else {
-            script.answers[0].clone()
+        match &script.by_method {
+            Some((get, _)) if is_get => get.clone(),
+            Some((_, post)) => post.clone(),
+            None if script.answers.len() > 1 => script.answers.remove(0),
+            None => script.answers[0].clone(),
         }
     };
     let mut response = (
