@@ -709,3 +709,51 @@ async fn two_instances_workers_share_the_queue_and_do_each_turn_once() {
         .count();
     assert_eq!(gets, 5, "each recording downloaded once");
 }
+
+#[tokio::test]
+async fn a_two_turn_call_plays_each_reply_once_with_requests_twilio_s_spec_accepts() {
+    let prism = crate::twilio_stand_in::Prism::start().await;
+    let twilio = ScriptedServer::fronting_prism(wav(), &prism).await;
+    let app = spawn_app_with_pipeline().await;
+    let stage = pipeline_on(&app, twilio, Some("I had a rough day at work."), false).await;
+    let sid = new_call_sid();
+
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    // The REST update replaced the call's TwiML; the caller chooses to go on.
+    assert!(app.choose(&sid, "1").await.verbs().contains(&"Record"));
+    app.recording_from(&stage.twilio.base_url, &sid, 2, "#")
+        .await;
+    stage.settle(&app, 2).await;
+    assert_eq!(app.choose(&sid, "2").await.verbs(), ["Say", "Hangup"]);
+    assert_eq!(app.status(&sid, "completed", 3).await, 204);
+
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed",
+            "CallerChose",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed",
+            "CallerChose",
+            "Completed"
+        ]
+    );
+    let received = stage.twilio.received();
+    let updates: Vec<_> = received.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(updates.len(), 2, "one REST update per turn");
+    for update in updates {
+        assert_eq!(
+            update.status, 200,
+            "Prism refused {}: {}",
+            update.path, update.body
+        );
+        assert!(twiml_sent(update).verbs().contains(&"Gather"));
+    }
+}

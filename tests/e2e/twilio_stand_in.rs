@@ -101,6 +101,8 @@ pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
     pub body: String,
+    /// The status answered (Prism's, for forwarded requests).
+    pub status: u16,
 }
 
 /// A canned answer.
@@ -156,6 +158,9 @@ struct Script {
     answers: Vec<Canned>,
     /// When set, GETs and POSTs always get these answers instead (for concurrent clients).
     by_method: Option<(Canned, Canned)>,
+    /// When set, GETs get the first answer and every other request is forwarded to Prism there,
+    /// which checks it against Twilio's spec.
+    prism: Option<String>,
     received: Vec<Received>,
 }
 
@@ -186,6 +191,16 @@ impl ScriptedServer {
         .await
     }
 
+    /// Serves recording media itself (Prism cannot) and forwards everything else to `prism`.
+    pub async fn fronting_prism(recording: Canned, prism: &Prism) -> Self {
+        Self::serve(Script {
+            answers: vec![recording],
+            prism: Some(prism.base_url.clone()),
+            ..Script::default()
+        })
+        .await
+    }
+
     async fn serve(script: Script) -> Self {
         let script = Arc::new(Mutex::new(script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -211,16 +226,62 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
+    let prism = script.lock().expect("not poisoned").prism.clone();
+    if let (Some(prism), false) = (prism, is_get) {
+        let mut forwarded = reqwest::Client::new()
+            .post(format!("{prism}{path}"))
+            .body(body.to_vec());
+        if let Some(auth) = &authorization {
+            forwarded = forwarded.header("authorization", auth);
+        }
+        if let Some(ct) = &content_type {
+            forwarded = forwarded.header("content-type", ct);
+        }
+        let answer = forwarded.send().await.expect("Prism answers");
+        let status = answer.status().as_u16();
+        let answer_body = answer.bytes().await.unwrap_or_default();
+        script
+            .lock()
+            .expect("not poisoned")
+            .received
+            .push(Received {
+                method,
+                path,
+                authorization,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                status,
+            });
+        let mut response = (
+            StatusCode::from_u16(status).expect("valid status"),
+            answer_body.to_vec(),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().expect("valid"));
+        return response;
+    }
     let canned = {
         let mut script = script.lock().expect("not poisoned");
+        let status = match &script.by_method {
+            Some((get, _)) if is_get => get.status,
+            Some((_, post)) => post.status,
+            None => script.answers[0].status,
+        };
         script.received.push(Received {
             method,
             path,
             authorization,
             body: String::from_utf8_lossy(&body).into_owned(),
+            status,
         });
         match &script.by_method {
             Some((get, _)) if is_get => get.clone(),
