@@ -37,6 +37,19 @@ pub enum PipelineError {
     App(#[from] AppError),
     #[error("the call has no turn {0} to process")]
     NoSuchTurn(u32),
+    #[error("no such call")]
+    NoSuchCall,
+}
+
+/// What `process_caller_audio` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedAudio {
+    pub analysis: Analysis,
+    /// Always `None`: replies are spoken with Twilio's text-to-speech.
+    pub response_audio_url: Option<String>,
+    /// The reply; `None` when the risk sends the caller to a person.
+    pub response_text: Option<String>,
+    pub risk_level: RiskLevel,
 }
 
 /// What became of a turn.
@@ -173,6 +186,16 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             })?,
         };
 
+        Ok(self.understand(transcript, understood, timings).await)
+    }
+
+    /// Screens, assesses and answers `transcript`: the part of a turn after its words are known.
+    async fn understand(
+        &self,
+        transcript: String,
+        understood: bool,
+        mut timings: StageTimings,
+    ) -> Analysis {
         let started = Instant::now();
         let screening = risk::screen(&transcript);
         let opinion = match &self.model {
@@ -207,7 +230,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         };
         timings.reply_ms = elapsed_ms(started);
 
-        Ok(Analysis {
+        Analysis {
             transcript,
             screening,
             assessment,
@@ -215,6 +238,42 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             reply,
             reply_source,
             timings,
+        }
+    }
+
+    /// `process_caller_audio(audio_data, call_id)`: transcribes, assesses and answers a caller's
+    /// audio for call `id`, as a turn would be, and returns the result without recording anything
+    /// or playing anything to the call (operators use it to re-process a recording).
+    pub async fn process_caller_audio(
+        &self,
+        audio: &crate::ports::Audio,
+        id: CallId,
+    ) -> Result<ProcessedAudio, PipelineError> {
+        let call = self.dispatcher.load(id).await?;
+        if !call.is_started() {
+            return Err(PipelineError::NoSuchCall);
+        }
+        let speech = self.speech.as_ref().ok_or_else(|| PipelineError::Stage {
+            stage: Stage::Transcription,
+            error: PortError("speech_to_text_not_configured".into()),
+        })?;
+        let mut timings = StageTimings::default();
+        let started = Instant::now();
+        let transcript = speech
+            .transcribe(audio)
+            .await
+            .map_err(|error| PipelineError::Stage {
+                stage: Stage::Transcription,
+                error,
+            })?;
+        timings.transcription_ms = elapsed_ms(started);
+        let analysis = self.understand(transcript, true, timings).await;
+        Ok(ProcessedAudio {
+            risk_level: analysis.assessment.level,
+            response_text: analysis.reply.clone(),
+            // Replies are spoken by Twilio's text-to-speech; no audio file is produced.
+            response_audio_url: None,
+            analysis,
         })
     }
 
@@ -761,5 +820,56 @@ mod tests {
                 "Escalated"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn process_caller_audio_answers_without_touching_the_call() {
+        let h = harness(Ok("I had a rough day."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        let audio = Audio {
+            bytes: b"RIFF".to_vec(),
+            content_type: "audio/x-wav".into(),
+        };
+        let processed = h
+            .pipeline
+            .process_caller_audio(&audio, id)
+            .await
+            .expect("runs");
+        assert_eq!(processed.risk_level, RiskLevel::None);
+        assert_eq!(
+            processed.response_text.as_deref(),
+            Some(script::scripted_reply())
+        );
+        assert_eq!(processed.response_audio_url, None);
+        assert_eq!(processed.analysis.transcript, "I had a rough day.");
+        assert_eq!(
+            event_types(&h.store, id).await,
+            ["CallStarted", "RecordingReceived"]
+        );
+        assert!(h.control.played.lock().expect("ok").is_empty());
+    }
+
+    #[tokio::test]
+    async fn process_caller_audio_sends_high_risk_to_a_person_and_refuses_unknown_calls() {
+        let h = harness(Ok("I'm going to kill myself."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        let audio = Audio {
+            bytes: b"RIFF".to_vec(),
+            content_type: "audio/x-wav".into(),
+        };
+        let processed = h
+            .pipeline
+            .process_caller_audio(&audio, id)
+            .await
+            .expect("runs");
+        assert_eq!(processed.risk_level, RiskLevel::High);
+        assert_eq!(processed.response_text, None);
+        let unknown = CallId::for_call_sid(
+            &CallSid::parse("CAffffffffffffffffffffffffffffffff").expect("valid"),
+        );
+        assert!(matches!(
+            h.pipeline.process_caller_audio(&audio, unknown).await,
+            Err(PipelineError::NoSuchCall)
+        ));
     }
 }

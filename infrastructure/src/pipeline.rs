@@ -95,7 +95,12 @@ fn target(job: &ClaimedJob) -> Result<(CallId, u32), JobError> {
 }
 
 /// Failures that no retry can mend: the caller goes to a person at once.
-const PERMANENT: &[&str] = &["foreign_recording_url", "no_such_turn", "bad_content_type"];
+const PERMANENT: &[&str] = &[
+    "foreign_recording_url",
+    "no_such_turn",
+    "no_such_call",
+    "bad_content_type",
+];
 
 /// The stage named at the start of a stored error (`transcription: http_503`).
 fn stage_of(error: &str) -> Stage {
@@ -164,5 +169,6 @@ fn other_class(error: &PipelineError) -> &'static str {
         PipelineError::Stage { .. } => "stage",
         PipelineError::App(_) => "event_store",
         PipelineError::NoSuchTurn(_) => "no_such_turn",
+        PipelineError::NoSuchCall => "no_such_call",
     }
 }
