@@ -332,13 +332,9 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         if state.ended().is_some() {
             return Ok(TurnOutcome::CallOver);
         }
-        // The caller asked for a person during this turn and is being connected: any update now
-        // would interrupt that.
-        if state.asked_for_person(turn) {
-            return Ok(TurnOutcome::LeftToWebhook);
-        }
         // Only the command that appended the claim plays the turn: the webhook path, another
-        // worker, or an earlier run of this job may hold it.
+        // worker, or an earlier run of this job may hold it, and a turn during which the caller
+        // asked for a person is never played (the aggregate appends nothing for it).
         if appended == 0 {
             return Ok(TurnOutcome::LeftToWebhook);
         }

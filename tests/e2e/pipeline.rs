@@ -757,3 +757,30 @@ async fn a_two_turn_call_plays_each_reply_once_with_requests_twilio_s_spec_accep
         assert!(twiml_sent(update).verbs().contains(&"Gather"));
     }
 }
+
+#[tokio::test]
+async fn a_turn_ended_with_zero_is_never_played_even_when_its_transcription_arrives() {
+    let app = spawn_app_with_pipeline().await;
+    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    // The caller pressed 0: they are being connected to a counselor…
+    assert_eq!(app.recording(&sid, 1, "0").await.dialled(), [COUNSELOR]);
+    // …and Twilio's transcription of that turn arrives later.
+    assert_eq!(
+        app.transcription(&sid, 1, "I need to talk to someone.", "completed")
+            .await,
+        204
+    );
+    stage.settle(&app, 1).await;
+    let types = app.event_types(&sid).await;
+    assert!(
+        types.contains(&"Analyzed".to_owned()),
+        "still analysed, for the record: {types:?}"
+    );
+    assert!(!types.contains(&"ResponsePlayed".to_owned()), "{types:?}");
+    assert!(
+        stage.twilio.received().is_empty(),
+        "no update interrupts the dial"
+    );
+}

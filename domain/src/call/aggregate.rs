@@ -188,6 +188,11 @@ impl Call {
                 });
             }
         }
+        // The caller asked for a person during this turn and is being connected: playing
+        // anything now would interrupt that, so nothing is.
+        if self.asked_for_person(turn.number) {
+            return Ok(vec![]);
+        }
         // Whichever path claims a turn first plays it; the other finds it played.
         if turn.played.is_some() {
             return Ok(vec![]);

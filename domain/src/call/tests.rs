@@ -711,3 +711,28 @@ fn a_transcription_of_an_unknown_recording_is_refused() {
         .when(transcribe(9, "?"))
         .then_expect_error(CallError::UnknownRecording);
 }
+
+#[test]
+fn a_turn_during_which_the_caller_asked_for_a_person_is_never_played() {
+    let asked = vec![
+        started(),
+        recorded(1, 1, Some("0")),
+        CallEvent::CallerChose {
+            turn: 1,
+            choice: Choice::Counselor,
+            digits: Some("0".into()),
+            speech: None,
+            at: at(10),
+        },
+        escalated(EscalationReason::CallerRequested, counselor(), 10),
+        analyzed(1),
+    ];
+    CallTest::with(())
+        .given(asked.clone())
+        .when(play(PlayedVia::RestUpdate))
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(asked)
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![]);
+}
