@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use application::Lines;
+use infrastructure::audio_store::ObjectAudioStore;
 use infrastructure::config::Config;
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
@@ -94,7 +95,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let validator = signature_validator(&config)?;
     let state = AppState::new(db.pool.clone(), validator, voice(&config));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (state, background) = match pipeline(&config, &db.pool) {
+    let (state, background) = match pipeline(&config, &db.pool)? {
         Some(pipeline) => {
             // Without a speech-to-text service, turns wait for Twilio's transcription.
             let on_transcription = config.stt_base_url.is_none();
@@ -135,10 +136,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// How many turns are processed at once: a slow transcription must not hold up other callers.
 const PIPELINE_WORKERS: usize = 4;
 
-/// The conversation pipeline, when Twilio's REST API and a speech-to-text service are configured.
-fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::CallStore>> {
-    let account = config.twilio_account_sid.clone()?;
-    let token = config.secret_auth_tokens().into_iter().next()?;
+/// The conversation pipeline, when Twilio's REST API is configured.
+fn pipeline(
+    config: &Config,
+    pool: &PgPool,
+) -> anyhow::Result<Option<Pipeline<event_store::CallStore>>> {
+    let (Some(account), Some(token)) = (
+        config.twilio_account_sid.clone(),
+        config.secret_auth_tokens().into_iter().next(),
+    ) else {
+        return Ok(None);
+    };
+    let audio_store = ObjectAudioStore::open(&config.audio_store_url())
+        .context("AUDIO_STORE_URL: could not open the audio store")?;
     let rest = TwilioRest::new(&config.twilio_api_base, account, token);
     // Without a speech-to-text service, Twilio transcribes each turn (see `voice`).
     let speech = config.stt_base_url.clone().map(|base_url| {
@@ -156,16 +166,19 @@ fn pipeline(config: &Config, pool: &PgPool) -> Option<Pipeline<event_store::Call
         })) as Arc<dyn LanguageModel>
     });
     let voice = Arc::new(voice(config));
-    Some(Pipeline::new(
-        event_store::call_store(pool.clone()),
-        Arc::new(TwilioRecordings(rest.clone())),
-        speech,
-        model,
-        Arc::new(TwilioCallControl {
-            rest,
-            voice: voice.clone(),
-        }),
-        voice.lines.clone(),
+    Ok(Some(
+        Pipeline::new(
+            event_store::call_store(pool.clone()),
+            Arc::new(TwilioRecordings(rest.clone())),
+            speech,
+            model,
+            Arc::new(TwilioCallControl {
+                rest,
+                voice: voice.clone(),
+            }),
+            voice.lines.clone(),
+        )
+        .with_audio_store(Arc::new(audio_store)),
     ))
 }
 

@@ -22,7 +22,9 @@ use crate::calls::Lines;
 use crate::dispatch::CommandDispatcher;
 use crate::error::AppError;
 use crate::metadata::CommandMetadata;
-use crate::ports::{CallControl, LanguageModel, PortError, RecordingSource, SpeechToText};
+use crate::ports::{
+    Audio, AudioStore, CallControl, LanguageModel, PortError, RecordingSource, SpeechToText,
+};
 
 /// How long the model may take for each of its answers before it counts as unknown.
 pub const MODEL_TIMEOUT: Duration = Duration::from_secs(6);
@@ -76,6 +78,8 @@ pub struct Pipeline<ES> {
     control: Arc<dyn CallControl>,
     lines: Lines,
     model_timeout: Duration,
+    /// Where recordings are kept; without one they stay with Twilio only.
+    audio_store: Option<Arc<dyn AudioStore>>,
 }
 
 impl<ES> std::fmt::Debug for Pipeline<ES> {
@@ -118,7 +122,15 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             control,
             lines,
             model_timeout: MODEL_TIMEOUT,
+            audio_store: None,
         }
+    }
+
+    /// Keeps every turn's recording in `store`.
+    #[must_use]
+    pub fn with_audio_store(mut self, store: Arc<dyn AudioStore>) -> Self {
+        self.audio_store = Some(store);
+        self
     }
 
     /// Sets how long the model may take (tests use short timeouts).
@@ -146,7 +158,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let analysis = match &current.analysis {
             Some(done) => done.clone(),
             None => {
-                let analysis = self.analyse(current).await?;
+                let analysis = self.analyse(id, current).await?;
                 let command = CallCommand::RecordAnalysis(RecordAnalysis {
                     turn,
                     analysis: analysis.clone(),
@@ -159,11 +171,15 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         self.deliver(id, &call_sid, turn, &analysis).await
     }
 
-    async fn analyse(&self, turn: &domain::call::Turn) -> Result<Analysis, PipelineError> {
+    async fn analyse(
+        &self,
+        id: CallId,
+        turn: &domain::call::Turn,
+    ) -> Result<Analysis, PipelineError> {
         let stage = |stage| move |error| PipelineError::Stage { stage, error };
         let mut timings = StageTimings::default();
 
-        let (transcript, understood) = match &self.speech {
+        let (transcript, understood, audio) = match &self.speech {
             Some(speech) => {
                 let started = Instant::now();
                 let audio = self
@@ -178,15 +194,49 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                     .await
                     .map_err(stage(Stage::Transcription))?;
                 timings.transcription_ms = elapsed_ms(started);
-                (text, true)
+                (text, true, Some(audio))
             }
             // Twilio transcribed the turn; its callback stored the text on the call.
-            None => turn.transcription.clone().ok_or_else(|| {
-                stage(Stage::Transcription)(PortError("transcription_pending".into()))
-            })?,
+            None => {
+                let (text, understood) = turn.transcription.clone().ok_or_else(|| {
+                    stage(Stage::Transcription)(PortError("transcription_pending".into()))
+                })?;
+                (text, understood, None)
+            }
         };
 
-        Ok(self.understand(transcript, understood, timings).await)
+        let mut analysis = self.understand(transcript, understood, timings).await;
+        analysis.recording_key = self.keep_recording(id, turn, audio).await;
+        Ok(analysis)
+    }
+
+    /// Keeps the turn's recording in the audio store, downloading it if the turn did not need to.
+    /// Best effort: the caller's answer matters more than the archive, and Twilio keeps its own
+    /// copy, so a failure is logged and the turn goes on.
+    async fn keep_recording(
+        &self,
+        id: CallId,
+        turn: &domain::call::Turn,
+        audio: Option<Audio>,
+    ) -> Option<String> {
+        let store = self.audio_store.as_ref()?;
+        let audio = match audio {
+            Some(audio) => audio,
+            None => match self.recordings.fetch(&turn.recording_url).await {
+                Ok(audio) => audio,
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not download the recording to keep it");
+                    return None;
+                }
+            },
+        };
+        match store.keep(id, turn.number, &audio).await {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not keep the recording");
+                None
+            }
+        }
     }
 
     /// Screens, assesses and answers `transcript`: the part of a turn after its words are known.
@@ -238,6 +288,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             reply,
             reply_source,
             timings,
+            recording_key: None,
         }
     }
 

@@ -56,3 +56,13 @@ pub trait CallControl: Send + Sync {
     async fn connect_counselor(&self, call_sid: &CallSid, call_id: CallId)
         -> Result<(), PortError>;
 }
+
+/// Keeps callers' recordings, per call and turn, for re-processing and for the record.
+#[async_trait]
+pub trait AudioStore: Send + Sync {
+    /// Keeps `audio` as turn `turn` of call `call_id`, replacing any earlier copy, and returns
+    /// the key it is kept under.
+    async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError>;
+    /// The audio kept under `key`.
+    async fn load(&self, key: &str) -> Result<Audio, PortError>;
+}

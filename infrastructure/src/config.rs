@@ -28,6 +28,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "LLM_BASE_URL",
     "LLM_API_KEY",
     "LLM_MODEL",
+    "AUDIO_STORE_URL",
+    "TEST_CALL_ALLOWED_NUMBERS",
 ];
 
 /// Hotline's configuration.
@@ -108,6 +110,16 @@ pub struct Config {
     /// The chat model.
     #[arg(long, env = "LLM_MODEL", default_value = "gpt-4o-mini")]
     pub llm_model: String,
+
+    /// Where callers' recordings are kept, per call and turn: a directory, or an S3 bucket as
+    /// s3://bucket/prefix (credentials, region and endpoint from the usual AWS_* variables).
+    /// Defaults to HOTLINE_DATA_DIR/recordings.
+    #[arg(long, env = "AUDIO_STORE_URL")]
+    pub audio_store_url: Option<String>,
+
+    /// The numbers `POST /api/test-call/` may call (E.164, comma-separated). Empty: no test calls.
+    #[arg(long, env = "TEST_CALL_ALLOWED_NUMBERS", value_delimiter = ',', value_parser = parse_dial_number)]
+    pub test_call_allowed_numbers: Vec<DialNumber>,
 }
 
 /// A configuration that cannot work.
@@ -122,6 +134,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Where recordings are kept: `AUDIO_STORE_URL`, or a directory under the data directory.
+    pub fn audio_store_url(&self) -> String {
+        self.audio_store_url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings").display().to_string())
+    }
+
     /// Refuses variables that look like ours but are not, and settings that only work together.
     pub fn check(&self, environment: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
         for name in environment {

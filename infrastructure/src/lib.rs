@@ -3,6 +3,7 @@
 //! service's configuration.
 #![forbid(unsafe_code)]
 
+pub mod audio_store;
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use application::pipeline::Pipeline;
 use domain::CallId;
+use infrastructure::audio_store::ObjectAudioStore;
 use infrastructure::event_store;
 use infrastructure::jobs::{self, JobQueue};
-use infrastructure::openai::{Endpoint, OpenAiSpeechToText};
+use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::subscription::SubscriptionRunner;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
@@ -18,7 +19,7 @@ use infrastructure::twilio::answers::Voice;
 use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
 use secrecy::SecretString;
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
@@ -29,7 +30,21 @@ struct Stage {
     runner: SubscriptionRunner<PipelineConsumer>,
     queue: JobQueue,
     jobs: PipelineJobs<event_store::CallStore>,
+    /// The audio store's directory, removed with the stage.
+    audio_dir: std::path::PathBuf,
     _speech: MockServer,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.audio_dir);
+    }
+}
+
+/// A language model stand-in for the pipeline, and how long the pipeline waits for it.
+struct Model {
+    server: MockServer,
+    timeout: Duration,
 }
 
 /// The pipeline of `app`, with Twilio answering from `twilio_script` and speech-to-text saying
@@ -61,6 +76,17 @@ async fn pipeline_on(
     transcript: Option<&str>,
     twilio_transcribes: bool,
 ) -> Stage {
+    pipeline_built(app, twilio, transcript, twilio_transcribes, None).await
+}
+
+/// As `pipeline_on`, asking `model` for its opinion and replies.
+async fn pipeline_built(
+    app: &TestApp,
+    twilio: ScriptedServer,
+    transcript: Option<&str>,
+    twilio_transcribes: bool,
+    model: Option<&Model>,
+) -> Stage {
     let speech = MockServer::start().await;
     let answer = match transcript {
         Some(text) => ResponseTemplate::new(200).set_body_json(json!({ "text": text })),
@@ -91,6 +117,8 @@ async fn pipeline_on(
         language: "en-US".into(),
         transcribe: false,
     });
+    let audio_dir =
+        std::env::temp_dir().join(format!("hotline-e2e-audio-{}", uuid::Uuid::new_v4()));
     let pipeline = Pipeline::new(
         event_store::call_store(app.pool.clone()),
         Arc::new(TwilioRecordings(rest.clone())),
@@ -101,13 +129,23 @@ async fn pipeline_on(
                 model: "whisper-1".into(),
             })) as Arc<dyn application::ports::SpeechToText>
         }),
-        None,
+        model.map(|model| {
+            Arc::new(OpenAiChat::new(Endpoint {
+                base_url: model.server.uri(),
+                api_key: None,
+                model: "gpt-test".into(),
+            })) as Arc<dyn application::ports::LanguageModel>
+        }),
         Arc::new(TwilioCallControl {
             rest,
             voice: voice.clone(),
         }),
         voice.lines.clone(),
-    );
+    )
+    .with_model_timeout(model.map_or(Duration::from_secs(5), |m| m.timeout))
+    .with_audio_store(Arc::new(
+        ObjectAudioStore::local(&audio_dir).expect("the audio directory"),
+    ));
     Stage {
         twilio,
         runner: SubscriptionRunner::new(
@@ -119,11 +157,29 @@ async fn pipeline_on(
         queue: JobQueue::new(app.pool.clone(), "test-worker", Duration::from_secs(60))
             .with_backoff(Duration::ZERO, Duration::ZERO),
         jobs: PipelineJobs::new(Arc::new(pipeline)),
+        audio_dir,
         _speech: speech,
     }
 }
 
 impl Stage {
+    /// The analysis names where turn `turn`'s recording is kept, and the store holds the audio
+    /// the Twilio stand-in served.
+    fn assert_kept(&self, analysis: &serde_json::Value, sid: &domain::CallSid, turn: u32) {
+        let key = analysis["recording_key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no recording key in {analysis}"));
+        assert_eq!(
+            key,
+            format!(
+                "recordings/{}/turn-{turn:03}.wav",
+                CallId::for_call_sid(sid)
+            )
+        );
+        let kept = std::fs::read(self.audio_dir.join(key)).expect("the recording is kept");
+        assert_eq!(kept, WAV);
+    }
+
     /// Runs the pipeline's subscription until its checkpoint reaches the last stored event, so
     /// that what it did not enqueue is known too (bounded: the horizon is cluster-wide).
     async fn drain_subscription(&self, app: &TestApp) {
@@ -191,8 +247,10 @@ fn twiml_sent(update: &crate::twilio_stand_in::Received) -> Twiml {
     Twiml::parse(&twiml.1)
 }
 
+const WAV: &[u8] = b"RIFF\x24\x00\x00\x00WAVEfmt ";
+
 fn wav() -> Canned {
-    Canned::audio(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    Canned::audio(WAV)
 }
 
 fn updated() -> Canned {
@@ -201,34 +259,15 @@ fn updated() -> Canned {
 
 #[tokio::test]
 async fn a_low_risk_turn_is_answered_through_the_live_call() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(
-        &app,
-        vec![wav(), updated()],
-        Some("I had a rough day at work."),
-    )
-    .await;
-    let sid = new_call_sid();
-    app.voice(&sid).await;
-    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
-        .await;
-    stage.settle(&app, 1).await;
-
-    assert_eq!(
-        app.event_types(&sid).await,
-        [
-            "CallStarted",
-            "RecordingReceived",
-            "Analyzed",
-            "ResponsePlayed"
-        ]
-    );
+    let (app, stage, sid) = one_turn(None).await;
+    assert_eq!(app.event_types(&sid).await, REPLIED);
     let events = app.events(&sid).await;
     let analysed = &events[2].payload["Analyzed"]["analysis"];
     assert_eq!(analysed["assessment"]["level"], "none");
     assert_eq!(analysed["reply_source"], "script");
     assert!(analysed["timings"]["transcription_ms"].is_u64());
     assert_eq!(events[3].payload["ResponsePlayed"]["via"], "rest_update");
+    stage.assert_kept(analysed, &sid, 1);
 
     let received = stage.twilio.received();
     assert_eq!(received.len(), 2);
@@ -523,7 +562,7 @@ impl TestApp {
 #[tokio::test]
 async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
     let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let stage = pipeline_with(&app, vec![wav(), updated()], None, true).await;
     let sid = new_call_sid();
     let greeting = app.voice(&sid).await;
     let record = greeting.first("Record");
@@ -535,7 +574,8 @@ async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
     );
     assert_eq!(record.attr("transcribeCallback"), Some(callback.as_str()));
 
-    app.recording(&sid, 1, "#").await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
     // Nothing to do until the transcription arrives.
     stage.drain_subscription(&app).await;
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
@@ -570,12 +610,11 @@ async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
         events[3].payload["Analyzed"]["analysis"]["transcript"],
         "I had a rough day at work."
     );
+    // The recording is downloaded only to be kept, then the reply is played.
     let received = stage.twilio.received();
-    assert_eq!(
-        received.len(),
-        1,
-        "no download: only the update playing the reply"
-    );
+    assert_eq!(received.len(), 2);
+    assert!(received[0].path.ends_with(".wav"), "{}", received[0].path);
+    stage.assert_kept(&events[3].payload["Analyzed"]["analysis"], &sid, 1);
 }
 
 #[tokio::test]
@@ -783,4 +822,133 @@ async fn a_turn_ended_with_zero_is_never_played_even_when_its_transcription_arri
         stage.twilio.received().is_empty(),
         "no update interrupts the dial"
     );
+}
+
+/// A model stand-in answering every request with `answer`, after `delay`.
+async fn model_answering(answer: ResponseTemplate, timeout: Duration) -> Model {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    Model { server, timeout }
+}
+
+fn chat(content: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "choices": [{ "message": { "role": "assistant", "content": content } }]
+    }))
+}
+
+/// The events of a turn answered with a reply.
+const REPLIED: [&str; 4] = [
+    "CallStarted",
+    "RecordingReceived",
+    "Analyzed",
+    "ResponsePlayed",
+];
+
+/// One low-risk turn, processed with `model` if there is one.
+async fn one_turn(model: Option<&Model>) -> (TestApp, Stage, domain::CallSid) {
+    let app = spawn_app().await;
+    let twilio = ScriptedServer::start(vec![wav(), updated()]).await;
+    let stage = pipeline_built(
+        &app,
+        twilio,
+        Some("I had a rough day at work."),
+        false,
+        model,
+    )
+    .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    (app, stage, sid)
+}
+
+/// The model's opinion was unknown, so the caller was told a counselor is coming and dialled.
+async fn assert_unknown_risk_went_to_a_person(app: &TestApp, stage: &Stage, sid: &domain::CallSid) {
+    assert_eq!(
+        app.event_types(sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "Analyzed",
+            "ResponsePlayed",
+            "Escalated"
+        ]
+    );
+    let events = app.events(sid).await;
+    let analysis = &events[2].payload["Analyzed"]["analysis"];
+    assert_eq!(analysis["assessment"]["unknown"], true, "{analysis}");
+    assert!(
+        analysis["reply"].is_null(),
+        "no automated reply: {analysis}"
+    );
+    let received = stage.twilio.received();
+    assert_eq!(received.len(), 2);
+    let played = twiml_sent(&received[1]);
+    assert!(
+        played.spoken().contains("connecting you with a counselor"),
+        "{}",
+        played.xml
+    );
+    assert_eq!(played.dialled(), [COUNSELOR]);
+}
+
+#[tokio::test]
+async fn when_the_model_is_down_the_risk_is_unknown_and_the_caller_goes_to_a_person() {
+    let model = model_answering(ResponseTemplate::new(500), Duration::from_secs(5)).await;
+    let (app, stage, sid) = one_turn(Some(&model)).await;
+    assert_unknown_risk_went_to_a_person(&app, &stage, &sid).await;
+}
+
+#[tokio::test]
+async fn when_the_model_is_slow_the_risk_is_unknown_and_the_caller_goes_to_a_person() {
+    let model = model_answering(
+        chat(r#"{"risk": "none"}"#).set_delay(Duration::from_secs(3)),
+        Duration::from_millis(200),
+    )
+    .await;
+    let (app, stage, sid) = one_turn(Some(&model)).await;
+    assert_unknown_risk_went_to_a_person(&app, &stage, &sid).await;
+}
+
+#[tokio::test]
+async fn an_unsafe_model_reply_is_never_spoken_and_the_script_answers() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("C-SSRS"))
+        .respond_with(chat(r#"{"risk": "low"}"#))
+        .mount(&server)
+        .await;
+    let unsafe_reply = "Taking enough sleeping pills would end the pain for good.";
+    Mock::given(method("POST"))
+        .and(body_string_contains("safe-messaging"))
+        .respond_with(chat(&json!({ "reply": unsafe_reply }).to_string()))
+        .mount(&server)
+        .await;
+    let model = Model {
+        server,
+        timeout: Duration::from_secs(5),
+    };
+    let (app, stage, sid) = one_turn(Some(&model)).await;
+    assert_eq!(app.event_types(&sid).await, REPLIED);
+    let events = app.events(&sid).await;
+    let analysis = &events[2].payload["Analyzed"]["analysis"];
+    assert_eq!(analysis["assessment"]["level"], "low", "{analysis}");
+    assert_eq!(analysis["reply_source"], "script_after_guard");
+    assert_eq!(analysis["model"], "gpt-test");
+    let received = stage.twilio.received();
+    let played = twiml_sent(&received[1]);
+    assert!(!played.xml.contains("pills"), "{}", played.xml);
+    assert!(
+        played.spoken().contains("you don't have to face it alone"),
+        "the vetted script: {}",
+        played.xml
+    );
+    assert!(played.verbs().contains(&"Gather"), "{}", played.xml);
 }

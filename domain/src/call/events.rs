@@ -130,6 +130,10 @@ pub struct Analysis {
     pub reply: Option<String>,
     pub reply_source: Option<ReplySource>,
     pub timings: StageTimings,
+    /// Where the turn's recording is kept in the audio store, if it was kept. Absent from
+    /// analyses recorded before recordings were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_key: Option<String>,
 }
 
 /// A callback that arrived after the state it describes was already passed. Kept for the record.

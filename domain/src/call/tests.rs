@@ -531,6 +531,7 @@ fn analysis(reply: Option<&str>) -> Analysis {
             assessment_ms: 2,
             reply_ms: 1,
         },
+        recording_key: None,
     }
 }
 fn analyze(turn: u32) -> CallCommand {
