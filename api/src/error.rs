@@ -37,6 +37,30 @@ pub enum ApiError {
     /// The store is unavailable; the client may retry. The cause is logged, never sent.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
+    /// No bearer token, or not a live one.
+    #[error("a valid bearer token is required (Authorization: Bearer hl_…)")]
+    Unauthenticated,
+    /// The token's role may not use this endpoint.
+    #[error("the {role} role may not use this endpoint; it needs {needs}")]
+    Forbidden { role: String, needs: String },
+    /// The body is not the JSON this endpoint takes.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// A field has a value this endpoint cannot use.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// The policy refuses the request (e.g. a number not on the allow-list).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A part of the service this endpoint needs is not configured.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// A service Hotline depends on failed; the class of failure is safe to show.
+    #[error("{service} failed: {class}")]
+    Upstream {
+        service: &'static str,
+        class: String,
+    },
 }
 
 impl ApiError {
@@ -48,7 +72,12 @@ impl ApiError {
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -63,6 +92,13 @@ impl ApiError {
             Self::UnknownCall => "unknown_call",
             Self::NotFound => "not_found",
             Self::Unavailable(_) => "unavailable",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Malformed(_) => "malformed_request",
+            Self::Invalid { .. } => "invalid_value",
+            Self::NotAllowed(_) => "not_allowed",
+            Self::NotConfigured(_) => "not_configured",
+            Self::Upstream { .. } => "upstream_failed",
         }
     }
 }
@@ -77,6 +113,13 @@ impl IntoResponse for ApiError {
             tracing::warn!(code = self.code(), reason = %self, "request refused");
         }
         let body = json!({ "code": self.code(), "message": self.to_string() });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -2,8 +2,12 @@
 //! exactly as the binary serves it; `startup` turns a `Config` into a running service.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod commands;
 pub mod error;
 pub mod health;
+pub mod json;
+pub mod operator;
 pub mod startup;
 pub mod state;
 pub mod twilio;
@@ -35,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(twilio::router())
         .merge(health::router())
+        .merge(operator::router())
         .fallback(twilio::unknown_route)
         .layer(safety_net(voice))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -31,6 +31,11 @@ enum Command {
         /// The form parameters, as NAME=VALUE.
         params: Vec<String>,
     },
+    /// Manage the bearer tokens of /api/* and the dashboard.
+    Tokens {
+        #[command(subcommand)]
+        command: api::commands::TokensCommand,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Serve => api::startup::serve(cli.config).await,
         Command::Migrate => api::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
+        Command::Tokens { command } => api::commands::tokens(cli.config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::state::{AppState, Voice};
+use crate::state::{AppState, Operations, Voice};
+use application::operations::TestCalls;
 use application::pipeline::Pipeline;
 use application::ports::{LanguageModel, SpeechToText};
 use infrastructure::jobs::{self, JobQueue};
@@ -96,7 +97,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(db.pool.clone(), validator, voice(&config));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (state, background) = match pipeline(&config, &db.pool)? {
-        Some(pipeline) => {
+        Some((pipeline, control)) => {
+            let pipeline = Arc::new(pipeline);
+            let operations = Operations {
+                pipeline: pipeline.clone(),
+                test_calls: TestCalls::new(
+                    Arc::new(control),
+                    config.twilio_phone_number.clone(),
+                    config.test_call_allowed_numbers.clone(),
+                ),
+            };
             // Without a speech-to-text service, turns wait for Twilio's transcription.
             let on_transcription = config.stt_base_url.is_none();
             tracing::info!(
@@ -105,7 +115,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 "the conversation pipeline is on"
             );
             (
-                state.with_pipeline(),
+                state.with_pipeline().with_operations(operations),
                 spawn_pipeline(&db.pool, on_transcription, pipeline, &stopped),
             )
         }
@@ -140,7 +150,7 @@ const PIPELINE_WORKERS: usize = 4;
 fn pipeline(
     config: &Config,
     pool: &PgPool,
-) -> anyhow::Result<Option<Pipeline<event_store::CallStore>>> {
+) -> anyhow::Result<Option<(Pipeline<event_store::CallStore>, TwilioCallControl)>> {
     let (Some(account), Some(token)) = (
         config.twilio_account_sid.clone(),
         config.secret_auth_tokens().into_iter().next(),
@@ -166,33 +176,32 @@ fn pipeline(
         })) as Arc<dyn LanguageModel>
     });
     let voice = Arc::new(voice(config));
-    Ok(Some(
-        Pipeline::new(
-            event_store::call_store(pool.clone()),
-            Arc::new(TwilioRecordings(rest.clone())),
-            speech,
-            model,
-            Arc::new(TwilioCallControl {
-                rest,
-                voice: voice.clone(),
-            }),
-            voice.lines.clone(),
-        )
-        .with_audio_store(Arc::new(audio_store)),
-    ))
+    let control = TwilioCallControl {
+        rest: rest.clone(),
+        voice: voice.clone(),
+    };
+    let pipeline = Pipeline::new(
+        event_store::call_store(pool.clone()),
+        Arc::new(TwilioRecordings(rest)),
+        speech,
+        model,
+        Arc::new(control.clone()),
+        voice.lines.clone(),
+    )
+    .with_audio_store(Arc::new(audio_store));
+    Ok(Some((pipeline, control)))
 }
 
 /// The pipeline's subscription and its workers, until `stopped` turns true.
 fn spawn_pipeline(
     pool: &PgPool,
     on_transcription: bool,
-    pipeline: Pipeline<event_store::CallStore>,
+    pipeline: Arc<Pipeline<event_store::CallStore>>,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let pipeline = Arc::new(pipeline);
     let mut tasks = vec![tokio::spawn(
         SubscriptionRunner::new(pool.clone(), PipelineConsumer { on_transcription })
             .run(until_stopped(stopped.clone())),

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use application::operations::TestCalls;
+use application::pipeline::Pipeline;
 use application::CallService;
 use infrastructure::event_store::{self, CallStore};
+use infrastructure::tokens::ApiTokens;
 pub use infrastructure::twilio::answers::Voice;
 use infrastructure::twilio::signature::SignatureValidator;
 use sqlx::PgPool;
@@ -15,6 +18,16 @@ pub struct AppState {
     pub validator: Arc<SignatureValidator>,
     pub voice: Arc<Voice>,
     pub pool: PgPool,
+    pub tokens: ApiTokens,
+    /// What operators can do; `None` when the pipeline is off (no Twilio credentials).
+    pub operations: Option<Arc<Operations>>,
+}
+
+/// The operator API's use cases.
+#[derive(Debug)]
+pub struct Operations {
+    pub pipeline: Arc<Pipeline<CallStore>>,
+    pub test_calls: TestCalls,
 }
 
 impl AppState {
@@ -31,6 +44,13 @@ impl AppState {
         self
     }
 
+    /// Operators can re-process recordings and place test calls.
+    #[must_use]
+    pub fn with_operations(mut self, operations: Operations) -> Self {
+        self.operations = Some(Arc::new(operations));
+        self
+    }
+
     /// State over `pool`, answering as `voice` and accepting webhooks `validator` accepts.
     pub fn new(pool: PgPool, validator: SignatureValidator, voice: Voice) -> Self {
         let calls = CallService::new(event_store::call_store(pool.clone()), voice.lines.clone());
@@ -38,7 +58,9 @@ impl AppState {
             calls: Arc::new(calls),
             validator: Arc::new(validator),
             voice: Arc::new(voice),
+            tokens: ApiTokens::new(pool.clone()),
             pool,
+            operations: None,
         }
     }
 }

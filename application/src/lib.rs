@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod auth;
 pub mod breaker;
 pub mod calls;
 pub mod dispatch;
 pub mod error;
 pub mod metadata;
+pub mod operations;
 pub mod pipeline;
 pub mod ports;
 

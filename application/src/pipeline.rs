@@ -41,6 +41,8 @@ pub enum PipelineError {
     NoSuchTurn(u32),
     #[error("no such call")]
     NoSuchCall,
+    #[error("the URL is not one of this account's recordings")]
+    ForeignRecording,
 }
 
 /// What `process_caller_audio` returns.
@@ -328,6 +330,32 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         })
     }
 
+    /// Re-processes the recording at `url` for call `id` (an operator's request): the recording
+    /// must be one of the account's own and the call must exist. Nothing is recorded on the call
+    /// and nothing is played to it.
+    pub async fn reprocess(
+        &self,
+        url: &domain::call::RecordingUrl,
+        id: CallId,
+    ) -> Result<ProcessedAudio, PipelineError> {
+        if !self.recordings.owns(url) {
+            return Err(PipelineError::ForeignRecording);
+        }
+        let call = self.dispatcher.load(id).await?;
+        if !call.is_started() {
+            return Err(PipelineError::NoSuchCall);
+        }
+        let audio = self
+            .recordings
+            .fetch(url)
+            .await
+            .map_err(|error| PipelineError::Stage {
+                stage: Stage::Download,
+                error,
+            })?;
+        self.process_caller_audio(&audio, id).await
+    }
+
     /// The model's reply if it passes the guard in time; the vetted script otherwise.
     async fn compose(&self, transcript: &str, level: RiskLevel) -> (String, ReplySource) {
         let scripted = || script::reply_for(level).to_owned();
@@ -479,6 +507,9 @@ mod tests {
     struct Recordings(Result<Audio, PortError>);
     #[async_trait]
     impl RecordingSource for Recordings {
+        fn owns(&self, url: &RecordingUrl) -> bool {
+            url.as_str().starts_with("https://api.twilio.com/")
+        }
         async fn fetch(&self, _url: &RecordingUrl) -> Result<Audio, PortError> {
             self.0.clone()
         }
@@ -918,5 +949,31 @@ mod tests {
             h.pipeline.process_caller_audio(&audio, unknown).await,
             Err(PipelineError::NoSuchCall)
         ));
+    }
+
+    #[tokio::test]
+    async fn reprocessing_refuses_foreign_urls_and_unknown_calls_before_fetching() {
+        let h = harness(Ok("I had a rough day."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        let foreign = RecordingUrl::parse("https://evil.example.org/x.wav").expect("a URL");
+        assert!(matches!(
+            h.pipeline.reprocess(&foreign, id).await,
+            Err(PipelineError::ForeignRecording)
+        ));
+        let own = RecordingUrl::parse("https://api.twilio.com/RE1.wav").expect("a URL");
+        let unknown = CallId::for_call_sid(
+            &CallSid::parse("CAffffffffffffffffffffffffffffffff").expect("valid"),
+        );
+        assert!(matches!(
+            h.pipeline.reprocess(&own, unknown).await,
+            Err(PipelineError::NoSuchCall)
+        ));
+        let processed = h.pipeline.reprocess(&own, id).await.expect("runs");
+        assert_eq!(processed.analysis.transcript, "I had a rough day.");
+        assert_eq!(
+            event_types(&h.store, id).await,
+            ["CallStarted", "RecordingReceived"],
+            "nothing recorded on the call"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
 use domain::risk::RiskLevel;
-use domain::{CallId, CallSid};
+use domain::{CallId, CallSid, DialNumber};
 
 /// Why a port failed: a class of error (`timeout`, `http_503`, `twilio_20429`…) that is safe to
 /// store and log. Never a secret, a URL with credentials, or the caller's words.
@@ -22,6 +22,9 @@ pub struct Audio {
 /// Fetches recordings.
 #[async_trait]
 pub trait RecordingSource: Send + Sync {
+    /// Whether `url` is a recording this source may fetch (one of the account's own); anything
+    /// else is refused before a request is made.
+    fn owns(&self, url: &RecordingUrl) -> bool;
     async fn fetch(&self, url: &RecordingUrl) -> Result<Audio, PortError>;
 }
 
@@ -65,4 +68,10 @@ pub trait AudioStore: Send + Sync {
     async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError>;
     /// The audio kept under `key`.
     async fn load(&self, key: &str) -> Result<Audio, PortError>;
+}
+
+/// Places outbound calls, which Hotline then answers like any other.
+#[async_trait]
+pub trait CallPlacer: Send + Sync {
+    async fn place_call(&self, to: &DialNumber, from: &DialNumber) -> Result<CallSid, PortError>;
 }

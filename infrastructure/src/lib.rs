@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod openai;
 pub mod pipeline;
 pub mod subscription;
+pub mod tokens;
 pub mod twilio;
 pub mod wakeup;

@@ -170,5 +170,6 @@ fn other_class(error: &PipelineError) -> &'static str {
         PipelineError::App(_) => "event_store",
         PipelineError::NoSuchTurn(_) => "no_such_turn",
         PipelineError::NoSuchCall => "no_such_call",
+        PipelineError::ForeignRecording => "foreign_recording_url",
     }
 }

@@ -85,6 +85,34 @@ pub struct TestApp {
     pub database: Option<String>,
 }
 
+/// How the test apps speak: the test lines, at `base_url`; `transcribe` asks Twilio to transcribe.
+pub fn test_voice(base_url: &str, transcribe: bool) -> Voice {
+    Voice {
+        public_base_url: base_url.to_owned(),
+        lines: Lines {
+            counselor: DialNumber::parse(COUNSELOR).expect("valid"),
+            crisis: DialNumber::parse(CRISIS).expect("valid"),
+        },
+        voice: "Polly.Joanna".into(),
+        language: "en-US".into(),
+        transcribe,
+    }
+}
+
+/// A REST client of the test account at `api_base`, retrying quickly.
+pub fn test_rest(api_base: &str) -> infrastructure::twilio::rest::TwilioRest {
+    infrastructure::twilio::rest::TwilioRest::new(
+        api_base,
+        domain::AccountSid::parse(ACCOUNT_SID).expect("valid"),
+        SecretString::from("rest-token"),
+    )
+    .with_retry(infrastructure::twilio::rest::RetryPolicy {
+        attempts: 2,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+    })
+}
+
 /// Creates an empty, migrated database of its own.
 pub async fn fresh_database() -> (PgPool, String) {
     let admin = admin_options().await;
@@ -128,28 +156,47 @@ pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
     serve(pool, false).await
 }
 
+/// Serves the real application with the operator API on `operations`, made for the app's base
+/// URL and pool, over a fresh database.
+pub async fn spawn_app_with_operations(
+    operations: impl FnOnce(&str, &PgPool) -> api::state::Operations,
+) -> TestApp {
+    let (pool, name) = fresh_database().await;
+    let mut app = serve_with(pool, true, Some(operations)).await;
+    app.database = Some(name);
+    app
+}
+
 async fn serve(pool: PgPool, pipeline: bool) -> TestApp {
+    serve_with(
+        pool,
+        pipeline,
+        None::<fn(&str, &PgPool) -> api::state::Operations>,
+    )
+    .await
+}
+
+async fn serve_with(
+    pool: PgPool,
+    pipeline: bool,
+    operations: Option<impl FnOnce(&str, &PgPool) -> api::state::Operations>,
+) -> TestApp {
     init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
     let base_url = format!("http://{}", listener.local_addr().expect("has an address"));
     let validator = SignatureValidator::new(&base_url, vec![SecretString::from(AUTH_TOKEN)]);
-    let voice = Voice {
-        public_base_url: base_url.clone(),
-        lines: Lines {
-            counselor: DialNumber::parse(COUNSELOR).expect("valid"),
-            crisis: DialNumber::parse(CRISIS).expect("valid"),
-        },
-        voice: "Polly.Joanna".into(),
-        language: "en-US".into(),
-        transcribe: pipeline,
-    };
+    let voice = test_voice(&base_url, pipeline);
     let state = AppState::new(pool.clone(), validator, voice);
     let state = if pipeline {
         state.with_pipeline()
     } else {
         state
+    };
+    let state = match operations {
+        Some(make) => state.with_operations(make(&base_url, &pool)),
+        None => state,
     };
     tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
     TestApp {
@@ -161,6 +208,33 @@ async fn serve(pool: PgPool, pipeline: bool) -> TestApp {
 }
 
 impl TestApp {
+    /// A new live API token with `role`.
+    pub async fn token(&self, role: application::auth::Role) -> String {
+        use secrecy::ExposeSecret;
+        let (_, token) = infrastructure::tokens::ApiTokens::new(self.pool.clone())
+            .create(role, "test")
+            .await
+            .expect("a token");
+        token.expose_secret().to_owned()
+    }
+
+    /// POSTs `body` as JSON to `path` with `token` as the bearer token, if any.
+    pub async fn post_api(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the app answers")
+    }
+
     /// A handle that only drops `name` when the test ends (for tests that need no server).
     pub async fn owning(pool: PgPool, name: String) -> TestApp {
         TestApp {

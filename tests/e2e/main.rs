@@ -6,6 +6,7 @@ mod calls;
 mod durable;
 mod embedded;
 mod helpers;
+mod operator;
 mod pipeline;
 mod resilience;
 mod security;

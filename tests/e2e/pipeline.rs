@@ -15,9 +15,6 @@ use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::subscription::SubscriptionRunner;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
-use infrastructure::twilio::answers::Voice;
-use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
-use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -97,26 +94,8 @@ async fn pipeline_built(
         .respond_with(answer)
         .mount(&speech)
         .await;
-    let rest = TwilioRest::new(
-        &twilio.base_url,
-        domain::AccountSid::parse(ACCOUNT_SID).expect("valid"),
-        SecretString::from("rest-token"),
-    )
-    .with_retry(RetryPolicy {
-        attempts: 2,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(2),
-    });
-    let voice = Arc::new(Voice {
-        public_base_url: app.base_url.clone(),
-        lines: application::Lines {
-            counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
-            crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
-        },
-        voice: "Polly.Joanna".into(),
-        language: "en-US".into(),
-        transcribe: false,
-    });
+    let rest = test_rest(&twilio.base_url);
+    let voice = Arc::new(test_voice(&app.base_url, false));
     let audio_dir =
         std::env::temp_dir().join(format!("hotline-e2e-audio-{}", uuid::Uuid::new_v4()));
     let pipeline = Pipeline::new(

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use application::ports::{Audio, CallControl, PortError, RecordingSource};
+use application::ports::{Audio, CallControl, CallPlacer, PortError, RecordingSource};
 use application::CallAnswer;
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
-use domain::{CallId, CallSid};
+use domain::{CallId, CallSid, DialNumber};
 
 use super::answers::{twiml, Voice};
 use super::rest::{TwilioError, TwilioRest};
@@ -31,6 +31,10 @@ pub struct TwilioRecordings(pub TwilioRest);
 
 #[async_trait]
 impl RecordingSource for TwilioRecordings {
+    fn owns(&self, url: &RecordingUrl) -> bool {
+        self.0.media_url(url).is_ok()
+    }
+
     async fn fetch(&self, url: &RecordingUrl) -> Result<Audio, PortError> {
         let audio = self
             .0
@@ -80,6 +84,23 @@ impl CallControl for TwilioCallControl {
         let doc = twiml(&CallAnswer::Escalating, Some(call_id), &self.voice);
         self.rest
             .update_call(call_sid, &doc)
+            .await
+            .map_err(|e| class(&e))
+    }
+}
+
+/// Outbound calls through Twilio, answered by this service's own voice webhook.
+#[async_trait]
+impl CallPlacer for TwilioCallControl {
+    async fn place_call(&self, to: &DialNumber, from: &DialNumber) -> Result<CallSid, PortError> {
+        let base = &self.voice.public_base_url;
+        self.rest
+            .create_call(
+                to,
+                from,
+                &format!("{base}/twilio/voice/"),
+                &format!("{base}/twilio/status/"),
+            )
             .await
             .map_err(|e| class(&e))
     }

@@ -199,7 +199,7 @@ impl TwilioRest {
     }
 
     /// The URL to download `recording_url` from, if it is one of this account's recordings.
-    fn media_url(&self, recording_url: &RecordingUrl) -> Result<String, TwilioError> {
+    pub fn media_url(&self, recording_url: &RecordingUrl) -> Result<String, TwilioError> {
         let prefix = format!("{}/Recordings/", self.account_url());
         let rest = recording_url
             .as_str()
