@@ -116,7 +116,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             );
             (
                 state.with_pipeline().with_operations(operations),
-                spawn_pipeline(&db.pool, on_transcription, pipeline, &stopped),
+                spawn_pipeline(
+                    &db.pool,
+                    on_transcription,
+                    pipeline,
+                    Duration::from_secs(config.job_lease_secs),
+                    &stopped,
+                ),
             )
         }
         None => {
@@ -197,6 +203,7 @@ fn spawn_pipeline(
     pool: &PgPool,
     on_transcription: bool,
     pipeline: Arc<Pipeline<event_store::CallStore>>,
+    lease: Duration,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -208,11 +215,7 @@ fn spawn_pipeline(
     )];
     let instance = uuid::Uuid::new_v4();
     for n in 0..PIPELINE_WORKERS {
-        let queue = JobQueue::new(
-            pool.clone(),
-            format!("{instance}-{n}"),
-            Duration::from_secs(120),
-        );
+        let queue = JobQueue::new(pool.clone(), format!("{instance}-{n}"), lease);
         let handler = PipelineJobs::new(pipeline.clone());
         tasks.push(tokio::spawn(jobs::run_worker(
             queue,

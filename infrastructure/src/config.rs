@@ -15,6 +15,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_ADDR",
     "HOTLINE_DATA_DIR",
     "HOTLINE_DB_MAX_CONNECTIONS",
+    "HOTLINE_JOB_LEASE_SECS",
     "PUBLIC_BASE_URL",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -52,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "HOTLINE_DB_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+
+    /// How long a pipeline worker holds a job before another may take it over (a worker that
+    /// died leaves its turn for this long). Longer than the slowest turn should take.
+    #[arg(long, env = "HOTLINE_JOB_LEASE_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub job_lease_secs: u64,
 
     /// The URL Twilio calls, as configured in the Twilio console (scheme, host, port if not the
     /// default, no trailing slash). Signatures are checked against it and every URL in TwiML starts

@@ -113,6 +113,15 @@ pub fn test_rest(api_base: &str) -> infrastructure::twilio::rest::TwilioRest {
     })
 }
 
+/// The URL of test database `name`, for a service started as a separate process.
+pub async fn database_url(name: &str) -> String {
+    admin_options()
+        .await
+        .database(name)
+        .to_url_lossy()
+        .to_string()
+}
+
 /// Creates an empty, migrated database of its own.
 pub async fn fresh_database() -> (PgPool, String) {
     let admin = admin_options().await;

@@ -8,6 +8,7 @@ mod embedded;
 mod helpers;
 mod operator;
 mod pipeline;
+mod processes;
 mod resilience;
 mod security;
 mod twilio_rest;

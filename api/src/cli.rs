@@ -1,0 +1,91 @@
+//! The `hotline` command line: the service and its operations tool in one binary. Kept in the
+//! library so that the end-to-end tests can build and run the very same program.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use infrastructure::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Hotline answers a crisis line's phone calls through Twilio.
+#[derive(Debug, Parser)]
+#[command(name = "hotline", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the webhooks (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the X-Twilio-Signature Twilio would send for a form POST, for requests made by hand.
+    /// Signs with the first TWILIO_AUTH_TOKEN, or the development token under HOTLINE_DATA_DIR.
+    Sign {
+        /// The full URL, exactly as requested (e.g. http://127.0.0.1:8000/twilio/voice/).
+        url: String,
+        /// The form parameters, as NAME=VALUE.
+        params: Vec<String>,
+    },
+    /// Manage the bearer tokens of /api/* and the dashboard.
+    Tokens {
+        #[command(subcommand)]
+        command: crate::commands::TokensCommand,
+    },
+}
+
+/// Runs the command line of `hotline`.
+pub async fn main() -> ExitCode {
+    // A .env file is optional; the environment and flags win over it.
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Err(error) = cli.config.check(std::env::vars().map(|(name, _)| name)) {
+        eprintln!("hotline: configuration error: {error}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => crate::startup::serve(cli.config).await,
+        Command::Migrate => crate::startup::migrate(cli.config).await,
+        Command::Sign { url, params } => sign(&cli.config, &url, &params),
+        Command::Tokens { command } => crate::commands::tokens(cli.config, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hotline: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use secrecy::ExposeSecret;
+
+    let pairs = params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("'{p}' is not NAME=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = match config.secret_auth_tokens().first() {
+        Some(token) => token.expose_secret().to_owned(),
+        None => crate::startup::development_token(&config.data_dir)?,
+    };
+    println!(
+        "{}",
+        infrastructure::twilio::signature::sign_request(&token, url, &pairs)
+    );
+    Ok(())
+}
