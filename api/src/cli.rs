@@ -31,6 +31,17 @@ enum Command {
         /// The form parameters, as NAME=VALUE.
         params: Vec<String>,
     },
+    /// Print a call's whole event history, one JSON object per line.
+    Events {
+        /// The call's id, or its CallSid.
+        call: String,
+    },
+    /// Recompute the event store's hash chains (every call's, or one) and name the first broken
+    /// event of each call whose history was altered. Exits non-zero if any was.
+    Verify {
+        /// The call's id, or its CallSid.
+        call: Option<String>,
+    },
     /// Manage the bearer tokens of /api/* and the dashboard.
     Tokens {
         #[command(subcommand)]
@@ -56,6 +67,8 @@ pub async fn main() -> ExitCode {
         Command::Serve => crate::startup::serve(cli.config).await,
         Command::Migrate => crate::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
+        Command::Events { call } => crate::commands::events(cli.config, call).await,
+        Command::Verify { call } => crate::commands::verify(cli.config, call).await,
         Command::Tokens { command } => crate::commands::tokens(cli.config, command).await,
     };
     match result {

@@ -1,7 +1,10 @@
-//! The operations commands of the `hotline` binary that work on the database: API tokens.
+//! The operations commands of the `hotline` binary that work on the database: API tokens, a
+//! call's history, and verification of the event store's hash chains.
 
 use anyhow::Context;
 use application::auth::Role;
+use domain::CallId;
+use infrastructure::audit;
 use infrastructure::config::Config;
 use infrastructure::event_store;
 use infrastructure::tokens::ApiTokens;
@@ -30,17 +33,83 @@ pub enum TokensCommand {
 
 /// Runs `command` on the configured (or embedded) database, migrated first.
 pub async fn tokens(config: Config, command: TokensCommand) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
-    let result = run_tokens(&db, command).await;
+    with_database(&config, |pool| run_tokens(pool, command)).await
+}
+
+/// Runs `work` on the configured (or embedded) database, migrated first, and closes it.
+async fn with_database<T, F, Fut>(config: &Config, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let db = Database::open(config).await?;
+    let result = match event_store::migrate(&db.pool).await {
+        Ok(()) => work(db.pool.clone()).await,
+        Err(error) => Err(anyhow::Error::new(error).context("migrations failed")),
+    };
     db.close().await?;
     result
 }
 
-async fn run_tokens(db: &Database, command: TokensCommand) -> anyhow::Result<()> {
-    event_store::migrate(&db.pool)
-        .await
-        .context("migrations failed")?;
-    let tokens = ApiTokens::new(db.pool.clone());
+/// A call named by its id or its CallSid.
+pub fn call_id(value: &str) -> anyhow::Result<CallId> {
+    CallId::from_id_or_sid(value)
+        .with_context(|| format!("'{value}' is neither a call id (UUID) nor a CallSid (CA…)"))
+}
+
+/// `hotline events CALL_ID`: the call's history, one JSON object per line.
+pub async fn events(config: Config, call: String) -> anyhow::Result<()> {
+    let id = call_id(&call)?;
+    with_database(&config, |pool| async move {
+        let history = audit::history(&pool, &id.to_string())
+            .await
+            .context("could not read the event store")?;
+        if history.is_empty() {
+            anyhow::bail!("no call {id}");
+        }
+        for event in history {
+            println!("{}", serde_json::to_string(&event)?);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `hotline verify [CALL_ID]`: recomputes the hash chains and names the first broken event of
+/// each call whose history does not hold. Fails when any does.
+pub async fn verify(config: Config, call: Option<String>) -> anyhow::Result<()> {
+    let id = call.as_deref().map(call_id).transpose()?;
+    let found = with_database(&config, |pool| async move {
+        audit::verify(&pool, id.map(|id| id.to_string()).as_deref())
+            .await
+            .context("could not read the event store")
+    })
+    .await?;
+    for broken in &found.broken {
+        println!(
+            "BROKEN call {} at event {}: {}",
+            broken.aggregate_id, broken.sequence, broken.reason
+        );
+    }
+    if let (Some(id), 0) = (id, found.events) {
+        anyhow::bail!("no call {id}");
+    }
+    if !found.intact() {
+        anyhow::bail!(
+            "{} of {} calls have a broken history",
+            found.broken.len(),
+            found.aggregates
+        );
+    }
+    println!(
+        "intact: {} calls, {} events",
+        found.aggregates, found.events
+    );
+    Ok(())
+}
+
+async fn run_tokens(pool: sqlx::PgPool, command: TokensCommand) -> anyhow::Result<()> {
+    let tokens = ApiTokens::new(pool);
     match command {
         TokensCommand::Create { role, label } => {
             let (id, token) = tokens

@@ -63,17 +63,10 @@ fn operations(state: &AppState) -> Result<&Operations, ApiError> {
 
 /// A call named by its id or by its CallSid.
 fn call_id(value: &str) -> Result<CallId, ApiError> {
-    CallId::parse(value)
-        .ok()
-        .or_else(|| {
-            CallSid::parse(value)
-                .ok()
-                .map(|sid| CallId::for_call_sid(&sid))
-        })
-        .ok_or(ApiError::Invalid {
-            field: "call_id",
-            reason: "must be a call id (UUID) or a CallSid (CA…)".into(),
-        })
+    CallId::from_id_or_sid(value).ok_or(ApiError::Invalid {
+        field: "call_id",
+        reason: "must be a call id (UUID) or a CallSid (CA…)".into(),
+    })
 }
 
 /// `POST /api/process-audio/`: transcribes, assesses and answers a recording again, as its turn

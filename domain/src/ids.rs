@@ -101,6 +101,15 @@ impl CallId {
         Uuid::parse_str(value).map(Self)
     }
 
+    /// A call named the way people name it: by its id, or by its CallSid.
+    pub fn from_id_or_sid(value: &str) -> Option<Self> {
+        Self::parse(value).ok().or_else(|| {
+            CallSid::parse(value)
+                .ok()
+                .map(|sid| Self::for_call_sid(&sid))
+        })
+    }
+
     /// The id as a UUID.
     pub fn as_uuid(&self) -> Uuid {
         self.0

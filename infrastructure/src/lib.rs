@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio_store;
+pub mod audit;
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;

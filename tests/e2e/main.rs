@@ -2,6 +2,7 @@
 //! test), and requests signed exactly as Twilio signs them.
 
 mod ai_services;
+mod audit;
 mod calls;
 mod durable;
 mod embedded;
