@@ -42,6 +42,13 @@ enum Command {
         /// The call's id, or its CallSid.
         call: Option<String>,
     },
+    /// Rebuild every view from the events into fresh tables, compare them with the live ones, and
+    /// report the calls that differ. Exits non-zero if any does, unless --swap.
+    Replay {
+        /// Put the rebuilt views in place of the live ones.
+        #[arg(long)]
+        swap: bool,
+    },
     /// Manage the bearer tokens of /api/* and the dashboard.
     Tokens {
         #[command(subcommand)]
@@ -69,6 +76,7 @@ pub async fn main() -> ExitCode {
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
         Command::Events { call } => crate::commands::events(cli.config, call).await,
         Command::Verify { call } => crate::commands::verify(cli.config, call).await,
+        Command::Replay { swap } => crate::commands::replay(cli.config, swap).await,
         Command::Tokens { command } => crate::commands::tokens(cli.config, command).await,
     };
     match result {

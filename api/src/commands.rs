@@ -8,6 +8,7 @@ use infrastructure::audit;
 use infrastructure::config::Config;
 use infrastructure::event_store;
 use infrastructure::tokens::ApiTokens;
+use infrastructure::views;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -105,6 +106,33 @@ pub async fn verify(config: Config, call: Option<String>) -> anyhow::Result<()> 
         "intact: {} calls, {} events",
         found.aggregates, found.events
     );
+    Ok(())
+}
+
+/// `hotline replay [--swap]`: rebuilds every view from the events, compares, and swaps the
+/// rebuilt views in on request. Fails when the views differ and were not swapped.
+pub async fn replay(config: Config, swap: bool) -> anyhow::Result<()> {
+    let report = with_database(&config, |pool| async move {
+        views::replay(&pool, swap)
+            .await
+            .context("the replay failed")
+    })
+    .await?;
+    println!(
+        "rebuilt {} calls and {} turns from the event store",
+        report.calls, report.turns
+    );
+    for id in &report.differing_calls {
+        println!("DIFFERS call {id}");
+    }
+    match (report.differing_calls.len(), report.swapped) {
+        (0, false) => println!("the live views match the events"),
+        (0, true) => println!("no difference; the rebuilt views were swapped in"),
+        (n, true) => println!("{n} calls differed; the rebuilt views were swapped in"),
+        (n, false) => {
+            anyhow::bail!("{n} calls differ from the events; run with --swap to replace them")
+        }
+    }
     Ok(())
 }
 

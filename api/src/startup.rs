@@ -30,6 +30,7 @@ use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::subscription::SubscriptionRunner;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use infrastructure::twilio::rest::TwilioRest;
+use infrastructure::views::CallViewsProjection;
 use std::sync::Arc;
 
 /// The database the service runs on, and the private server behind it if there is one.
@@ -96,7 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let validator = signature_validator(&config)?;
     let state = AppState::new(db.pool.clone(), validator, voice(&config));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (state, background) = match pipeline(&config, &db.pool)? {
+    let (state, mut background) = match pipeline(&config, &db.pool)? {
         Some((pipeline, control)) => {
             let pipeline = Arc::new(pipeline);
             let operations = Operations {
@@ -133,6 +134,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             (state, Vec::new())
         }
     };
+    // The read side is projected by every instance's runner; one at a time holds it.
+    background.push(tokio::spawn(
+        SubscriptionRunner::new(db.pool.clone(), CallViewsProjection).run(until_stopped(&stopped)),
+    ));
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("could not listen on {}", config.addr))?;
@@ -206,12 +211,9 @@ fn spawn_pipeline(
     lease: Duration,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let mut tasks = vec![tokio::spawn(
         SubscriptionRunner::new(pool.clone(), PipelineConsumer { on_transcription })
-            .run(until_stopped(stopped.clone())),
+            .run(until_stopped(stopped)),
     )];
     let instance = uuid::Uuid::new_v4();
     for n in 0..PIPELINE_WORKERS {
@@ -221,10 +223,20 @@ fn spawn_pipeline(
             queue,
             handler,
             Duration::from_secs(1),
-            until_stopped(stopped.clone()),
+            until_stopped(stopped),
         )));
     }
     tasks
+}
+
+/// Completes when `stopped` turns true.
+fn until_stopped(
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = stopped.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
 }
 
 async fn retry_migrations(pool: PgPool) {

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod operations;
 pub mod pipeline;
 pub mod ports;
+pub mod views;
 
 pub use answer::CallAnswer;
 pub use calls::{

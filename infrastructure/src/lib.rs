@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod subscription;
 pub mod tokens;
 pub mod twilio;
+pub mod views;
 pub mod wakeup;

@@ -122,6 +122,36 @@ pub async fn database_url(name: &str) -> String {
         .to_string()
 }
 
+/// Runs `runner` until its checkpoint (subscription `name`) reaches the last stored event, so
+/// that what it did not do is known too (bounded: the horizon is cluster-wide, so another test's
+/// open transaction can hold it back for a moment).
+pub async fn drain<C: infrastructure::subscription::Consumer>(
+    pool: &PgPool,
+    runner: &infrastructure::subscription::SubscriptionRunner<C>,
+    name: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        runner.catch_up().await.expect("the subscription runs");
+        let (read, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = $1),
+                    (SELECT max(global_position) FROM events)",
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .expect("reads");
+        if read.is_some() && read >= last {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscription {name} did not catch up in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Creates an empty, migrated database of its own.
 pub async fn fresh_database() -> (PgPool, String) {
     let admin = admin_options().await;

@@ -14,3 +14,4 @@ mod resilience;
 mod security;
 mod twilio_rest;
 mod twilio_stand_in;
+mod views;

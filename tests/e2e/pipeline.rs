@@ -162,25 +162,7 @@ impl Stage {
     /// Runs the pipeline's subscription until its checkpoint reaches the last stored event, so
     /// that what it did not enqueue is known too (bounded: the horizon is cluster-wide).
     async fn drain_subscription(&self, app: &TestApp) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            self.runner.catch_up().await.expect("the subscription runs");
-            let (read, last): (Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = 'pipeline'),
-                        (SELECT max(global_position) FROM events)",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .expect("reads");
-            if read.is_some() && read >= last {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the subscription did not catch up in 15 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        drain(&app.pool, &self.runner, "pipeline").await;
     }
 
     /// Enqueues what the store holds (bounded: the subscription's horizon is cluster-wide) and

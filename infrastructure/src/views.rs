@@ -1,0 +1,293 @@
+//! The read side in PostgreSQL: the `call_views` subscription folds each event into the call's
+//! views (in the subscription's transaction, so each event takes effect once), and `replay`
+//! rebuilds every view from the events into fresh tables, compares them with the live ones, and
+//! swaps them in on request.
+
+use std::collections::BTreeSet;
+
+use application::views::{risk_rank, CallProjection, CallView, TurnView};
+use domain::{CallEvent, CallId};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+
+use crate::subscription::{Consumer, ConsumerError, StoredEvent};
+
+/// The projection's subscription name. Never rename it: it would start over.
+pub const CALL_VIEWS: &str = "call_views";
+
+/// The live tables, and the suffix of a replay's.
+const TABLES: [&str; 3] = ["call_views", "call_turns", "call_projection_state"];
+const REPLAY: &str = "_replay";
+
+/// Folds events into `call_views`, `call_turns` and `call_projection_state`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallViewsProjection;
+
+impl Consumer for CallViewsProjection {
+    fn name(&self) -> &str {
+        CALL_VIEWS
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ConsumerError> {
+        if event.aggregate_type != "Call" {
+            return Ok(());
+        }
+        let id = CallId::parse(&event.aggregate_id)
+            .map_err(|_| ConsumerError::Decode("a call id that is not a UUID".into()))?;
+        let call_event: CallEvent = serde_json::from_value(event.payload.clone())
+            .map_err(|e| ConsumerError::Decode(format!("{}: {e}", event.event_type)))?;
+        let state: Option<sqlx::types::Json<CallProjection>> =
+            sqlx::query_scalar("SELECT state FROM call_projection_state WHERE call_id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let before = state.map(|s| s.0);
+        let after = CallProjection::fold(before.clone(), id, event.sequence, &call_event);
+        if let Some(after) = after.filter(|a| Some(a) != before.as_ref()) {
+            let changed: Vec<&TurnView> = after
+                .turns
+                .iter()
+                .filter(|t| before.as_ref().is_none_or(|b| !b.turns.contains(t)))
+                .collect();
+            write(conn, "", std::slice::from_ref(&after), &changed).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An enum's serde name (`"rest_update"`), for a text column.
+fn name<T: Serialize>(value: &T) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int<T: TryInto<i64>>(value: T) -> Option<i64> {
+    value.try_into().ok()
+}
+
+/// Upserts `projections` (and the `turns` given) into the tables with `suffix`.
+async fn write(
+    conn: &mut PgConnection,
+    suffix: &str,
+    projections: &[CallProjection],
+    turns: &[&TurnView],
+) -> Result<(), sqlx::Error> {
+    for chunk in projections.chunks(500) {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO call_views{suffix} (call_id, call_sid, caller, direction, status, \
+             started_at, ended_at, duration_secs, turns, max_risk, max_risk_rank, escalated, \
+             escalation_reason, outcome, mean_turn_latency_ms, last_sequence) "
+        ));
+        q.push_values(chunk.iter().map(|p| &p.view), |mut row, v: &CallView| {
+            row.push_bind(v.call_id.as_uuid())
+                .push_bind(&v.call_sid)
+                .push_bind(&v.caller)
+                .push_bind(&v.direction)
+                .push_bind(&v.status)
+                .push_bind(v.started_at)
+                .push_bind(v.ended_at)
+                .push_bind(v.duration_secs.and_then(int))
+                .push_bind(int(v.turns))
+                .push_bind(v.max_risk.as_ref().and_then(name))
+                .push_bind(v.max_risk.map(|r| i16::from(risk_rank(r))))
+                .push_bind(v.escalated)
+                .push_bind(v.escalation_reason.as_ref().and_then(name))
+                .push_bind(v.outcome.as_ref().and_then(name))
+                .push_bind(v.mean_turn_latency_ms.and_then(int))
+                .push_bind(v.last_sequence);
+        });
+        q.push(
+            " ON CONFLICT (call_id) DO UPDATE SET status = EXCLUDED.status, \
+             ended_at = EXCLUDED.ended_at, duration_secs = EXCLUDED.duration_secs, \
+             turns = EXCLUDED.turns, max_risk = EXCLUDED.max_risk, \
+             max_risk_rank = EXCLUDED.max_risk_rank, escalated = EXCLUDED.escalated, \
+             escalation_reason = EXCLUDED.escalation_reason, outcome = EXCLUDED.outcome, \
+             mean_turn_latency_ms = EXCLUDED.mean_turn_latency_ms, \
+             last_sequence = EXCLUDED.last_sequence",
+        );
+        q.build().execute(&mut *conn).await?;
+
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO call_projection_state{suffix} (call_id, state) "
+        ));
+        q.push_values(chunk, |mut row, p| {
+            row.push_bind(p.view.call_id.as_uuid())
+                .push_bind(sqlx::types::Json(p));
+        });
+        q.push(" ON CONFLICT (call_id) DO UPDATE SET state = EXCLUDED.state");
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in turns.chunks(500) {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO call_turns{suffix} (call_id, turn, recorded_at, recording_secs, digits, \
+             transcript, reply, reply_source, risk_level, risk_unknown, route, signals, \
+             screener_version, model, timings, played_via, played_at, latency_ms, \
+             failed_stages, choice) "
+        ));
+        q.push_values(chunk, |mut row, t| {
+            row.push_bind(t.call_id.as_uuid())
+                .push_bind(int(t.turn))
+                .push_bind(t.recorded_at)
+                .push_bind(t.recording_secs.and_then(int))
+                .push_bind(&t.digits)
+                .push_bind(&t.transcript)
+                .push_bind(&t.reply)
+                .push_bind(t.reply_source.as_ref().and_then(name))
+                .push_bind(t.risk_level.as_ref().and_then(name))
+                .push_bind(t.risk_unknown)
+                .push_bind(t.route.as_ref().and_then(name))
+                .push_bind(sqlx::types::Json(&t.signals))
+                .push_bind(&t.screener_version)
+                .push_bind(&t.model)
+                .push_bind(t.timings.map(sqlx::types::Json))
+                .push_bind(t.played_via.as_ref().and_then(name))
+                .push_bind(t.played_at)
+                .push_bind(t.latency_ms.and_then(int))
+                .push_bind(sqlx::types::Json(&t.failed_stages))
+                .push_bind(t.choice.as_ref().and_then(name));
+        });
+        q.push(
+            " ON CONFLICT (call_id, turn) DO UPDATE SET transcript = EXCLUDED.transcript, \
+             reply = EXCLUDED.reply, reply_source = EXCLUDED.reply_source, \
+             risk_level = EXCLUDED.risk_level, risk_unknown = EXCLUDED.risk_unknown, \
+             route = EXCLUDED.route, signals = EXCLUDED.signals, \
+             screener_version = EXCLUDED.screener_version, model = EXCLUDED.model, \
+             timings = EXCLUDED.timings, played_via = EXCLUDED.played_via, \
+             played_at = EXCLUDED.played_at, latency_ms = EXCLUDED.latency_ms, \
+             failed_stages = EXCLUDED.failed_stages, choice = EXCLUDED.choice",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Every call's projection, folded in memory from the events `call_views` has taken into
+/// account (those up to its checkpoint), or from all events when `upto` is `None`.
+pub async fn fold_store(
+    conn: &mut PgConnection,
+    upto: Option<(String, i64)>,
+) -> Result<Vec<CallProjection>, ReplayError> {
+    let (tx, position) = upto.unwrap_or_else(|| (i64::MAX.to_string(), i64::MAX));
+    let mut rows = sqlx::query_as::<_, (String, i64, sqlx::types::Json<CallEvent>)>(
+        "SELECT aggregate_id, sequence, payload::jsonb
+           FROM events
+          WHERE aggregate_type = 'Call' AND (tx_id, global_position) <= ($1::xid8, $2)
+          ORDER BY aggregate_id, sequence",
+    )
+    .bind(tx)
+    .bind(position)
+    .fetch(&mut *conn);
+    let mut done = Vec::new();
+    let mut current: Option<(String, Option<CallProjection>)> = None;
+    while let Some((aggregate_id, sequence, event)) = rows.try_next().await? {
+        if current.as_ref().map(|(a, _)| a.as_str()) != Some(aggregate_id.as_str()) {
+            if let Some((_, Some(projection))) = current.take() {
+                done.push(projection);
+            }
+            current = Some((aggregate_id.clone(), None));
+        }
+        let id = CallId::parse(&aggregate_id)
+            .map_err(|_| ReplayError::Decode(format!("call id {aggregate_id}")))?;
+        if let Some((_, state)) = current.as_mut() {
+            *state = CallProjection::fold(state.take(), id, sequence, &event.0);
+        }
+    }
+    if let Some((_, Some(projection))) = current {
+        done.push(projection);
+    }
+    Ok(done)
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("an event could not be read: {0}")]
+    Decode(String),
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub calls: usize,
+    pub turns: usize,
+    /// Calls whose live rows differ from the rebuilt ones (missing, extra, or different).
+    pub differing_calls: Vec<CallId>,
+    pub swapped: bool,
+}
+
+/// Rebuilds every view from the events into fresh tables, compares them with the live ones, and
+/// with `swap` puts the rebuilt tables in their place. Holds the projection's lock throughout,
+/// so the live projection waits and both sides have seen exactly the same events.
+pub async fn replay(pool: &PgPool, swap: bool) -> Result<ReplayReport, ReplayError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hotline.subscription.' || $1, 0))")
+        .bind(CALL_VIEWS)
+        .execute(&mut *tx)
+        .await?;
+    let checkpoint: Option<(String, i64)> = sqlx::query_as(
+        "SELECT last_tx_id::text, last_position FROM subscription_checkpoints WHERE name = $1",
+    )
+    .bind(CALL_VIEWS)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let projections = fold_store(&mut tx, Some(checkpoint.unwrap_or(("0".into(), 0)))).await?;
+    for table in TABLES {
+        sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS {table}{REPLAY}; \
+             CREATE TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let turns: Vec<&TurnView> = projections.iter().flat_map(|p| &p.turns).collect();
+    write(&mut tx, REPLAY, &projections, &turns).await?;
+
+    let differing: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT call_id FROM (
+             (SELECT * FROM call_views EXCEPT SELECT * FROM call_views_replay)
+             UNION ALL (SELECT * FROM call_views_replay EXCEPT SELECT * FROM call_views)) v
+         UNION
+         SELECT call_id FROM (
+             (SELECT * FROM call_turns EXCEPT SELECT * FROM call_turns_replay)
+             UNION ALL (SELECT * FROM call_turns_replay EXCEPT SELECT * FROM call_turns)) t
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let differing_calls: BTreeSet<CallId> = differing
+        .into_iter()
+        .map(|u| CallId::parse(&u.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| ReplayError::Decode("a call id".into()))?;
+    if swap {
+        for table in TABLES {
+            sqlx::raw_sql(&format!(
+                "DROP TABLE {table}; ALTER TABLE {table}{REPLAY} RENAME TO {table}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+    } else {
+        for table in TABLES {
+            sqlx::query(&format!("DROP TABLE {table}{REPLAY}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(ReplayReport {
+        calls: projections.len(),
+        turns: turns.len(),
+        differing_calls: differing_calls.into_iter().collect(),
+        swapped: swap,
+    })
+}
