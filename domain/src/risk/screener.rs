@@ -9,7 +9,7 @@
 use super::{RiskLevel, Screening, Signal};
 
 /// Stored with every assessment so that any level can be traced to the rules that set it.
-pub const SCREENER_VERSION: &str = "cssrs-screener-1";
+pub const SCREENER_VERSION: &str = "cssrs-screener-2";
 
 const WISH_TO_BE_DEAD: &[&str] = &[
     "wish i was dead",
@@ -93,6 +93,26 @@ pub(super) const MEANS: &[&str] = &[
     "roof",
     "cliff",
     "ledge",
+];
+
+/// Keeping means back, or meaning to use all of them: with a means named, a plan (C-SSRS 5) even
+/// when dying is not named ("I have pills saved up and I'm going to take them tonight").
+const HOARDING_OR_USING_ALL: &[&str] = &[
+    "saved up",
+    "saving up",
+    "been saving",
+    "stockpile",
+    "stockpiled",
+    "stockpiling",
+    "hoarding",
+    "take them all",
+    "take all of them",
+    "take all my",
+    "take all the",
+    "take the whole",
+    "take every",
+    "swallow them all",
+    "swallow all",
 ];
 
 const INTENT: &[&str] = &[
@@ -299,6 +319,7 @@ pub fn screen(text: &str) -> Screening {
     let mut any_ideation = false;
     let mut soon = false;
     let mut means = false;
+    let mut hoarding_or_using_all = false;
     for clause in clauses(&normalise(text)) {
         let words: Vec<&str> = clause.split_whitespace().collect();
         let found = |table: &[&str]| find(&words, table);
@@ -339,6 +360,11 @@ pub fn screen(text: &str) -> Screening {
         });
         soon |= !found(SOON).is_empty();
         means |= first_person(found(MEANS));
+        hoarding_or_using_all |= first_person(found(HOARDING_OR_USING_ALL));
+    }
+    if means && hoarding_or_using_all {
+        signals.push(Signal::Method);
+        signals.push(Signal::Plan);
     }
     if any_ideation && means {
         signals.push(Signal::Method);
@@ -479,6 +505,8 @@ mod tests {
                     "I had a rough day at work and I just need to talk.",
                     "I'm calling because I can't sleep.",
                     "I took the train home and missed my stop.",
+                    "I saved up for a new car and I'm going to take it out tonight.",
+                    "The doctor gave me new pills and I take them every morning.",
                     "",
                 ],
             ),
@@ -512,6 +540,8 @@ mod tests {
                     "I tried to kill myself last year.",
                     "I've made up my mind, I want to die.",
                     "I bought a gun because I want to end my life.",
+                    "I have pills saved up in the drawer.",
+                    "I'm going to take all the pills in the cabinet.",
                 ],
             ),
             (
@@ -522,6 +552,7 @@ mod tests {
                     "I'm standing on the bridge right now.",
                     "I have a plan and I'm doing it right now.",
                     "This is goodbye.",
+                    "I have pills saved up and I'm going to take them tonight.",
                 ],
             ),
         ];
