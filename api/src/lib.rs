@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod json;
 pub mod operator;
+pub mod read_api;
 pub mod startup;
 pub mod state;
 pub mod twilio;
@@ -41,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .merge(twilio::router())
         .merge(health::router())
         .merge(operator::router())
+        .merge(read_api::router())
         .fallback(twilio::unknown_route)
         .layer(safety_net(voice))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

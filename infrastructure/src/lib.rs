@@ -11,6 +11,7 @@ pub mod event_store;
 pub mod jobs;
 pub mod openai;
 pub mod pipeline;
+pub mod queries;
 pub mod subscription;
 pub mod tokens;
 pub mod twilio;

@@ -10,6 +10,7 @@ mod helpers;
 mod operator;
 mod pipeline;
 mod processes;
+mod read_api;
 mod resilience;
 mod security;
 mod twilio_rest;

@@ -14,7 +14,7 @@ use infrastructure::views::{self, CallViewsProjection, CALL_VIEWS};
 use crate::helpers::*;
 
 /// Records the pipeline's analysis of turn `turn` of `sid`, as the pipeline would.
-async fn analyse(app: &TestApp, sid: &CallSid, turn: u32, transcript: &str) {
+pub async fn analyse(app: &TestApp, sid: &CallSid, turn: u32, transcript: &str) {
     let screening = risk::screen(transcript);
     let assessment = risk::assess(screening.level, None);
     let reply = (assessment.route == risk::Route::Reply).then(|| "I hear you.".to_owned());
@@ -45,13 +45,13 @@ async fn analyse(app: &TestApp, sid: &CallSid, turn: u32, transcript: &str) {
 }
 
 /// Runs the projection until it has taken every stored event into account.
-async fn project(app: &TestApp) {
+pub async fn project(app: &TestApp) {
     let runner = SubscriptionRunner::new(app.pool.clone(), CallViewsProjection);
     drain(&app.pool, &runner, CALL_VIEWS).await;
 }
 
 /// A workload of every kind of call, with the duplicates and disorder Twilio produces.
-async fn mixed_workload(app: &TestApp) -> [CallSid; 4] {
+pub async fn mixed_workload(app: &TestApp) -> [CallSid; 4] {
     // A low-risk call the caller ends, every webhook sent twice, statuses out of order.
     let ended = new_call_sid();
     app.voice(&ended).await;
