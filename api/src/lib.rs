@@ -8,6 +8,7 @@ pub mod commands;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod openapi;
 pub mod operator;
 pub mod read_api;
 pub mod startup;
@@ -43,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(operator::router())
         .merge(read_api::router())
+        .merge(openapi::router())
         .fallback(twilio::unknown_route)
         .layer(safety_net(voice))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

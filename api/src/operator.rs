@@ -13,7 +13,7 @@ use domain::{CallId, CallSid};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authorized, Operators};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::state::{AppState, Operations};
 
@@ -23,21 +23,25 @@ pub fn router() -> Router<AppState> {
         .route("/api/test-call/", post(test_call))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProcessAudio {
+pub struct ProcessAudio {
     /// One of the account's recordings.
-    audio_url: String,
+    pub audio_url: String,
     /// The call's id, or its CallSid.
-    call_id: String,
+    pub call_id: String,
 }
 
 /// `process_caller_audio`'s result.
-#[derive(Debug, Serialize)]
-struct Processed {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Processed {
+    /// The transcript, the screener's signals, the assessment and the reply chosen.
+    #[schema(value_type = Object)]
     analysis: Analysis,
     response_audio_url: Option<String>,
     response_text: Option<String>,
+    /// none, low, moderate, high or imminent.
+    #[schema(value_type = String)]
     risk_level: RiskLevel,
 }
 
@@ -71,7 +75,20 @@ fn call_id(value: &str) -> Result<CallId, ApiError> {
 
 /// `POST /api/process-audio/`: transcribes, assesses and answers a recording again, as its turn
 /// would be, without recording anything on the call or playing anything to it.
-async fn process_audio(
+#[utoipa::path(post, path = "/api/process-audio/", tag = "operators",
+    summary = "Transcribe, assess and answer a recording again, touching nothing (operator)",
+    request_body = ProcessAudio,
+    responses(
+        (status = 200, description = "The analysis and the answer it would get", body = Processed),
+        (status = 400, description = "Not the expected JSON", body = ErrorBody),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 422, description = "Not a call id, or not one of the account's recordings", body = ErrorBody),
+        (status = 502, description = "Twilio or speech-to-text failed", body = ErrorBody),
+        (status = 503, description = "The pipeline or speech-to-text is not configured", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "Not an operator token, or a number not on the allow-list", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn process_audio(
     _: Authorized<Operators>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ProcessAudio>,
@@ -115,20 +132,35 @@ fn pipeline_error(error: PipelineError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TestCall {
-    to_number: String,
+pub struct TestCall {
+    /// E.164, on TEST_CALL_ALLOWED_NUMBERS.
+    pub to_number: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Placed {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Placed {
+    #[schema(value_type = String)]
     call_sid: CallSid,
+    #[schema(value_type = String)]
     call_id: CallId,
 }
 
 /// `POST /api/test-call/`: calls a number on the allow-list; Hotline answers it like any call.
-async fn test_call(
+#[utoipa::path(post, path = "/api/test-call/", tag = "operators",
+    summary = "Place a test call to a number on the allow-list (operator)",
+    request_body = TestCall,
+    responses(
+        (status = 201, description = "Twilio is placing the call; Hotline answers it", body = Placed),
+        (status = 400, description = "Not the expected JSON", body = ErrorBody),
+        (status = 422, description = "Not an E.164 number", body = ErrorBody),
+        (status = 502, description = "Twilio refused or failed", body = ErrorBody),
+        (status = 503, description = "No TWILIO_PHONE_NUMBER, or the pipeline is off", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "Not an operator token, or a number not on the allow-list", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn test_call(
     _: Authorized<Operators>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TestCall>,

@@ -20,7 +20,7 @@ use infrastructure::queries::{self, CallQuery, CallRow, Cursor, SortKey};
 use serde_json::json;
 
 use crate::auth::{Authorized, Roles};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Call views and statistics: no caller data beyond a masked number.
@@ -169,8 +169,36 @@ fn encode_cursor(cursor: &Cursor) -> String {
         .encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
 
+/// A page of the call list.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CallPage {
+    pub calls: Vec<CallRow>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
 /// `GET /api/calls`: filtered, sorted, paged by cursor; `format=csv` exports every match.
-async fn list_calls(
+#[utoipa::path(get, path = "/api/calls", tag = "calls",
+    summary = "List calls (analyst, supervisor, auditor)",
+    params(
+        ("status" = Option<String>, Query, description = "Twilio's last call status, e.g. in-progress or completed"),
+        ("risk_at_least" = Option<String>, Query, description = "none, low, moderate, high or imminent"),
+        ("escalated" = Option<bool>, Query, description = "whether the caller was connected to a person"),
+        ("outcome" = Option<String>, Query, description = "escalated, ended_by_caller, hung_up or not_connected"),
+        ("from" = Option<String>, Query, description = "started at or after: a date (2026-11-25) or an RFC 3339 time"),
+        ("to" = Option<String>, Query, description = "started before: a date or an RFC 3339 time"),
+        ("sort" = Option<String>, Query, description = "started_at, duration_secs, max_risk or turns; prefix - for descending (default -started_at)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page, with the same sort"),
+        ("format" = Option<String>, Query, description = "json (default), or csv for every match"),
+    ),
+    responses(
+        (status = 200, description = "A page of calls (or text/csv)", body = CallPage),
+        (status = 400, description = "A bad filter, sort, limit or cursor", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn list_calls(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -183,7 +211,7 @@ async fn list_calls(
                 .await
                 .map_err(unavailable)?;
             let next_cursor = next.as_ref().map(encode_cursor);
-            Ok(Json(json!({ "calls": calls, "next_cursor": next_cursor })).into_response())
+            Ok(Json(CallPage { calls, next_cursor }).into_response())
         }
         Some("csv") => {
             query.limit = 500;
@@ -269,7 +297,16 @@ fn csv_row(out: &mut String, c: &CallRow) {
 }
 
 /// `GET /api/calls/{id}`.
-async fn get_call(
+#[utoipa::path(get, path = "/api/calls/{id}", tag = "calls",
+    summary = "One call's view (analyst, supervisor, auditor)",
+    params(("id" = String, Path, description = "the call's id, or its CallSid")),
+    responses(
+        (status = 200, description = "The call", body = CallRow),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn get_call(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -282,8 +319,25 @@ async fn get_call(
         .ok_or(ApiError::UnknownCall)
 }
 
+/// A call's turns.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CallTurns {
+    #[schema(value_type = String)]
+    pub call_id: CallId,
+    pub turns: Vec<queries::TurnRow>,
+}
+
 /// `GET /api/calls/{id}/turns`: transcripts, replies, risk signals and timings.
-async fn call_turns(
+#[utoipa::path(get, path = "/api/calls/{id}/turns", tag = "calls",
+    summary = "A call's turns in detail: transcripts, replies, risk signals (supervisor, auditor)",
+    params(("id" = String, Path, description = "the call's id, or its CallSid")),
+    responses(
+        (status = 200, description = "The turns", body = CallTurns),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn call_turns(
     _: Authorized<TurnReaders>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -297,11 +351,28 @@ async fn call_turns(
         return Err(ApiError::UnknownCall);
     }
     let turns = queries::turns(&state.pool, id).await.map_err(unavailable)?;
-    Ok(Json(json!({ "call_id": id, "turns": turns })).into_response())
+    Ok(Json(CallTurns { call_id: id, turns }).into_response())
+}
+
+/// A call's history.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CallHistory {
+    #[schema(value_type = String)]
+    pub call_id: CallId,
+    pub events: Vec<audit::AuditEvent>,
 }
 
 /// `GET /api/calls/{id}/events`: every event in order, as stored.
-async fn call_events(
+#[utoipa::path(get, path = "/api/calls/{id}/events", tag = "audit",
+    summary = "A call's whole event history, in order (auditor)",
+    params(("id" = String, Path, description = "the call's id, or its CallSid")),
+    responses(
+        (status = 200, description = "Every event with its metadata, position, time and hash", body = CallHistory),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn call_events(
     _: Authorized<Auditors>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -313,11 +384,29 @@ async fn call_events(
     if events.is_empty() {
         return Err(ApiError::UnknownCall);
     }
-    Ok(Json(json!({ "call_id": id, "events": events })).into_response())
+    Ok(Json(CallHistory {
+        call_id: id,
+        events,
+    })
+    .into_response())
 }
 
 /// `GET /api/calls/{id}/state?at=N`: the call as it stood after event N (the last by default).
-async fn call_state(
+#[utoipa::path(get, path = "/api/calls/{id}/state", tag = "audit",
+    summary = "A call's state replayed up to an event (auditor)",
+    params(
+        ("id" = String, Path, description = "the call's id, or its CallSid"),
+        ("at" = Option<i64>, Query, description = "the event's sequence number (default: the last)"),
+    ),
+    responses(
+        (status = 200, description = "{call_id, at, of, state}: the aggregate after event `at` of `of`", body = Object),
+        (status = 400, description = "at is not a sequence number", body = ErrorBody),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 422, description = "at is beyond the call's last event", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn call_state(
     _: Authorized<Auditors>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -354,7 +443,16 @@ async fn call_state(
 }
 
 /// `GET /api/calls/{id}/verify`: whether the call's hash chain holds.
-async fn verify_call(
+#[utoipa::path(get, path = "/api/calls/{id}/verify", tag = "audit",
+    summary = "Whether a call's history is intact (auditor)",
+    params(("id" = String, Path, description = "the call's id, or its CallSid")),
+    responses(
+        (status = 200, description = "{call_id, intact, events, first_broken: {sequence, reason}}", body = Object),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn verify_call(
     _: Authorized<Auditors>,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -380,7 +478,19 @@ async fn verify_call(
 }
 
 /// `GET /api/stats?from=&to=`.
-async fn stats(
+#[utoipa::path(get, path = "/api/stats", tag = "calls",
+    summary = "Statistics over the calls started in a range (analyst, supervisor, auditor)",
+    params(
+        ("from" = Option<String>, Query, description = "started at or after: a date or an RFC 3339 time"),
+        ("to" = Option<String>, Query, description = "started before: a date or an RFC 3339 time"),
+    ),
+    responses(
+        (status = 200, description = "Calls per day, risk distribution, escalation rate, turn latency, outcomes", body = queries::Stats),
+        (status = 400, description = "A bad bound", body = ErrorBody),
+        (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn stats(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

@@ -86,7 +86,7 @@ impl Default for CallQuery {
 }
 
 /// A call as analysts see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CallRow {
     pub call_id: uuid::Uuid,
     pub call_sid: String,
@@ -104,6 +104,7 @@ pub struct CallRow {
     pub outcome: Option<String>,
     pub mean_turn_latency_ms: Option<i64>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub sort_key: f64,
 }
 
@@ -178,7 +179,7 @@ pub async fn get_call(pool: &PgPool, id: CallId) -> sqlx::Result<Option<CallRow>
 }
 
 /// A turn in detail: transcripts and replies (auditor and supervisor roles).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TurnRow {
     pub turn: i32,
     pub recorded_at: DateTime<Utc>,
@@ -190,13 +191,16 @@ pub struct TurnRow {
     pub risk_level: Option<String>,
     pub risk_unknown: bool,
     pub route: Option<String>,
+    #[schema(value_type = Vec<String>)]
     pub signals: serde_json::Value,
     pub screener_version: Option<String>,
     pub model: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub timings: Option<serde_json::Value>,
     pub played_via: Option<String>,
     pub played_at: Option<DateTime<Utc>>,
     pub latency_ms: Option<i64>,
+    #[schema(value_type = Vec<String>)]
     pub failed_stages: serde_json::Value,
     pub choice: Option<String>,
 }
@@ -215,21 +219,21 @@ pub async fn turns(pool: &PgPool, id: CallId) -> sqlx::Result<Vec<TurnRow>> {
 }
 
 /// Calls started on one day (UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DayCount {
     pub day: NaiveDate,
     pub calls: i64,
 }
 
 /// A count per named value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Count {
     pub value: String,
     pub calls: i64,
 }
 
 /// Turn latency, from a turn's recording to its answer being played.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Latency {
     pub turns: i64,
     pub median_ms: Option<f64>,
@@ -237,7 +241,7 @@ pub struct Latency {
 }
 
 /// What `/api/stats` answers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub calls: i64,
     pub calls_per_day: Vec<DayCount>,

@@ -7,6 +7,7 @@ mod calls;
 mod durable;
 mod embedded;
 mod helpers;
+mod openapi;
 mod operator;
 mod pipeline;
 mod processes;
