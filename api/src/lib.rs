@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod commands;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod json;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(operator::router())
         .merge(read_api::router())
         .merge(openapi::router())
+        .merge(dashboard::router())
         .fallback(twilio::unknown_route)
         .layer(safety_net(voice))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -4,6 +4,7 @@
 mod ai_services;
 mod audit;
 mod calls;
+mod dashboard;
 mod durable;
 mod embedded;
 mod helpers;

@@ -1,0 +1,366 @@
+//! The dashboard at `/`: sign in with an API token, then see live calls with their status and
+//! risk, recent escalations, calls per day and the risk distribution, and any call's timeline.
+//! Server-rendered (askama); the one script is ours, served from the binary, and only refreshes
+//! the page while calls are live. Nothing is loaded from elsewhere.
+//!
+//! What each role sees follows the API: everyone sees call views (masked numbers); supervisors
+//! and auditors also see turns (transcripts, replies); auditors also see event payloads and
+//! whether the history is intact.
+
+use application::auth::Role;
+use askama::Template;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use chrono::{Duration, Utc};
+use domain::CallId;
+use infrastructure::audit;
+use infrastructure::queries::{self, CallQuery, CallRow, TurnRow};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::state::AppState;
+
+/// The session cookie: the API token itself, HttpOnly and SameSite=Strict.
+const SESSION: &str = "hotline_session";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-out", axum::routing::post(sign_out))
+        .route("/calls/{id}", get(timeline))
+        .route("/static/dashboard.js", get(script))
+}
+
+/// A signed-in person.
+#[derive(Debug)]
+pub struct Viewer {
+    role: Role,
+}
+
+impl Viewer {
+    fn sees_turns(&self) -> bool {
+        matches!(self.role, Role::Supervisor | Role::Auditor)
+    }
+    fn sees_events(&self) -> bool {
+        self.role == Role::Auditor
+    }
+}
+
+fn session_token(parts: &Parts) -> Option<SecretString> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION)
+        .map(|(_, value)| SecretString::from(value.to_owned()))
+}
+
+/// Not signed in: to the sign-in page. The database is down: a plain page that says so.
+#[derive(Debug)]
+pub enum NotSignedIn {
+    SignIn,
+    Unavailable,
+}
+
+impl IntoResponse for NotSignedIn {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn => Redirect::to("/sign-in").into_response(),
+            Self::Unavailable => page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is unavailable; try again shortly.",
+            ),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = NotSignedIn;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NotSignedIn> {
+        let token = session_token(parts).ok_or(NotSignedIn::SignIn)?;
+        let role = state
+            .tokens
+            .authenticate(&token)
+            .await
+            .map_err(|_| NotSignedIn::Unavailable)?
+            .ok_or(NotSignedIn::SignIn)?;
+        Ok(Self { role })
+    }
+}
+
+fn page_error(status: StatusCode, message: &str) -> Response {
+    let page = MessagePage {
+        message: message.to_owned(),
+    };
+    (status, render(&page)).into_response()
+}
+
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => ([(CACHE_CONTROL, "no-store")], Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "a dashboard page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    error: Option<String>,
+}
+
+async fn sign_in_page() -> Response {
+    render(&SignInPage { error: None })
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    token: String,
+}
+
+async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) -> Response {
+    let token = SecretString::from(form.token.trim().to_owned());
+    match state.tokens.authenticate(&token).await {
+        Ok(Some(_)) => {
+            let secure = if state.voice.public_base_url.starts_with("https://") {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!(
+                "{SESSION}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+                token.expose_secret()
+            );
+            ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Ok(None) => (
+            StatusCode::UNAUTHORIZED,
+            render(&SignInPage {
+                error: Some("That is not a live token.".into()),
+            }),
+        )
+            .into_response(),
+        Err(_) => page_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The database is unavailable; try again shortly.",
+        ),
+    }
+}
+
+async fn sign_out() -> Response {
+    let cookie = format!("{SESSION}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
+}
+
+/// A bar of a chart, its height already scaled.
+#[derive(Debug)]
+struct Bar {
+    label: String,
+    value: i64,
+    x: usize,
+    height: i64,
+    y: i64,
+}
+
+const CHART_HEIGHT: i64 = 120;
+const BAR_STEP: usize = 40;
+
+fn bars(values: Vec<(String, i64)>) -> Vec<Bar> {
+    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, value))| {
+            let height = value * CHART_HEIGHT / max;
+            Bar {
+                label,
+                value,
+                x: i * BAR_STEP,
+                height,
+                y: CHART_HEIGHT - height,
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    role: String,
+    live: Vec<CallRow>,
+    escalations: Vec<CallRow>,
+    recent: Vec<CallRow>,
+    per_day: Vec<Bar>,
+    risk: Vec<Bar>,
+    calls: i64,
+    escalation_rate: String,
+    median_latency: String,
+}
+
+fn unavailable() -> Response {
+    page_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The database is unavailable; try again shortly.",
+    )
+}
+
+async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Response {
+    let pool = &state.pool;
+    let since = Utc::now() - Duration::days(14);
+    let live = CallQuery {
+        from: Some(Utc::now() - Duration::days(1)),
+        limit: 100,
+        ..CallQuery::default()
+    };
+    let escalated = CallQuery {
+        escalated: Some(true),
+        limit: 10,
+        ..CallQuery::default()
+    };
+    let recent = CallQuery {
+        limit: 20,
+        ..CallQuery::default()
+    };
+    let (Ok((live, _)), Ok((escalations, _)), Ok((recent, _)), Ok(stats)) = (
+        queries::list_calls(pool, &live).await,
+        queries::list_calls(pool, &escalated).await,
+        queries::list_calls(pool, &recent).await,
+        queries::stats(pool, Some(since), None).await,
+    ) else {
+        return unavailable();
+    };
+    let live = live.into_iter().filter(|c| c.outcome.is_none()).collect();
+    let page = DashboardPage {
+        role: viewer.role.to_string(),
+        live,
+        escalations,
+        recent,
+        per_day: bars(
+            stats
+                .calls_per_day
+                .iter()
+                .map(|d| (d.day.format("%m-%d").to_string(), d.calls))
+                .collect(),
+        ),
+        risk: bars(
+            stats
+                .risk_distribution
+                .iter()
+                .map(|c| (c.value.clone(), c.calls))
+                .collect(),
+        ),
+        calls: stats.calls,
+        escalation_rate: stats
+            .escalation_rate
+            .map_or_else(|| "—".into(), |r| format!("{:.0} %", r * 100.0)),
+        median_latency: stats
+            .turn_latency
+            .median_ms
+            .map_or_else(|| "—".into(), |ms| format!("{ms:.0} ms")),
+    };
+    render(&page)
+}
+
+/// An event as the timeline shows it.
+#[derive(Debug)]
+struct TimelineEvent {
+    sequence: i64,
+    event_type: String,
+    recorded_at: String,
+    /// Only for auditors.
+    payload: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "timeline.html")]
+struct TimelinePage {
+    role: String,
+    call: CallRow,
+    live: bool,
+    events: Vec<TimelineEvent>,
+    turns: Option<Vec<TurnRow>>,
+    intact: Option<bool>,
+}
+
+async fn timeline(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = CallId::from_id_or_sid(&id) else {
+        return page_error(StatusCode::NOT_FOUND, "There is no such call.");
+    };
+    let pool = &state.pool;
+    let call = match queries::get_call(pool, id).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return page_error(StatusCode::NOT_FOUND, "There is no such call."),
+        Err(_) => return unavailable(),
+    };
+    let Ok(history) = audit::history(pool, &id.to_string()).await else {
+        return unavailable();
+    };
+    let events = history
+        .into_iter()
+        .map(|e| TimelineEvent {
+            sequence: e.sequence,
+            event_type: e.event_type,
+            recorded_at: e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            payload: viewer
+                .sees_events()
+                .then(|| serde_json::to_string_pretty(&e.payload).unwrap_or_default()),
+        })
+        .collect();
+    let turns = if viewer.sees_turns() {
+        match queries::turns(pool, id).await {
+            Ok(turns) => Some(turns),
+            Err(_) => return unavailable(),
+        }
+    } else {
+        None
+    };
+    let intact = if viewer.sees_events() {
+        match audit::verify(pool, Some(&id.to_string())).await {
+            Ok(found) => Some(found.intact()),
+            Err(_) => return unavailable(),
+        }
+    } else {
+        None
+    };
+    render(&TimelinePage {
+        role: viewer.role.to_string(),
+        live: call.outcome.is_none(),
+        call,
+        events,
+        turns,
+        intact,
+    })
+}
+
+/// Refreshes the part of the page marked `data-refresh` while it says calls are live.
+const SCRIPT: &str = include_str!("../static/dashboard.js");
+
+async fn script() -> Response {
+    ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+}
