@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use domain::CallSid;
+use domain::{CallId, CallSid};
 use serde_json::json;
 use tokio::process::{Child, Command};
 use wiremock::matchers::{method, path};
@@ -29,7 +29,7 @@ struct World {
     twilio: ScriptedServer,
     speech: MockServer,
     /// Drops the database at the end.
-    _owner: TestApp,
+    owner: TestApp,
 }
 
 impl World {
@@ -63,7 +63,7 @@ impl World {
             pool: pool.clone(),
             twilio,
             speech,
-            _owner: TestApp::owning(pool, name).await,
+            owner: TestApp::owning(pool, name).await,
         }
     }
 
@@ -240,4 +240,118 @@ async fn two_processes_on_one_database_do_each_turn_once() {
     }
     assert_eq!(world.requests("GET"), 6, "each recording downloaded once");
     assert_eq!(world.requests("POST"), 6, "each reply played once");
+}
+
+/// The projection's checkpoint and the last stored event.
+async fn projection_progress(pool: &sqlx::PgPool) -> (Option<i64>, Option<i64>) {
+    sqlx::query_as(
+        "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = 'call_views'),
+                (SELECT max(global_position) FROM events)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("reads")
+}
+
+#[tokio::test]
+async fn a_process_killed_in_the_middle_of_a_projection_batch_leaves_views_a_restart_completes() {
+    let world = World::new(Duration::ZERO).await;
+    let mut first = world.serve(60).await;
+    let held = new_call_sid();
+    first.app.voice(&held).await;
+    let held_id = CallId::for_call_sid(&held).as_uuid();
+    wait_for("the first call's view", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM call_views WHERE call_id = $1")
+            .bind(held_id)
+            .fetch_one(&world.pool)
+            .await
+            .is_ok_and(|n| n == 1)
+    })
+    .await;
+
+    // Hold `call_turns` (a table lock assigns no transaction id, so it does not hold back the
+    // subscriptions' horizon), so that the projection stops half way through the next turn: its
+    // view and state are written in the batch's transaction, its turn row waits.
+    let mut blocker = world.pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE call_turns IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("locked");
+    first
+        .app
+        .recording_from(&world.twilio.base_url, &held, 1, "0")
+        .await;
+    wait_for("the projection to wait on the held table", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE 'INSERT INTO call_turns%'",
+        )
+        .fetch_one(&world.pool)
+        .await
+        .is_ok_and(|n| n == 1)
+    })
+    .await;
+    // More calls arrive meanwhile.
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let sid = new_call_sid();
+        first.app.voice(&sid).await;
+        calls.push(sid);
+    }
+    first.app.status(&held, "completed", 7).await;
+    let (read, last) = projection_progress(&world.pool).await;
+    assert!(read < last, "the batch is in flight: {read:?} < {last:?}");
+
+    first.child.start_kill().expect("SIGKILL");
+    first.child.wait().await.expect("the process ended");
+    blocker.rollback().await.expect("released");
+
+    let _second = world.serve(60).await;
+    wait_for("the projection to catch up", || async {
+        let (read, last) = projection_progress(&world.pool).await;
+        read.is_some() && read >= last
+    })
+    .await;
+    let report = infrastructure::views::replay(&world.pool, false)
+        .await
+        .expect("replays");
+    assert_eq!(report.calls, 6);
+    assert!(report.differing_calls.is_empty(), "{report:?}");
+    let outcome: Option<String> =
+        sqlx::query_scalar("SELECT outcome FROM call_views WHERE call_id = $1")
+            .bind(held_id)
+            .fetch_one(&world.pool)
+            .await
+            .expect("reads");
+    // The caller pressed 0 on their first turn.
+    assert_eq!(outcome.as_deref(), Some("escalated"));
+    let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM call_turns WHERE call_id = $1")
+        .bind(held_id)
+        .fetch_one(&world.pool)
+        .await
+        .expect("reads");
+    assert_eq!(turns, 1);
+
+    // `hotline replay` says the same, from the command line.
+    let name = world
+        .owner
+        .database
+        .clone()
+        .expect("the world owns its database");
+    let output = Command::new(env!("CARGO_BIN_EXE_hotline-under-test"))
+        .arg("replay")
+        .env_clear()
+        .env("DATABASE_URL", database_url(&name).await)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("hotline replay runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("rebuilt 6 calls"), "{stdout}");
+    assert!(
+        stdout.contains("the live views match the events"),
+        "{stdout}"
+    );
 }
