@@ -31,6 +31,13 @@ enum Command {
         /// The form parameters, as NAME=VALUE.
         params: Vec<String>,
     },
+    /// Place calls against a running Hotline exactly as Twilio would, and print what the caller
+    /// hears; with --calls N, print calls/s and webhook latency. Exits non-zero if a call goes
+    /// wrong.
+    Simulate(crate::demo::SimulateArgs),
+    /// Start Hotline on its embedded database with a simulated Twilio, run the example calls,
+    /// print each conversation and its events, and leave the dashboard running.
+    Demo,
     /// Print a call's whole event history, one JSON object per line.
     Events {
         /// The call's id, or its CallSid.
@@ -74,6 +81,8 @@ pub async fn main() -> ExitCode {
         Command::Serve => crate::startup::serve(cli.config).await,
         Command::Migrate => crate::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
+        Command::Simulate(args) => crate::demo::simulate(cli.config, args).await,
+        Command::Demo => crate::demo::demo(cli.config).await,
         Command::Events { call } => crate::commands::events(cli.config, call).await,
         Command::Verify { call } => crate::commands::verify(cli.config, call).await,
         Command::Replay { swap } => crate::commands::replay(cli.config, swap).await,

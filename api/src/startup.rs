@@ -87,6 +87,15 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// `hotline serve`: serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_until(config, shutdown_signal(), None).await
+}
+
+/// Serves until `shutdown` completes; `ready` gets the service's pool once it is listening.
+pub async fn serve_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
+) -> anyhow::Result<()> {
     let db = Database::open(&config).await?;
     // Callers must be answered even while the database is down, so a failed migration does not
     // stop the service: it is retried in the background while webhooks answer the fallback.
@@ -142,8 +151,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", config.addr))?;
     tracing::info!(addr = %config.addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
+    if let Some(ready) = ready {
+        let _ = ready.send(db.pool.clone());
+    }
     axum::serve(listener, crate::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed")?;
     tracing::info!("stopping");
@@ -314,7 +326,8 @@ pub fn development_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

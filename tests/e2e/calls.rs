@@ -404,3 +404,51 @@ async fn two_instances_racing_on_one_call_lose_nothing() {
         "each callback stored once"
     );
 }
+
+#[tokio::test]
+async fn a_two_turn_call_placed_by_the_simulator_stores_each_turn_and_ends_cleanly() {
+    use api::simulator::scenario::Scenario;
+    use api::simulator::{Simulator, Target};
+
+    let app = spawn_app().await;
+    let mut simulator = Simulator::start(
+        Target {
+            base_url: app.base_url.clone(),
+            account_sid: ACCOUNT_SID.into(),
+            auth_token: AUTH_TOKEN.into(),
+            to: "+15005550006".into(),
+        },
+        0,
+    )
+    .await
+    .expect("the simulator starts");
+    // Without the pipeline, the continue webhook answers at once: no need to wait out pauses.
+    simulator.pace = 0.0;
+    let scenario = Scenario::parse(
+        "name: two turns\nsteps:\n  - say: I lost my job today.\n  - press: 1\n  - say: I don't know what to do next.\n  - press: 2\n",
+    )
+    .expect("a scenario");
+    let report = simulator.call(&scenario).await;
+    assert_eq!(report.outcome, Ok(()), "{:#?}", report.lines);
+    let replies = report
+        .heard()
+        .iter()
+        .filter(|l| l.contains("you don't have to face it alone"))
+        .count();
+    assert_eq!(replies, 2, "{:#?}", report.lines);
+
+    let sid = domain::CallSid::parse(&report.call_sid).expect("a CallSid");
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "CallerChose",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "CallerChose",
+            "Completed"
+        ]
+    );
+}

@@ -15,6 +15,7 @@ mod processes;
 mod read_api;
 mod resilience;
 mod security;
+mod simulated;
 mod twilio_rest;
 mod twilio_stand_in;
 mod views;

@@ -1,0 +1,700 @@
+//! A stand-in for Twilio's side of a phone call, to see a whole call on a fresh machine and to
+//! drive tests and load: it sends Hotline the webhooks Twilio sends, signed as Twilio signs them,
+//! runs the TwiML it gets back verb by verb as Twilio would, answers for the caller from a
+//! scenario, and serves the REST API Hotline calls, so a REST update really interrupts the call.
+//!
+//! A call fails (as it would on Twilio, with an application error or a caller left alone) on an
+//! HTTP error, invalid TwiML, a webhook slower than Twilio's 15 s, or a caller left in silence
+//! for longer than that.
+
+pub mod rest;
+pub mod scenario;
+pub mod twiml;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use infrastructure::twilio::signature::sign_request;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use self::rest::Registry;
+use self::scenario::{Afterwards, DialAnswer, Scenario, Step};
+use self::twiml::Verb;
+
+/// Twilio's read timeout for a webhook, and the longest a caller may hear nothing.
+pub const TWILIO_TIMEOUT: Duration = Duration::from_secs(15);
+/// More webhooks than this in one call is a loop.
+const MAX_WEBHOOKS: usize = 100;
+
+/// A Twilio-shaped SID: a prefix and 32 hex digits.
+pub fn new_sid(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+/// Why a simulated call went wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error("{url} could not be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered HTTP {status}: Twilio would play its application error")]
+    Http { url: String, status: u16 },
+    #[error("{url} took {secs:.1} s, longer than Twilio waits (15 s)")]
+    Slow { url: String, secs: f64 },
+    #[error("invalid TwiML from {url}: {reason}")]
+    InvalidTwiml { url: String, reason: String },
+    #[error("the caller heard nothing for {secs:.0} s")]
+    Silence { secs: f64 },
+    #[error("more than {MAX_WEBHOOKS} webhooks in one call: a loop")]
+    Loop,
+}
+
+/// What the caller heard and did, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Hotline(String),
+    Play(String),
+    Caller(String),
+    Keys(String),
+    Pause(f64),
+    Dial { number: String, answer: DialAnswer },
+    Note(String),
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hotline(text) => write!(f, "  Hotline: {text}"),
+            Self::Play(url) => write!(f, "  Hotline plays {url}"),
+            Self::Caller(text) => write!(f, "  Caller:  \"{text}\""),
+            Self::Keys(keys) => write!(f, "  Caller presses {keys}"),
+            Self::Pause(secs) => write!(f, "  (silence, {secs:.0} s)"),
+            Self::Dial { number, answer } => {
+                let how = match answer {
+                    DialAnswer::Completed => "answered: the caller talks with a person",
+                    DialAnswer::NoAnswer => "no answer",
+                    DialAnswer::Busy => "busy",
+                };
+                write!(f, "  ☎ Hotline dials {number}: {how}")
+            }
+            Self::Note(note) => write!(f, "  [{note}]"),
+        }
+    }
+}
+
+/// One simulated call's record.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub call_sid: String,
+    pub scenario: String,
+    pub lines: Vec<Line>,
+    pub outcome: Result<(), SimError>,
+    /// How long each webhook took Hotline to answer.
+    pub latencies: Vec<Duration>,
+}
+
+impl CallReport {
+    /// What Hotline said, in order.
+    pub fn heard(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Hotline(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The numbers Hotline dialled.
+    pub fn dialled(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Dial { number, .. } => Some(number.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Where the simulator sends calls, and as whom.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Hotline's base URL as Twilio calls it (its PUBLIC_BASE_URL): webhooks are signed over it.
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    /// The number callers dial.
+    pub to: String,
+}
+
+/// The simulator: a REST stand-in on 127.0.0.1 and the calls it runs.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    target: Target,
+    http: reqwest::Client,
+    registry: Arc<Mutex<Registry>>,
+    /// The REST stand-in's base URL (Hotline's TWILIO_API_BASE).
+    pub rest_base_url: String,
+    /// Pauses last this share of their length (1.0: real time).
+    pub pace: f64,
+    /// Print each line as it happens.
+    pub echo: bool,
+}
+
+impl Simulator {
+    /// Starts the REST stand-in on 127.0.0.1 (port 0: any free port).
+    pub async fn start(target: Target, port: u16) -> std::io::Result<Self> {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let rest_base_url = format!("http://{}", listener.local_addr()?);
+        let router = rest::router(&target.account_sid, &target.auth_token, registry.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let http = reqwest::Client::builder()
+            .timeout(TWILIO_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            target,
+            http,
+            registry,
+            rest_base_url,
+            pace: 1.0,
+            echo: false,
+        })
+    }
+
+    /// Calls Hotline placed through the REST API (`POST Calls.json`), as (CallSid, To).
+    pub fn created_calls(&self) -> Vec<(String, String)> {
+        self.registry
+            .lock()
+            .map(|r| r.created.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs one call through `scenario`.
+    pub async fn call(&self, scenario: &Scenario) -> CallReport {
+        let call_sid = new_sid("CA");
+        let (updates_tx, updates) = mpsc::channel(8);
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.calls.insert(call_sid.clone(), updates_tx);
+        }
+        let mut call = Call {
+            sim: self,
+            sid: call_sid.clone(),
+            scenario,
+            steps: scenario.steps.iter().cloned().collect(),
+            updates,
+            report: CallReport {
+                call_sid: call_sid.clone(),
+                scenario: scenario.name.clone(),
+                lines: Vec::new(),
+                outcome: Ok(()),
+                latencies: Vec::new(),
+            },
+            webhooks: 0,
+            dials: 0,
+            quiet: 0.0,
+            started: Instant::now(),
+        };
+        let outcome = call.run().await;
+        let ended = call.status_callback().await;
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.calls.remove(&call_sid);
+        }
+        let mut report = call.report;
+        report.outcome = outcome.and(ended);
+        report
+    }
+}
+
+/// Where the document being run came from, and its verbs.
+struct Document {
+    url: String,
+    verbs: Vec<Verb>,
+    next: usize,
+}
+
+/// What a verb led to.
+enum Flow {
+    Next,
+    Goto(Document),
+    End,
+}
+
+struct Call<'a> {
+    sim: &'a Simulator,
+    sid: String,
+    scenario: &'a Scenario,
+    steps: std::collections::VecDeque<Step>,
+    updates: mpsc::Receiver<String>,
+    report: CallReport,
+    webhooks: usize,
+    dials: usize,
+    /// Seconds since the caller last heard anything.
+    quiet: f64,
+    started: Instant,
+}
+
+impl Call<'_> {
+    fn line(&mut self, line: Line) {
+        if self.sim.echo {
+            println!("{line}");
+        }
+        self.report.lines.push(line);
+    }
+
+    fn params(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = [
+            ("CallSid", self.sid.as_str()),
+            ("AccountSid", self.sim.target.account_sid.as_str()),
+            ("From", self.scenario.from.as_str()),
+            ("To", self.sim.target.to.as_str()),
+            ("Caller", self.scenario.from.as_str()),
+            ("Called", self.sim.target.to.as_str()),
+            ("CallStatus", "in-progress"),
+            ("Direction", "inbound"),
+            ("ApiVersion", "2010-04-01"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (name, value) in extra {
+            params.retain(|(k, _)| k != name);
+            params.push(((*name).to_owned(), (*value).to_owned()));
+        }
+        params
+    }
+
+    /// POSTs a signed webhook and returns the answer's status and body.
+    async fn post(
+        &mut self,
+        url: &str,
+        params: &[(String, String)],
+    ) -> Result<(u16, String), SimError> {
+        self.webhooks += 1;
+        if self.webhooks > MAX_WEBHOOKS {
+            return Err(SimError::Loop);
+        }
+        let signature = sign_request(&self.sim.target.auth_token, url, params);
+        let sent = Instant::now();
+        let response = self
+            .sim
+            .http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .header("I-Twilio-Idempotency-Token", new_sid("idem-"))
+            .form(params)
+            .send()
+            .await;
+        let took = sent.elapsed();
+        self.report.latencies.push(took);
+        let response = response.map_err(|e| {
+            if e.is_timeout() {
+                SimError::Slow {
+                    url: url.to_owned(),
+                    secs: took.as_secs_f64(),
+                }
+            } else {
+                SimError::Unreachable {
+                    url: url.to_owned(),
+                    reason: e.without_url().to_string(),
+                }
+            }
+        })?;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if took > TWILIO_TIMEOUT {
+            return Err(SimError::Slow {
+                url: url.to_owned(),
+                secs: took.as_secs_f64(),
+            });
+        }
+        Ok((status, body))
+    }
+
+    /// A webhook whose answer is TwiML to run.
+    async fn fetch(&mut self, url: &str, extra: &[(&str, &str)]) -> Result<Document, SimError> {
+        let params = self.params(extra);
+        let (status, body) = self.post(url, &params).await?;
+        if status != 200 {
+            return Err(SimError::Http {
+                url: url.to_owned(),
+                status,
+            });
+        }
+        let verbs = twiml::parse(&body).map_err(|reason| SimError::InvalidTwiml {
+            url: url.to_owned(),
+            reason,
+        })?;
+        Ok(Document {
+            url: url.to_owned(),
+            verbs,
+            next: 0,
+        })
+    }
+
+    /// A callback whose answer is ignored, but must be a success.
+    async fn notify(&mut self, url: &str, extra: &[(&str, &str)]) -> Result<(), SimError> {
+        let params = self.params(extra);
+        let (status, _) = self.post(url, &params).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(SimError::Http {
+                url: url.to_owned(),
+                status,
+            })
+        }
+    }
+
+    fn resolve(&self, document: &Document, url: &str) -> String {
+        reqwest::Url::parse(&document.url)
+            .and_then(|base| base.join(url))
+            .map_or_else(|_| url.to_owned(), |u| u.to_string())
+    }
+
+    fn action(&self, document: &Document, verb: &Verb) -> String {
+        verb.attr("action")
+            .map_or_else(|| document.url.clone(), |a| self.resolve(document, a))
+    }
+
+    fn quiet_for(&mut self, secs: f64) -> Result<(), SimError> {
+        self.quiet += secs;
+        if self.quiet > TWILIO_TIMEOUT.as_secs_f64() {
+            return Err(SimError::Silence { secs: self.quiet });
+        }
+        Ok(())
+    }
+
+    fn heard(&mut self, line: Line) {
+        self.quiet = 0.0;
+        self.line(line);
+    }
+
+    async fn run(&mut self) -> Result<(), SimError> {
+        if self.sim.echo {
+            println!("\n📞 {} ({})", self.scenario.name, self.sid);
+            if !self.scenario.description.is_empty() {
+                println!("   {}", self.scenario.description);
+            }
+        }
+        let voice = format!("{}/twilio/voice/", self.sim.target.base_url);
+        let mut document = self.fetch(&voice, &[("CallStatus", "ringing")]).await?;
+        loop {
+            // A REST update replaces whatever the call is doing.
+            if let Ok(xml) = self.updates.try_recv() {
+                document = self.updated(xml)?;
+            }
+            let Some(verb) = document.verbs.get(document.next).cloned() else {
+                self.line(Line::Note("the document ended: Twilio hangs up".into()));
+                return Ok(());
+            };
+            document.next += 1;
+            match self.execute(&document, &verb).await? {
+                Flow::Next => {}
+                Flow::Goto(next) => document = next,
+                Flow::End => return Ok(()),
+            }
+        }
+    }
+
+    fn updated(&mut self, xml: String) -> Result<Document, SimError> {
+        self.line(Line::Note("Hotline updated the live call".into()));
+        let verbs = twiml::parse(&xml).map_err(|reason| SimError::InvalidTwiml {
+            url: "a REST update".into(),
+            reason,
+        })?;
+        Ok(Document {
+            url: format!("{}/twilio/voice/", self.sim.target.base_url),
+            verbs,
+            next: 0,
+        })
+    }
+
+    async fn execute(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        match verb.name.as_str() {
+            "Say" => {
+                self.heard(Line::Hotline(verb.text.trim().to_owned()));
+                Ok(Flow::Next)
+            }
+            "Play" => {
+                self.heard(Line::Play(verb.text.trim().to_owned()));
+                Ok(Flow::Next)
+            }
+            "Pause" => self.pause(verb).await,
+            "Hangup" | "Reject" => {
+                self.line(Line::Note("Hotline hung up".into()));
+                Ok(Flow::End)
+            }
+            "Redirect" => {
+                let url = self.resolve(document, verb.text.trim());
+                Ok(Flow::Goto(self.fetch(&url, &[]).await?))
+            }
+            "Gather" => self.gather(document, verb).await,
+            "Record" => self.record(document, verb).await,
+            "Dial" => self.dial(document, verb).await,
+            other => Err(SimError::InvalidTwiml {
+                url: document.url.clone(),
+                reason: format!("<{other}> cannot run here"),
+            }),
+        }
+    }
+
+    /// A pause takes time (at the simulator's pace), and a REST update interrupts it.
+    async fn pause(&mut self, verb: &Verb) -> Result<Flow, SimError> {
+        let secs: f64 = verb
+            .attr("length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(1.0);
+        self.line(Line::Pause(secs));
+        self.quiet_for(secs)?;
+        let wait = Duration::from_secs_f64((secs * self.sim.pace).max(0.0));
+        tokio::select! {
+            update = self.updates.recv() => match update {
+                Some(xml) => Ok(Flow::Goto(self.updated(xml)?)),
+                None => Ok(Flow::Next),
+            },
+            () = tokio::time::sleep(wait) => Ok(Flow::Next),
+        }
+    }
+
+    /// The caller's next step, if any; `None` when they have run out.
+    fn next_step(&self) -> Option<&Step> {
+        self.steps.front()
+    }
+
+    /// The caller ran out of steps: they hang up, or stay on the line silent.
+    fn out_of_steps(&mut self) -> Option<Flow> {
+        match self.scenario.afterwards {
+            Afterwards::HangUp => {
+                self.line(Line::Note("the caller hangs up".into()));
+                Some(Flow::End)
+            }
+            Afterwards::StaySilent => None,
+        }
+    }
+
+    async fn gather(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        let input = verb.attr("input").unwrap_or("dtmf");
+        let takes_keys = input.contains("dtmf");
+        let takes_speech = input.contains("speech");
+        let timeout: f64 = verb
+            .attr("timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(5.0);
+        let action = self.action(document, verb);
+        // The prompts play unless the caller presses a key over them.
+        for prompt in &verb.children {
+            if takes_keys && matches!(self.next_step(), Some(Step::Press(_))) {
+                break;
+            }
+            match prompt.name.as_str() {
+                "Say" => self.heard(Line::Hotline(prompt.text.trim().to_owned())),
+                "Play" => self.heard(Line::Play(prompt.text.trim().to_owned())),
+                _ => {
+                    if let Flow::Goto(next) = self.pause(prompt).await? {
+                        return Ok(Flow::Goto(next));
+                    }
+                }
+            }
+        }
+        match self.next_step().cloned() {
+            Some(Step::Press(keys)) if takes_keys => {
+                self.steps.pop_front();
+                let digits: String = match verb.attr("numDigits").and_then(|n| n.parse().ok()) {
+                    Some(n) => keys.chars().take(n).collect(),
+                    None => keys.clone(),
+                };
+                self.line(Line::Keys(digits.clone()));
+                Ok(Flow::Goto(
+                    self.fetch(&action, &[("Digits", &digits)]).await?,
+                ))
+            }
+            Some(Step::Say(text)) if takes_speech => {
+                self.steps.pop_front();
+                self.line(Line::Caller(text.clone()));
+                let fetched = self
+                    .fetch(&action, &[("SpeechResult", &text), ("Confidence", "0.92")])
+                    .await?;
+                Ok(Flow::Goto(fetched))
+            }
+            None => match self.out_of_steps() {
+                Some(flow) => Ok(flow),
+                None => self.no_input(&action, verb, timeout).await,
+            },
+            Some(step) => {
+                // Silence is the caller's answer to this prompt; words at a keys-only prompt
+                // wait for the next one.
+                if step == Step::Silence {
+                    self.steps.pop_front();
+                }
+                self.no_input(&action, verb, timeout).await
+            }
+        }
+    }
+
+    async fn no_input(
+        &mut self,
+        action: &str,
+        verb: &Verb,
+        timeout: f64,
+    ) -> Result<Flow, SimError> {
+        self.quiet_for(timeout)?;
+        if verb.attr("actionOnEmptyResult") == Some("true") {
+            return Ok(Flow::Goto(self.fetch(action, &[]).await?));
+        }
+        Ok(Flow::Next)
+    }
+
+    async fn record(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        let timeout: f64 = verb
+            .attr("timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(5.0);
+        let finish = verb
+            .attr("finishOnKey")
+            .unwrap_or("1234567890*#")
+            .to_owned();
+        let action = self.action(document, verb);
+        match self.next_step().cloned() {
+            Some(Step::Say(text)) => {
+                self.steps.pop_front();
+                self.line(Line::Caller(text.clone()));
+                let recording_sid = new_sid("RE");
+                if let Ok(mut registry) = self.sim.registry.lock() {
+                    registry
+                        .recordings
+                        .insert(recording_sid.clone(), text.clone());
+                }
+                let url = format!(
+                    "{}/2010-04-01/Accounts/{}/Recordings/{recording_sid}",
+                    self.sim.rest_base_url, self.sim.target.account_sid
+                );
+                let words = text.split_whitespace().count();
+                let duration = (words * 2 / 5).max(1).to_string();
+                let next = self
+                    .fetch(
+                        &action,
+                        &[
+                            ("RecordingUrl", &url),
+                            ("RecordingSid", &recording_sid),
+                            ("RecordingDuration", &duration),
+                            ("Digits", "#"),
+                        ],
+                    )
+                    .await?;
+                // Twilio transcribes after the recording is done, when asked to.
+                if verb.attr("transcribe") == Some("true") {
+                    if let Some(callback) = verb.attr("transcribeCallback") {
+                        let callback = self.resolve(document, callback);
+                        let transcription_sid = new_sid("TR");
+                        self.notify(
+                            &callback,
+                            &[
+                                ("RecordingSid", &recording_sid),
+                                ("RecordingUrl", &url),
+                                ("TranscriptionSid", &transcription_sid),
+                                ("TranscriptionText", &text),
+                                ("TranscriptionStatus", "completed"),
+                            ],
+                        )
+                        .await?;
+                    }
+                }
+                Ok(Flow::Goto(next))
+            }
+            Some(Step::Press(keys)) => {
+                // A key pressed before any words ends an empty recording: Twilio requests no
+                // action and goes on to the next verb.
+                self.steps.pop_front();
+                self.line(Line::Keys(keys.clone()));
+                if !keys.chars().any(|k| finish.contains(k)) {
+                    self.quiet_for(timeout)?;
+                }
+                Ok(Flow::Next)
+            }
+            Some(Step::Silence) => {
+                self.steps.pop_front();
+                self.quiet_for(timeout)?;
+                Ok(Flow::Next)
+            }
+            None => match self.out_of_steps() {
+                Some(flow) => Ok(flow),
+                None => {
+                    self.quiet_for(timeout)?;
+                    Ok(Flow::Next)
+                }
+            },
+        }
+    }
+
+    async fn dial(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        let answer = self.scenario.dial_answer(self.dials);
+        self.dials += 1;
+        let number = verb
+            .children
+            .iter()
+            .map(|n| n.text.trim())
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| verb.text.trim())
+            .to_owned();
+        self.heard(Line::Dial { number, answer });
+        let status = match answer {
+            DialAnswer::Completed => "completed",
+            DialAnswer::NoAnswer => "no-answer",
+            DialAnswer::Busy => "busy",
+        };
+        let Some(action) = verb.attr("action").map(|a| self.resolve(document, a)) else {
+            return Ok(if answer == DialAnswer::Completed {
+                Flow::End
+            } else {
+                Flow::Next
+            });
+        };
+        let duration = if answer == DialAnswer::Completed {
+            "300"
+        } else {
+            "0"
+        };
+        let dial_sid = new_sid("CA");
+        let next = self
+            .fetch(
+                &action,
+                &[
+                    ("DialCallStatus", status),
+                    ("DialCallSid", &dial_sid),
+                    ("DialCallDuration", duration),
+                ],
+            )
+            .await?;
+        if answer == DialAnswer::Completed {
+            self.line(Line::Note(
+                "the caller hangs up after talking with the person".into(),
+            ));
+            return Ok(Flow::End);
+        }
+        Ok(Flow::Goto(next))
+    }
+
+    /// Twilio's status callback when the call ends.
+    async fn status_callback(&mut self) -> Result<(), SimError> {
+        let url = format!("{}/twilio/status/", self.sim.target.base_url);
+        let duration = self.started.elapsed().as_secs().max(1).to_string();
+        self.notify(
+            &url,
+            &[
+                ("CallStatus", "completed"),
+                ("CallDuration", &duration),
+                ("SequenceNumber", "3"),
+                ("CallbackSource", "call-progress-events"),
+            ],
+        )
+        .await
+    }
+}

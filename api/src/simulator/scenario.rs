@@ -1,0 +1,162 @@
+//! What a simulated caller does: their lines and key presses, in order, and how the people Hotline
+//! dials answer. Read from flags or from a YAML or JSON file.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing the caller does at the next prompt: `{say: "…"}`, `{press: "1"}` or `silence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawStep", into = "RawStep")]
+pub enum Step {
+    /// Speaks a line: recorded at a `<Record>`, heard as speech at a `<Gather>` that takes it.
+    Say(String),
+    /// Presses keys.
+    Press(String),
+    /// Says nothing at the next prompt.
+    Silence,
+}
+
+/// A step as written in a scenario file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawStep {
+    Say { say: String },
+    Press { press: Keys },
+    Word(String),
+}
+
+/// Keys, written as a string or a number (`press: 2`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Keys {
+    Text(String),
+    Number(u64),
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+    fn try_from(raw: RawStep) -> Result<Self, String> {
+        match raw {
+            RawStep::Say { say } => Ok(Self::Say(say)),
+            RawStep::Press {
+                press: Keys::Text(keys),
+            } => Ok(Self::Press(keys)),
+            RawStep::Press {
+                press: Keys::Number(n),
+            } => Ok(Self::Press(n.to_string())),
+            RawStep::Word(word) if word == "silence" => Ok(Self::Silence),
+            RawStep::Word(word) => Err(format!(
+                "'{word}' is not a step: use {{say: ...}}, {{press: ...}} or silence"
+            )),
+        }
+    }
+}
+
+impl From<Step> for RawStep {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::Say(say) => Self::Say { say },
+            Step::Press(keys) => Self::Press {
+                press: Keys::Text(keys),
+            },
+            Step::Silence => Self::Word("silence".into()),
+        }
+    }
+}
+
+/// What the caller does once their steps run out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Afterwards {
+    /// Hangs up at the next prompt.
+    #[default]
+    HangUp,
+    /// Stays on the line, silent, until Hotline ends the call or puts them through to someone.
+    StaySilent,
+}
+
+/// How a dialled line answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DialAnswer {
+    /// Someone answers; the caller talks with them and the call ends.
+    #[default]
+    Completed,
+    NoAnswer,
+    Busy,
+}
+
+/// A simulated call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario shows; printed before the call.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_from")]
+    pub from: String,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub afterwards: Afterwards,
+    /// How each `<Dial>` is answered, in order; the last answer repeats.
+    #[serde(default)]
+    pub dial: Vec<DialAnswer>,
+}
+
+fn default_from() -> String {
+    "+14155550123".to_owned()
+}
+
+impl Scenario {
+    /// Reads a scenario from `text`: YAML (JSON is YAML too).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_norway::from_str(text).map_err(|e| format!("not a scenario: {e}"))
+    }
+
+    /// How the `n`th `<Dial>` (from 0) is answered.
+    pub fn dial_answer(&self, n: usize) -> DialAnswer {
+        self.dial
+            .get(n)
+            .or(self.dial.last())
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// The example scenarios, committed with the code (`api/scenarios/`).
+pub fn examples() -> Vec<Scenario> {
+    [
+        include_str!("../../scenarios/low-risk.yaml"),
+        include_str!("../../scenarios/asks-for-counselor.yaml"),
+        include_str!("../../scenarios/high-risk.yaml"),
+        include_str!("../../scenarios/silent-caller.yaml"),
+    ]
+    .iter()
+    .map(|text| Scenario::parse(text).unwrap_or_else(|e| panic!("a committed example: {e}")))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_examples_parse_and_json_is_read_too() {
+        let names: Vec<String> = examples().into_iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), 4);
+        let json = r#"{"name": "j", "steps": [{"say": "hello"}, {"press": 2}, "silence"]}"#;
+        let scenario = Scenario::parse(json).expect("parses");
+        assert_eq!(
+            scenario.steps,
+            [
+                Step::Say("hello".into()),
+                Step::Press("2".into()),
+                Step::Silence
+            ]
+        );
+        assert_eq!(scenario.dial_answer(3), DialAnswer::Completed);
+        assert!(Scenario::parse("name: x\nsteps: [{shout: hi}]").is_err());
+        assert!(Scenario::parse("name: x\nsteps: [shout]").is_err());
+    }
+}
