@@ -38,6 +38,12 @@ enum Command {
     /// Start Hotline on its embedded database with a simulated Twilio, run the example calls,
     /// print each conversation and its events, and leave the dashboard running.
     Demo,
+    /// Measure the webhook path, a turn's overhead, replay, aggregate load and memory against
+    /// baselines taken in the same run, on a database and servers of its own; print one table.
+    Bench(crate::bench::BenchArgs),
+    /// The service with the benchmark's baseline routes (started by `hotline bench`).
+    #[command(hide = true)]
+    BenchServer,
     /// Print a call's whole event history, one JSON object per line.
     Events {
         /// The call's id, or its CallSid.
@@ -82,6 +88,8 @@ pub async fn main() -> ExitCode {
         Command::Migrate => crate::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
         Command::Simulate(args) => crate::demo::simulate(cli.config, args).await,
+        Command::Bench(args) => crate::bench::bench(cli.config, args).await,
+        Command::BenchServer => crate::startup::serve_bench(cli.config).await,
         Command::Demo => crate::demo::demo(cli.config).await,
         Command::Events { call } => crate::commands::events(cli.config, call).await,
         Command::Verify { call } => crate::commands::verify(cli.config, call).await,

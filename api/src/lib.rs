@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod dashboard;
@@ -41,8 +42,15 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The whole application, with `extra` routes served through the same stack (the benchmark's
+/// baselines).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let voice = state.voice.clone();
     Router::new()
+        .merge(extra)
         .merge(twilio::router())
         .merge(health::router())
         .merge(operator::router())

@@ -90,11 +90,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     serve_until(config, shutdown_signal(), None).await
 }
 
+/// `hotline bench-server`: the service with the benchmark's baseline routes beside it.
+pub async fn serve_bench(config: Config) -> anyhow::Result<()> {
+    serve_with(
+        config,
+        shutdown_signal(),
+        None,
+        crate::bench::baseline_routes(),
+    )
+    .await
+}
+
 /// Serves until `shutdown` completes; `ready` gets the service's pool once it is listening.
 pub async fn serve_until(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
+) -> anyhow::Result<()> {
+    serve_with(config, shutdown, ready, axum::Router::new()).await
+}
+
+async fn serve_with(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
+    extra: axum::Router<AppState>,
 ) -> anyhow::Result<()> {
     let db = Database::open(&config).await?;
     // Callers must be answered even while the database is down, so a failed migration does not
@@ -154,7 +174,7 @@ pub async fn serve_until(
     if let Some(ready) = ready {
         let _ = ready.send(db.pool.clone());
     }
-    axum::serve(listener, crate::app(state))
+    axum::serve(listener, crate::app_with(state, extra))
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed")?;

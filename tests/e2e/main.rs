@@ -3,6 +3,7 @@
 
 mod ai_services;
 mod audit;
+mod bench;
 mod calls;
 mod dashboard;
 mod durable;

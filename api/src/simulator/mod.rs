@@ -177,6 +177,29 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Registers a live call `call_sid` (placed by someone else) and returns where REST updates
+    /// of it arrive.
+    pub fn watch_call(&self, call_sid: &str) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel(8);
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.calls.insert(call_sid.to_owned(), tx);
+        }
+        rx
+    }
+
+    /// Serves a recording `recording_sid` of `text`, and returns its URL.
+    pub fn add_recording(&self, recording_sid: &str, text: &str) -> String {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry
+                .recordings
+                .insert(recording_sid.to_owned(), text.to_owned());
+        }
+        format!(
+            "{}/2010-04-01/Accounts/{}/Recordings/{recording_sid}",
+            self.rest_base_url, self.target.account_sid
+        )
+    }
+
     /// Runs one call through `scenario`.
     pub async fn call(&self, scenario: &Scenario) -> CallReport {
         let call_sid = new_sid("CA");

@@ -36,7 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/twilio/status", post(status))
 }
 
-fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
+pub(crate) fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
     render::respond(&render::twiml(answer, id, &state.voice))
 }
 

@@ -1,0 +1,810 @@
+//! `hotline bench`: starts its own database and servers, runs each workload for a bounded time,
+//! and prints one table in which every figure stands next to a baseline measured in the same run
+//! on the same machine, as a ratio (these machines are shared; absolute numbers move).
+//!
+//! The servers are separate processes (`hotline bench-server`, the service plus two baseline
+//! routes), so the load generator's own work and memory are not counted as the service's.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use application::{CallAnswer, CommandDispatcher, CommandMetadata};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use domain::call::UpdateStatus;
+use domain::{CallCommand, CallId, CallSid, CallStatus};
+use futures_util::TryStreamExt;
+use infrastructure::config::Config;
+use infrastructure::event_store;
+use infrastructure::twilio::signature::sign_request;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::simulator::scenario::{self};
+use crate::simulator::{new_sid, Simulator, Target};
+use crate::state::AppState;
+use crate::twilio::extract::TwilioRequest;
+
+/// The baselines, served by `hotline bench-server` through the same stack as the webhooks:
+/// the same signature check and form parsing, and the same TwiML rendering.
+pub fn baseline_routes() -> Router<AppState> {
+    Router::new()
+        .route("/bench/fixed/", post(fixed))
+        .route("/bench/insert/", post(insert))
+}
+
+/// Baseline (1): no database at all.
+async fn fixed(State(state): State<AppState>, _request: TwilioRequest) -> Response {
+    crate::twilio::answer(&state, &CallAnswer::Greeting, None)
+}
+
+/// Baseline (2): one plain `INSERT` of a row like an event, through the same pool.
+async fn insert(State(state): State<AppState>, request: TwilioRequest) -> Response {
+    let params: serde_json::Map<String, serde_json::Value> = request
+        .params
+        .pairs()
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let inserted =
+        sqlx::query("INSERT INTO bench_rows (call_sid, payload, metadata) VALUES ($1, $2, $3)")
+            .bind(request.params.get("CallSid").unwrap_or_default())
+            .bind(sqlx::types::Json(params))
+            .bind(sqlx::types::Json(request.metadata.to_map()))
+            .execute(&state.pool)
+            .await;
+    match inserted {
+        Ok(_) => crate::twilio::answer(&state, &CallAnswer::Greeting, None),
+        Err(_) => crate::twilio::answer(&state, &CallAnswer::Trouble, None),
+    }
+}
+
+/// `hotline bench`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A smoke run of seconds (the test suite runs this; its figures mean little).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per webhook run (default 8; 1 with --quick).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Events to replay (default 1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    pub events: Option<u64>,
+}
+
+/// A row of the table.
+#[derive(Debug)]
+struct Row {
+    workload: String,
+    figure: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+}
+
+/// The development token the bench servers check signatures with.
+const TOKEN: &str = "bench-auth-token";
+const ACCOUNT: &str = "AC0be0c0000000000000000000000000be";
+
+/// A database of the run's own, on the configured server or the embedded one.
+struct BenchDatabase {
+    admin: crate::startup::Database,
+    name: String,
+    pool: PgPool,
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create(config: &Config) -> anyhow::Result<Self> {
+        let admin = crate::startup::Database::open(config).await?;
+        let name = format!("hotline_bench_{}", std::process::id());
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin.pool)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin.pool)
+            .await
+            .context("could not create the benchmark's database")?;
+        let options: PgConnectOptions = admin
+            .pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.clone())
+            .await?;
+        event_store::migrate(&pool).await?;
+        sqlx::query(
+            "CREATE TABLE bench_rows (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 call_sid text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
+                 recorded_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self {
+            url: options.to_url_lossy().to_string(),
+            admin,
+            name,
+            pool,
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin.pool)
+        .await?;
+        self.admin.close().await
+    }
+}
+
+/// A `hotline bench-server` process.
+struct Server {
+    child: tokio::process::Child,
+    base_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts one on `db`; `twilio` (REST base, STT base) turns the pipeline on.
+    async fn start(db: &BenchDatabase, twilio: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("dev-auth-token"), TOKEN)?;
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("bench-server")
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .env("HOTLINE_ADDR", format!("127.0.0.1:{port}"))
+            .env("HOTLINE_DATA_DIR", dir.path())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some((rest, stt)) = twilio {
+            command
+                .env("TWILIO_ACCOUNT_SID", ACCOUNT)
+                .env("TWILIO_AUTH_TOKEN", TOKEN)
+                .env("TWILIO_API_BASE", rest)
+                .env("STT_BASE_URL", stt)
+                .env("LLM_BASE_URL", stt);
+        }
+        let child = command
+            .spawn()
+            .context("could not start hotline bench-server")?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(format!("{base_url}/health"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "hotline bench-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            child,
+            base_url,
+            _dir: dir,
+        })
+    }
+
+    /// The process's peak resident memory, in MiB (Linux).
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The three webhook paths a benchmark call posts to.
+#[derive(Debug, Clone, Copy)]
+enum Paths {
+    Webhooks,
+    Fixed,
+    Insert,
+}
+
+/// What a load run measured.
+#[derive(Debug, Default)]
+struct Load {
+    latencies: Vec<Duration>,
+    failures: usize,
+    elapsed: Duration,
+}
+
+impl Load {
+    fn per_sec(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.latencies.len() as f64;
+        n / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+    fn quantile_ms(&mut self, q: f64) -> f64 {
+        self.latencies.sort();
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i =
+            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// `connections` clients posting a call's three webhooks over and over for `seconds`.
+async fn hammer(base_url: &str, paths: Paths, connections: usize, seconds: f64) -> Load {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let client = client.clone();
+        let base = base_url.to_owned();
+        tasks.spawn(async move {
+            let mut load = Load::default();
+            while Instant::now() < deadline {
+                let sid = new_sid("CA");
+                let id = CallSid::parse(&sid).map(|s| CallId::for_call_sid(&s));
+                let Ok(id) = id else { continue };
+                let recording = new_sid("RE");
+                let steps: [(String, Vec<(&str, String)>); 3] = [
+                    ("/twilio/voice/".into(), vec![("CallStatus", "ringing".into()), ("From", "+14155550123".into()), ("To", "+15005550006".into()), ("Direction", "inbound".into())]),
+                    (format!("/twilio/recording/{id}/"), vec![("RecordingSid", recording.clone()), ("RecordingUrl", format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording}")), ("RecordingDuration", "4".into()), ("Digits", "#".into())]),
+                    ("/twilio/status/".into(), vec![("CallStatus", "completed".into()), ("CallDuration", "30".into()), ("SequenceNumber", "3".into())]),
+                ];
+                for (path, extra) in steps {
+                    let path = match paths {
+                        Paths::Webhooks => path,
+                        Paths::Fixed => "/bench/fixed/".into(),
+                        Paths::Insert => "/bench/insert/".into(),
+                    };
+                    let url = format!("{base}{path}");
+                    let mut params = vec![
+                        ("CallSid".to_owned(), sid.clone()),
+                        ("AccountSid".to_owned(), ACCOUNT.to_owned()),
+                    ];
+                    params.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+                    let signature = sign_request(TOKEN, &url, &params);
+                    let sent = Instant::now();
+                    let answer = client
+                        .post(&url)
+                        .header("X-Twilio-Signature", signature)
+                        .form(&params)
+                        .send()
+                        .await;
+                    let ok = match answer {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            let _ = response.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    load.latencies.push(sent.elapsed());
+                    if !ok {
+                        load.failures += 1;
+                    }
+                }
+            }
+            load
+        });
+    }
+    let mut total = Load::default();
+    while let Some(Ok(load)) = tasks.join_next().await {
+        total.latencies.extend(load.latencies);
+        total.failures += load.failures;
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+fn ratio(value: f64, baseline: f64) -> String {
+    if baseline > 0.0 {
+        format!("{:.2}×", value / baseline)
+    } else {
+        "—".into()
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
+}
+
+/// `hotline bench`.
+pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 8.0 });
+    let events = args
+        .events
+        .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+    let db = BenchDatabase::create(&config).await?;
+    let mut rows = Vec::new();
+    let result = run(&db, seconds, events, args.quick, &mut rows).await;
+    print_table(&rows);
+    db.drop().await?;
+    result
+}
+
+async fn run(
+    db: &BenchDatabase,
+    seconds: f64,
+    events: u64,
+    quick: bool,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    eprintln!("bench: webhook commands ({seconds} s per run)…");
+    let server = Server::start(db, None).await?;
+    for connections in [16, 64] {
+        let stored_before = count(&db.pool, "SELECT count(*) FROM events").await;
+        let mut real = hammer(&server.base_url, Paths::Webhooks, connections, seconds).await;
+        let stored = count(&db.pool, "SELECT count(*) FROM events").await - stored_before;
+        // A webhook that could not store its event still answers 200 (the caller comes first),
+        // so errors are counted as requests without their event.
+        #[allow(clippy::cast_possible_wrap)]
+        let lost = (real.latencies.len() as i64 - stored).max(0) + real.failures as i64;
+        let mut fixed = hammer(&server.base_url, Paths::Fixed, connections, seconds).await;
+        let mut insert = hammer(&server.base_url, Paths::Insert, connections, seconds).await;
+        rows.push(Row {
+            workload: format!("webhook commands, {connections} connections"),
+            figure: format!(
+                "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {lost} errors",
+                real.per_sec(),
+                real.quantile_ms(0.5),
+                real.quantile_ms(0.99),
+                real.quantile_ms(0.999)
+            ),
+            baseline: format!(
+                "(1) fixed TwiML {:.0}/s, p99 {:.2} ms; (2) one INSERT {:.0}/s, p99 {:.2} ms",
+                fixed.per_sec(),
+                fixed.quantile_ms(0.99),
+                insert.per_sec(),
+                insert.quantile_ms(0.99)
+            ),
+            ratio: format!(
+                "{} of (1), {} of (2)",
+                ratio(real.per_sec(), fixed.per_sec()),
+                ratio(real.per_sec(), insert.per_sec())
+            ),
+            target: if connections == 16 {
+                "≥ 0.6× of (2), p99 ≤ 10 ms, 0 errors".into()
+            } else {
+                "—".into()
+            },
+        });
+    }
+    server.stop().await;
+
+    eprintln!("bench: peak memory at 200 concurrent calls…");
+    let server = Server::start(db, None).await?;
+    let mut simulator = Simulator::start(
+        Target {
+            base_url: server.base_url.clone(),
+            account_sid: ACCOUNT.into(),
+            auth_token: TOKEN.into(),
+            to: "+15005550006".into(),
+        },
+        0,
+    )
+    .await?;
+    simulator.pace = 0.0;
+    let example = scenario::examples().remove(0);
+    let calls = crate::demo::run_calls(&simulator, &example, 200, 200).await;
+    let failed = calls.calls.iter().filter(|c| c.outcome.is_err()).count();
+    rows.push(Row {
+        workload: "memory, 200 concurrent calls".into(),
+        figure: format!(
+            "peak RSS {:.1} MiB ({failed} of 200 calls failed)",
+            server.peak_rss_mib().unwrap_or(f64::NAN)
+        ),
+        baseline: "—".into(),
+        ratio: "—".into(),
+        target: "≤ 100 MB".into(),
+    });
+    server.stop().await;
+
+    eprintln!("bench: turn overhead…");
+    rows.push(turn_overhead(db, if quick { 10 } else { 100 }).await?);
+
+    eprintln!("bench: aggregate load against call length…");
+    rows.push(aggregate_load(&db.pool, if quick { 5 } else { 50 }).await?);
+
+    eprintln!("bench: replay of {events} events…");
+    rows.push(replay(&db.pool, events).await?);
+    Ok(())
+}
+
+/// Speech-to-text and a language model that answer at once.
+async fn instant_ai() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let router = Router::new()
+        .route(
+            "/v1/audio/transcriptions",
+            post(|| async { Json(json!({ "text": "I had a rough day at work." })) }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                let content =
+                    json!({ "risk": "none", "reply": "That sounds hard. I'm here to listen." });
+                Json(json!({ "choices": [{ "message": { "content": content.to_string() } }] }))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
+/// From the recording webhook to the reply arriving at the Twilio stand-in.
+async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> {
+    let ai = instant_ai().await?;
+    // The stand-in is started before the server it will be Twilio for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let simulator = Simulator::start(
+        Target {
+            base_url: format!("http://127.0.0.1:{port}"),
+            account_sid: ACCOUNT.into(),
+            auth_token: TOKEN.into(),
+            to: "+15005550006".into(),
+        },
+        0,
+    )
+    .await?;
+    let server = Server::start(db, Some((&simulator.rest_base_url, &ai))).await?;
+    let client = reqwest::Client::new();
+    let post = |path: String, params: Vec<(String, String)>| {
+        let client = client.clone();
+        let url = format!("{}{path}", server.base_url);
+        async move {
+            let signature = sign_request(TOKEN, &url, &params);
+            client
+                .post(&url)
+                .header("X-Twilio-Signature", signature)
+                .form(&params)
+                .send()
+                .await
+        }
+    };
+    let mut load = Load::default();
+    let started = Instant::now();
+    for _ in 0..turns {
+        let sid = new_sid("CA");
+        let id = CallId::for_call_sid(&CallSid::parse(&sid)?);
+        let mut updates = simulator.watch_call(&sid);
+        let base = |extra: &[(&str, &str)]| {
+            let mut p = vec![
+                ("CallSid".to_owned(), sid.clone()),
+                ("AccountSid".to_owned(), ACCOUNT.to_owned()),
+                ("From".to_owned(), "+14155550123".to_owned()),
+                ("To".to_owned(), "+15005550006".to_owned()),
+            ];
+            p.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            p
+        };
+        post("/twilio/voice/".into(), base(&[("CallStatus", "ringing")])).await?;
+        let recording = new_sid("RE");
+        let url = simulator.add_recording(&recording, "I had a rough day at work.");
+        let sent = Instant::now();
+        post(
+            format!("/twilio/recording/{id}/"),
+            base(&[
+                ("RecordingSid", &recording),
+                ("RecordingUrl", &url),
+                ("RecordingDuration", "4"),
+                ("Digits", "#"),
+            ]),
+        )
+        .await?;
+        match tokio::time::timeout(Duration::from_secs(10), updates.recv()).await {
+            Ok(Some(_)) => load.latencies.push(sent.elapsed()),
+            _ => load.failures += 1,
+        }
+    }
+    load.elapsed = started.elapsed();
+    server.stop().await;
+
+    let mut round_trips = Load::default();
+    for _ in 0..200 {
+        let sent = Instant::now();
+        sqlx::query("SELECT 1").execute(&db.pool).await?;
+        round_trips.latencies.push(sent.elapsed());
+    }
+    let (p50, p99) = (load.quantile_ms(0.5), load.quantile_ms(0.99));
+    let (rt50, rt99) = (round_trips.quantile_ms(0.5), round_trips.quantile_ms(0.99));
+    Ok(Row {
+        workload: format!("turn overhead, {turns} turns (zero-latency STT and model)"),
+        figure: format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {} lost", load.failures),
+        baseline: format!("database round trip p50 {rt50:.3} ms, p99 {rt99:.3} ms"),
+        ratio: format!("{} round trips at p50", ratio(p50, rt50)),
+        target: "p99 ≤ 50 ms".into(),
+    })
+}
+
+/// µs per command on calls of 10, 100 and 1,000 events.
+async fn aggregate_load(pool: &PgPool, commands: u32) -> anyhow::Result<Row> {
+    let dispatcher = CommandDispatcher::new(event_store::call_store(pool.clone()));
+    let metadata = CommandMetadata {
+        request_id: "bench".into(),
+        idempotency_token: None,
+        actor: "bench".into(),
+        received_at: Utc::now(),
+    };
+    let mut figures = Vec::new();
+    for length in [10u32, 100, 1000] {
+        let sid = CallSid::parse(&new_sid("CA"))?;
+        let id = CallId::for_call_sid(&sid);
+        let status = |n: u32| {
+            CallCommand::UpdateStatus(UpdateStatus {
+                call_sid: sid.clone(),
+                status: CallStatus::InProgress,
+                sequence_number: Some(n),
+                duration_secs: None,
+                at: Utc::now(),
+            })
+        };
+        // The call's history, stored directly (as the webhooks would have stored it): a start and
+        // `length - 1` status changes. Only the commands after it are timed.
+        let mut history = vec![domain::CallEvent::CallStarted {
+            call_sid: sid.clone(),
+            account_sid: domain::AccountSid::parse(ACCOUNT)?,
+            from: domain::CallerId::new("+14155550123"),
+            to: "+15005550006".into(),
+            direction: "inbound".into(),
+            started_at: Utc::now(),
+        }];
+        history.extend((1..length).map(|n| domain::CallEvent::StatusChanged {
+            call_sid: sid.clone(),
+            status: CallStatus::InProgress,
+            sequence_number: Some(n),
+            duration_secs: None,
+            at: Utc::now(),
+        }));
+        let (types, payloads): (Vec<String>, Vec<String>) = history
+            .iter()
+            .map(|e| {
+                use cqrs_es::DomainEvent;
+                (e.event_type(), serde_json::to_string(e).unwrap_or_default())
+            })
+            .unzip();
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'Call', $1, t.ord, t.event_type, '1', t.payload::json, '{}'::json
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(event_type, payload, ord)
+              ORDER BY t.ord",
+        )
+        .bind(id.to_string())
+        .bind(&types)
+        .bind(&payloads)
+        .execute(pool)
+        .await?;
+        let started = Instant::now();
+        for n in length..length + commands {
+            dispatcher.execute(id, status(n), &metadata).await?;
+        }
+        let per = started.elapsed().as_secs_f64() * 1e6 / f64::from(commands);
+        figures.push(format!("{length} events: {per:.0} µs"));
+    }
+    Ok(Row {
+        workload: "aggregate load against call length".into(),
+        figure: figures.join(", "),
+        baseline: "—".into(),
+        ratio: "—".into(),
+        target: "—".into(),
+    })
+}
+
+/// Rebuilding every view from `events` events, against a plain ordered scan of them, decoded.
+async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
+    // Calls of ten events each, as webhooks and the pipeline would store them.
+    let template = template_call();
+    let per_call = template.len() as u64;
+    let calls = events.div_ceil(per_call);
+    let (seqs, types, payloads): (Vec<i64>, Vec<String>, Vec<String>) = template
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p))| {
+            (
+                i64::try_from(i).unwrap_or_default() + 1,
+                t.clone(),
+                p.clone(),
+            )
+        })
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (x, y, z)| {
+                a.push(x);
+                b.push(y);
+                c.push(z);
+                (a, b, c)
+            },
+        );
+    let chunk = 10_000u64;
+    let mut done = 0u64;
+    while done < calls {
+        let n = chunk.min(calls - done);
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'Call', md5('bench' || g::text)::uuid::text, t.seq, t.event_type, '1', t.payload::json, '{}'::json
+               FROM generate_series($1::bigint, $2::bigint) g
+              CROSS JOIN unnest($3::bigint[], $4::text[], $5::text[]) AS t(seq, event_type, payload)
+              ORDER BY g, t.seq",
+        )
+        .bind(i64::try_from(done)?)
+        .bind(i64::try_from(done + n - 1)?)
+        .bind(&seqs)
+        .bind(&types)
+        .bind(&payloads)
+        .execute(pool)
+        .await?;
+        done += n;
+    }
+    let stored = count(
+        pool,
+        "SELECT count(*) FROM events WHERE aggregate_type = 'Call'",
+    )
+    .await;
+
+    // The baseline: the same events, read in order and decoded.
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut rows = sqlx::query_as::<_, (String, i64, sqlx::types::Json<domain::CallEvent>)>(
+        "SELECT aggregate_id, sequence, payload::jsonb FROM events
+          WHERE aggregate_type = 'Call' ORDER BY aggregate_id, sequence",
+    )
+    .fetch(&mut *conn);
+    let mut scanned = 0u64;
+    while rows.try_next().await?.is_some() {
+        scanned += 1;
+    }
+    drop(rows);
+    drop(conn);
+    let scan = started.elapsed();
+
+    let started = Instant::now();
+    let report = infrastructure::views::replay(pool, false).await?;
+    let rebuild = started.elapsed();
+    #[allow(clippy::cast_precision_loss)]
+    let (scan_rate, replay_rate) = (
+        scanned as f64 / scan.as_secs_f64(),
+        stored as f64 / rebuild.as_secs_f64(),
+    );
+    Ok(Row {
+        workload: format!("replay of {stored} events ({} calls)", report.calls),
+        figure: format!("{replay_rate:.0} events/s ({:.1} s)", rebuild.as_secs_f64()),
+        baseline: format!(
+            "ordered scan, decoded: {scan_rate:.0} events/s ({:.1} s)",
+            scan.as_secs_f64()
+        ),
+        ratio: ratio(replay_rate, scan_rate),
+        target: "≥ 0.5×".into(),
+    })
+}
+
+/// A ten-event call, as (type, payload JSON).
+fn template_call() -> Vec<(String, String)> {
+    use cqrs_es::DomainEvent;
+    use domain::call::{Analysis, PlayedVia, RecordingUrl, StageTimings};
+    use domain::{AccountSid, CallEvent, CallerId, Choice, RecordingSid};
+    let at = Utc::now();
+    let sid = CallSid::parse("CA0be0c0000000000000000000000000be").expect("a valid value");
+    let turn = |n: u32, text: &str| {
+        let screening = domain::risk::screen(text);
+        let assessment = domain::risk::assess(screening.level, None);
+        [
+            CallEvent::RecordingReceived {
+                turn: n,
+                recording_sid: RecordingSid::parse(&format!("RE{n:032x}")).expect("a valid value"),
+                recording_url: RecordingUrl::parse("https://api.twilio.com/2010-04-01/Accounts/AC0be0c0000000000000000000000000be/Recordings/RE1").expect("a valid value"),
+                duration_secs: Some(6),
+                digits: Some("#".into()),
+                received_at: at,
+            },
+            CallEvent::Analyzed {
+                turn: n,
+                analysis: Analysis {
+                    transcript: text.into(),
+                    screening,
+                    assessment,
+                    model: None,
+                    reply: Some(domain::script::reply_for(domain::risk::RiskLevel::None).into()),
+                    reply_source: Some(domain::call::ReplySource::Script),
+                    timings: StageTimings::default(),
+                    recording_key: None,
+                },
+                at,
+            },
+            CallEvent::ResponsePlayed { turn: n, via: PlayedVia::RestUpdate, at },
+        ]
+    };
+    let mut events = vec![CallEvent::CallStarted {
+        call_sid: sid.clone(),
+        account_sid: AccountSid::parse("AC0be0c0000000000000000000000000be")
+            .expect("a valid value"),
+        from: CallerId::new("+14155550123"),
+        to: "+15005550006".into(),
+        direction: "inbound".into(),
+        started_at: at,
+    }];
+    events.extend(turn(1, "I had a rough day at work."));
+    events.push(CallEvent::CallerChose {
+        turn: 1,
+        choice: Choice::Continue,
+        digits: Some("1".into()),
+        speech: None,
+        at,
+    });
+    events.extend(turn(2, "I just feel tired of everything."));
+    events.push(CallEvent::CallerChose {
+        turn: 2,
+        choice: Choice::End,
+        digits: Some("2".into()),
+        speech: None,
+        at,
+    });
+    events.push(CallEvent::Completed {
+        call_sid: sid,
+        status: CallStatus::Completed,
+        sequence_number: Some(3),
+        duration_secs: Some(180),
+        ended_at: at,
+    });
+    events
+        .into_iter()
+        .map(|e| {
+            (
+                e.event_type(),
+                serde_json::to_string(&e).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| workload | figure | baseline in the same run | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.workload, row.figure, row.baseline, row.ratio, row.target
+        );
+    }
+}

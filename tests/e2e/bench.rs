@@ -1,0 +1,43 @@
+//! A smoke run of `hotline bench`, so the benchmark cannot rot. Its figures mean nothing here
+//! (seconds of load on a shared machine) and nothing about them is asserted but their presence.
+
+use tokio::process::Command;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn hotline_bench_runs_every_workload_and_prints_its_table() {
+    // The bench creates (and drops) a database of its own on the server this one lives on.
+    let (_pool, name) = fresh_database().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_hotline-under-test"))
+        .args(["bench", "--quick", "--seconds", "0.3", "--events", "2000"])
+        .env_clear()
+        .env("DATABASE_URL", database_url(&name).await)
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("hotline bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for workload in [
+        "webhook commands, 16 connections",
+        "webhook commands, 64 connections",
+        "memory, 200 concurrent calls",
+        "turn overhead",
+        "aggregate load against call length",
+        "replay of",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {workload}")))
+            .unwrap_or_else(|| panic!("no row for {workload}: {stdout}"));
+        assert!(
+            row.contains('×') || row.contains("µs") || row.contains("MiB"),
+            "{row}"
+        );
+    }
+    assert!(stdout.contains("0 errors"), "{stdout}");
+    assert!(stdout.contains("(0 of 200 calls failed)"), "{stdout}");
+    assert!(stdout.contains(", 0 lost"), "{stdout}");
+}
