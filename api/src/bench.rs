@@ -700,7 +700,7 @@ async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     let scan = started.elapsed();
 
     let started = Instant::now();
-    let report = infrastructure::views::replay(pool, false).await?;
+    let report = infrastructure::views::rebuild_all(pool).await?;
     let rebuild = started.elapsed();
     #[allow(clippy::cast_precision_loss)]
     let (scan_rate, replay_rate) = (

@@ -90,9 +90,15 @@ pub enum Batch {
     Processed(usize),
     /// Nothing new below the horizon.
     Idle,
+    /// Newer events are stored, but a transaction still in flight somewhere in the cluster holds
+    /// the horizon below them: worth another look in a moment, not at the next poll.
+    Waiting,
     /// Another instance is running this consumer.
     HeldElsewhere,
 }
+
+/// How soon a runner looks again when stored events wait behind the horizon.
+const WAITING_PAUSE: Duration = Duration::from_millis(5);
 
 /// Runs one consumer over the event store.
 #[derive(Debug)]
@@ -151,6 +157,10 @@ impl<C: Consumer> SubscriptionRunner<C> {
         // is next used, and until then it keeps the advisory lock, so the next batch (on another
         // connection) would find the consumer "held elsewhere".
         match result {
+            Ok(Some((Batch::Waiting, _))) => {
+                tx.rollback().await?;
+                Ok(Batch::Waiting)
+            }
             Ok(Some((batch, last_position))) => {
                 tx.commit().await?;
                 self.progress.send_replace(last_position);
@@ -211,7 +221,14 @@ impl<C: Consumer> SubscriptionRunner<C> {
         .fetch_all(&mut **tx)
         .await?;
         if rows.is_empty() {
-            return Ok(None);
+            let behind: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1::xid8, $2))",
+            )
+            .bind(&last_tx)
+            .bind(last_position)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok(behind.then_some((Batch::Waiting, last_position)));
         }
         let mut checkpoint = (last_tx, last_position);
         for row in &rows {
@@ -255,7 +272,7 @@ impl<C: Consumer> SubscriptionRunner<C> {
         loop {
             match self.process_batch().await? {
                 Batch::Processed(n) => total += n,
-                Batch::Idle | Batch::HeldElsewhere => return Ok(total),
+                Batch::Idle | Batch::Waiting | Batch::HeldElsewhere => return Ok(total),
             }
         }
     }
@@ -272,6 +289,12 @@ impl<C: Consumer> SubscriptionRunner<C> {
                 Ok(Batch::Processed(n)) if n as i64 >= self.batch_size => {
                     failures = 0;
                     continue;
+                }
+                // The horizon is held by a transaction about to end (another consumer's batch,
+                // usually): look again soon rather than at the next poll.
+                Ok(Batch::Waiting) => {
+                    failures = 0;
+                    WAITING_PAUSE
                 }
                 Ok(_) => {
                     failures = 0;

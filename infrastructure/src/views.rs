@@ -224,6 +224,41 @@ pub struct ReplayReport {
     pub swapped: bool,
 }
 
+/// Rebuilds every view from every stored event into scratch tables, and drops them: the
+/// benchmark's measure of a replay, independent of how far the live projection has read.
+pub async fn rebuild_all(pool: &PgPool) -> Result<ReplayReport, ReplayError> {
+    let mut tx = pool.begin().await?;
+    let (calls, turns) = rebuild(&mut tx, None).await?;
+    // Nothing is kept: rolling back drops the scratch tables with their rows.
+    tx.rollback().await?;
+    Ok(ReplayReport {
+        calls,
+        turns,
+        differing_calls: Vec::new(),
+        swapped: false,
+    })
+}
+
+/// Folds the events up to `upto` (all of them when `None`) into fresh `_replay` tables; returns
+/// how many calls and turns they hold.
+async fn rebuild(
+    conn: &mut PgConnection,
+    upto: Option<(String, i64)>,
+) -> Result<(usize, usize), ReplayError> {
+    let projections = fold_store(&mut *conn, upto).await?;
+    for table in TABLES {
+        sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS {table}{REPLAY}; \
+             CREATE TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let turns: Vec<&TurnView> = projections.iter().flat_map(|p| &p.turns).collect();
+    write(&mut *conn, REPLAY, &projections, &turns).await?;
+    Ok((projections.len(), turns.len()))
+}
+
 /// Rebuilds every view from the events into fresh tables, compares them with the live ones, and
 /// with `swap` puts the rebuilt tables in their place. Holds the projection's lock throughout,
 /// so the live projection waits and both sides have seen exactly the same events.
@@ -239,17 +274,7 @@ pub async fn replay(pool: &PgPool, swap: bool) -> Result<ReplayReport, ReplayErr
     .bind(CALL_VIEWS)
     .fetch_optional(&mut *tx)
     .await?;
-    let projections = fold_store(&mut tx, Some(checkpoint.unwrap_or(("0".into(), 0)))).await?;
-    for table in TABLES {
-        sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {table}{REPLAY}; \
-             CREATE TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
-        ))
-        .execute(&mut *tx)
-        .await?;
-    }
-    let turns: Vec<&TurnView> = projections.iter().flat_map(|p| &p.turns).collect();
-    write(&mut tx, REPLAY, &projections, &turns).await?;
+    let (calls, turns) = rebuild(&mut tx, Some(checkpoint.unwrap_or(("0".into(), 0)))).await?;
 
     let differing: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT call_id FROM (
@@ -285,8 +310,8 @@ pub async fn replay(pool: &PgPool, swap: bool) -> Result<ReplayReport, ReplayErr
     }
     tx.commit().await?;
     Ok(ReplayReport {
-        calls: projections.len(),
-        turns: turns.len(),
+        calls,
+        turns,
         differing_calls: differing_calls.into_iter().collect(),
         swapped: swap,
     })

@@ -134,8 +134,8 @@ async fn an_event_whose_transaction_commits_late_is_not_skipped() {
     // …while later writers commit theirs.
     place_call(&app).await;
     // The committed events sit above the in-flight transaction's horizon: none is taken yet,
-    // so the checkpoint cannot move past the slow one.
-    assert_eq!(runner.process_batch().await.expect("runs"), Batch::Idle);
+    // so the checkpoint cannot move past the slow one, and the runner knows to look again soon.
+    assert_eq!(runner.process_batch().await.expect("runs"), Batch::Waiting);
     slow.commit().await.expect("commits");
     assert_eq!(drain(&runner, &app.pool, 5).await, 5);
     assert_eq!(seen(&app.pool).await, all_positions(&app.pool).await);
