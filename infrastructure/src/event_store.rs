@@ -28,7 +28,8 @@ pub struct AppendingRepository {
 
 impl std::fmt::Debug for AppendingRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppendingRepository").finish_non_exhaustive()
+        f.debug_struct("AppendingRepository")
+            .finish_non_exhaustive()
     }
 }
 

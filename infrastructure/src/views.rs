@@ -54,7 +54,7 @@ impl Consumer for CallViewsProjection {
                 .iter()
                 .filter(|t| before.as_ref().is_none_or(|b| !b.turns.contains(t)))
                 .collect();
-            write(conn, "", std::slice::from_ref(&after), &changed).await?;
+            write(conn, "", std::slice::from_ref(&after), &changed, true).await?;
         }
         Ok(())
     }
@@ -72,14 +72,19 @@ fn int<T: TryInto<i64>>(value: T) -> Option<i64> {
     value.try_into().ok()
 }
 
-/// Upserts `projections` (and the `turns` given) into the tables with `suffix`.
+/// Rows per statement: fewer round trips, within PostgreSQL's 65,535 parameters (20 per turn).
+const WRITE_CHUNK: usize = 2000;
+
+/// Upserts `projections` (and the `turns` given) into the tables with `suffix`; with `state`,
+/// also the fold's state that lets the live projection go on from them.
 async fn write(
     conn: &mut PgConnection,
     suffix: &str,
     projections: &[CallProjection],
     turns: &[&TurnView],
+    state: bool,
 ) -> Result<(), sqlx::Error> {
-    for chunk in projections.chunks(500) {
+    for chunk in projections.chunks(WRITE_CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "INSERT INTO call_views{suffix} (call_id, call_sid, caller, direction, status, \
              started_at, ended_at, duration_secs, turns, max_risk, max_risk_rank, escalated, \
@@ -113,6 +118,9 @@ async fn write(
              last_sequence = EXCLUDED.last_sequence",
         );
         q.build().execute(&mut *conn).await?;
+        if !state {
+            continue;
+        }
 
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "INSERT INTO call_projection_state{suffix} (call_id, state) "
@@ -124,7 +132,7 @@ async fn write(
         q.push(" ON CONFLICT (call_id) DO UPDATE SET state = EXCLUDED.state");
         q.build().execute(&mut *conn).await?;
     }
-    for chunk in turns.chunks(500) {
+    for chunk in turns.chunks(WRITE_CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "INSERT INTO call_turns{suffix} (call_id, turn, recorded_at, recording_secs, digits, \
              transcript, reply, reply_source, risk_level, risk_unknown, route, signals, \
@@ -228,7 +236,7 @@ pub struct ReplayReport {
 /// benchmark's measure of a replay, independent of how far the live projection has read.
 pub async fn rebuild_all(pool: &PgPool) -> Result<ReplayReport, ReplayError> {
     let mut tx = pool.begin().await?;
-    let (calls, turns) = rebuild(&mut tx, None).await?;
+    let (calls, turns) = rebuild(&mut tx, None, false).await?;
     // Nothing is kept: rolling back drops the scratch tables with their rows.
     tx.rollback().await?;
     Ok(ReplayReport {
@@ -240,22 +248,33 @@ pub async fn rebuild_all(pool: &PgPool) -> Result<ReplayReport, ReplayError> {
 }
 
 /// Folds the events up to `upto` (all of them when `None`) into fresh `_replay` tables; returns
-/// how many calls and turns they hold.
+/// how many calls and turns they hold. The tables are unlogged (no WAL): most replays only
+/// compare and drop them, and a swap makes them logged first. The fold's state is written only
+/// when it will be used (`state`: the tables are to be swapped in and projected onto).
 async fn rebuild(
     conn: &mut PgConnection,
     upto: Option<(String, i64)>,
+    state: bool,
 ) -> Result<(usize, usize), ReplayError> {
+    let started = std::time::Instant::now();
     let projections = fold_store(&mut *conn, upto).await?;
+    let folded = started.elapsed();
     for table in TABLES {
         sqlx::raw_sql(&format!(
             "DROP TABLE IF EXISTS {table}{REPLAY}; \
-             CREATE TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
+             CREATE UNLOGGED TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
         ))
         .execute(&mut *conn)
         .await?;
     }
     let turns: Vec<&TurnView> = projections.iter().flat_map(|p| &p.turns).collect();
-    write(&mut *conn, REPLAY, &projections, &turns).await?;
+    write(&mut *conn, REPLAY, &projections, &turns, state).await?;
+    tracing::info!(
+        fold_ms = folded.as_millis() as u64,
+        write_ms = (started.elapsed() - folded).as_millis() as u64,
+        calls = projections.len(),
+        "views rebuilt"
+    );
     Ok((projections.len(), turns.len()))
 }
 
@@ -274,7 +293,8 @@ pub async fn replay(pool: &PgPool, swap: bool) -> Result<ReplayReport, ReplayErr
     .bind(CALL_VIEWS)
     .fetch_optional(&mut *tx)
     .await?;
-    let (calls, turns) = rebuild(&mut tx, Some(checkpoint.unwrap_or(("0".into(), 0)))).await?;
+    let (calls, turns) =
+        rebuild(&mut tx, Some(checkpoint.unwrap_or(("0".into(), 0))), swap).await?;
 
     let differing: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT call_id FROM (
@@ -296,7 +316,8 @@ pub async fn replay(pool: &PgPool, swap: bool) -> Result<ReplayReport, ReplayErr
     if swap {
         for table in TABLES {
             sqlx::raw_sql(&format!(
-                "DROP TABLE {table}; ALTER TABLE {table}{REPLAY} RENAME TO {table}"
+                "ALTER TABLE {table}{REPLAY} SET LOGGED; DROP TABLE {table}; \
+                 ALTER TABLE {table}{REPLAY} RENAME TO {table}"
             ))
             .execute(&mut *tx)
             .await?;
