@@ -26,6 +26,9 @@ use crate::ports::{
     Audio, AudioStore, CallControl, LanguageModel, PortError, RecordingSource, SpeechToText,
 };
 
+/// How long keeping a turn's recording may delay its answer.
+pub const KEEP_RECORDING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long the model may take for each of its answers before it counts as unknown.
 pub const MODEL_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -208,7 +211,15 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         };
 
         let mut analysis = self.understand(transcript, understood, timings).await;
-        analysis.recording_key = self.keep_recording(id, turn, audio).await;
+        // Keeping the recording runs before the answer is played, so it gets a short bound: a
+        // slow download or store must not hold the caller's answer back.
+        analysis.recording_key =
+            tokio::time::timeout(KEEP_RECORDING_TIMEOUT, self.keep_recording(id, turn, audio))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("keeping the recording took too long; the turn goes on");
+                    None
+                });
         Ok(analysis)
     }
 
@@ -975,5 +986,32 @@ mod tests {
             ["CallStarted", "RecordingReceived"],
             "nothing recorded on the call"
         );
+    }
+
+    /// An audio store that never answers.
+    struct StuckStore;
+    #[async_trait]
+    impl crate::ports::AudioStore for StuckStore {
+        async fn keep(&self, _id: CallId, _turn: u32, _audio: &Audio) -> Result<String, PortError> {
+            std::future::pending().await
+        }
+        async fn load(&self, _key: &str) -> Result<Audio, PortError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_audio_store_delays_the_answer_a_bounded_time_and_no_more() {
+        let mut h = harness(Ok("I had a rough day."), None, Control::default());
+        h.pipeline = h.pipeline.with_audio_store(Arc::new(StuckStore));
+        let id = call_with_one_turn(&h.store).await;
+        let outcome = tokio::time::timeout(
+            KEEP_RECORDING_TIMEOUT + Duration::from_secs(3),
+            h.pipeline.process_turn(id, 1),
+        )
+        .await
+        .expect("the answer is not held back by the store");
+        assert_eq!(outcome.expect("runs"), TurnOutcome::Replied);
+        assert_eq!(analysis(&h.store, id).await.recording_key, None);
     }
 }
