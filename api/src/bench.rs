@@ -76,6 +76,19 @@ pub struct BenchArgs {
     /// Events to replay (default 1,000,000; 20,000 with --quick).
     #[arg(long)]
     pub events: Option<u64>,
+    /// Run only these workloads (all by default), to rerun the one being worked on.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Workload>,
+}
+
+/// The workloads, as `--only` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Webhooks,
+    Memory,
+    Turns,
+    Aggregate,
+    Replay,
 }
 
 /// A row of the table.
@@ -371,7 +384,8 @@ pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
     let db = BenchDatabase::create(&config).await?;
     let mut rows = Vec::new();
-    let result = run(&db, seconds, events, args.quick, &mut rows).await;
+    let runs = |workload| args.only.is_empty() || args.only.contains(&workload);
+    let result = run(&db, seconds, events, args.quick, &runs, &mut rows).await;
     print_table(&rows);
     db.drop().await?;
     result
@@ -382,8 +396,31 @@ async fn run(
     seconds: f64,
     events: u64,
     quick: bool,
+    runs: &dyn Fn(Workload) -> bool,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    if runs(Workload::Webhooks) {
+        webhooks(db, seconds, rows).await?;
+    }
+    if runs(Workload::Memory) {
+        memory(db, rows).await?;
+    }
+    if runs(Workload::Turns) {
+        eprintln!("bench: turn overhead…");
+        rows.push(turn_overhead(db, if quick { 10 } else { 100 }).await?);
+    }
+    if runs(Workload::Aggregate) {
+        eprintln!("bench: aggregate load against call length…");
+        rows.push(aggregate_load(&db.pool, if quick { 5 } else { 50 }).await?);
+    }
+    if runs(Workload::Replay) {
+        eprintln!("bench: replay of {events} events…");
+        rows.push(replay(&db.pool, events).await?);
+    }
+    Ok(())
+}
+
+async fn webhooks(db: &BenchDatabase, seconds: f64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("bench: webhook commands ({seconds} s per run)…");
     let server = Server::start(db, None).await?;
     for connections in [16, 64] {
@@ -428,7 +465,10 @@ async fn run(
         });
     }
     server.stop().await;
+    Ok(())
+}
 
+async fn memory(db: &BenchDatabase, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("bench: peak memory at 200 concurrent calls…");
     let server = Server::start(db, None).await?;
     let mut simulator = Simulator::start(
@@ -456,15 +496,6 @@ async fn run(
         target: "≤ 100 MB".into(),
     });
     server.stop().await;
-
-    eprintln!("bench: turn overhead…");
-    rows.push(turn_overhead(db, if quick { 10 } else { 100 }).await?);
-
-    eprintln!("bench: aggregate load against call length…");
-    rows.push(aggregate_load(&db.pool, if quick { 5 } else { 50 }).await?);
-
-    eprintln!("bench: replay of {events} events…");
-    rows.push(replay(&db.pool, events).await?);
     Ok(())
 }
 
