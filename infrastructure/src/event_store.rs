@@ -13,6 +13,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use crate::appended::{Appended, Notifier};
+
 /// The store the application dispatches call commands through.
 pub type CallStore = PersistedEventStore<AppendingRepository, Call>;
 
@@ -21,9 +23,14 @@ pub type CallStore = PersistedEventStore<AppendingRepository, Call>;
 /// is just as atomic, in one round trip. The primary key still refuses a stale append (a
 /// concurrent writer's), which is cqrs-es's optimistic-lock error as before; everything else
 /// (loading, streaming, snapshots) is postgres-es's own.
+///
+/// Appends wake subscription runners (see `appended`): those of this process at once, those of
+/// other processes through a notification sent after the commit.
 pub struct AppendingRepository {
     inner: PostgresEventRepository,
     pool: PgPool,
+    appended: Appended,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for AppendingRepository {
@@ -37,8 +44,16 @@ impl AppendingRepository {
     pub fn new(pool: PgPool) -> Self {
         Self {
             inner: PostgresEventRepository::new(pool.clone()),
+            appended: Appended::of(&pool),
+            notifier: Notifier::new(pool.clone()),
             pool,
         }
+    }
+
+    /// Wakes the subscription runners after a committed append.
+    fn announce(&self) {
+        self.appended.announce();
+        self.notifier.poke();
     }
 
     async fn append<A: Aggregate>(
@@ -61,7 +76,10 @@ impl AppendingRepository {
                 .push_bind(&event.metadata);
         });
         match query.build().execute(&self.pool).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.announce();
+                Ok(())
+            }
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
                 Err(PersistenceError::OptimisticLockError)
             }
@@ -106,7 +124,11 @@ impl PersistedEventRepository for AppendingRepository {
         match snapshot_update {
             None => self.append::<A>(events).await,
             // Snapshots are off; were they on, postgres-es writes them with the events.
-            Some(update) => self.inner.persist::<A>(events, Some(update)).await,
+            Some(update) => {
+                self.inner.persist::<A>(events, Some(update)).await?;
+                self.announce();
+                Ok(())
+            }
         }
     }
 

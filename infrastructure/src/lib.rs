@@ -3,6 +3,7 @@
 //! service's configuration.
 #![forbid(unsafe_code)]
 
+pub mod appended;
 pub mod audio_store;
 pub mod audit;
 pub mod config;

@@ -16,9 +16,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::appended::Appended;
 use crate::wakeup::Wakeup;
 
-/// The channel the `events` trigger notifies on commit.
+/// The channel appends are announced on to other processes (see `appended`).
 pub const EVENTS_CHANNEL: &str = "hotline_events";
 
 /// An event as stored, with its position in the store.
@@ -282,7 +283,8 @@ impl<C: Consumer> SubscriptionRunner<C> {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let name = self.consumer.name().to_owned();
         tokio::pin!(shutdown);
-        let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL);
+        let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL)
+            .with_local(Appended::of(&self.pool).watch());
         let mut failures: u32 = 0;
         loop {
             let pause = match self.process_batch().await {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 /// A LISTEN connection on one channel, reconnected whenever it is lost.
 #[derive(Debug)]
@@ -14,6 +15,7 @@ pub struct Wakeup {
     pool: PgPool,
     channel: &'static str,
     listener: Option<PgListener>,
+    local: Option<watch::Receiver<u64>>,
 }
 
 impl Wakeup {
@@ -23,7 +25,15 @@ impl Wakeup {
             pool,
             channel,
             listener: None,
+            local: None,
         }
+    }
+
+    /// Also woken by this process's own signal (its appends, which notify other processes only).
+    #[must_use]
+    pub fn with_local(mut self, local: watch::Receiver<u64>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// Waits for a notification or `pause`, whichever comes first; returns false when `shutdown`
@@ -45,9 +55,20 @@ impl Wakeup {
                 None => std::future::pending().await,
             }
         };
+        let local = async {
+            match self.local.as_mut() {
+                Some(local) => {
+                    if local.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         let listener_ok = tokio::select! {
             () = shutdown.as_mut() => return false,
             result = notified => result.is_ok(),
+            () = local => true,
             () = tokio::time::sleep(pause) => true,
         };
         if !listener_ok {

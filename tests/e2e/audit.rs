@@ -79,6 +79,30 @@ async fn an_untouched_store_verifies_and_refuses_updates_deletes_and_truncation(
 }
 
 #[tokio::test]
+async fn the_database_chains_every_event_exactly_as_the_reference_content_function_says() {
+    // The insert trigger writes the canonical content out inline (for speed); `event_content()`
+    // is the reference. Multi-byte text checks that lengths are counted in bytes by both.
+    let app = spawn_app().await;
+    let sid = a_whole_call(&app).await;
+    crate::views::analyse(&app, &sid, 1, "Ça ne va pas — je suis épuisé 😔").await;
+    let (events, differing): (i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE e.hash <> sha256(coalesce(p.hash, ''::bytea) ||
+                    event_content(e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
+                                  e.event_version, e.payload, e.metadata)))
+           FROM events e
+           LEFT JOIN events p ON p.aggregate_type = e.aggregate_type
+                             AND p.aggregate_id = e.aggregate_id AND p.sequence = e.sequence - 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("compares");
+    assert_eq!((events, differing), (5, 0));
+    let found = audit::verify(&app.pool, None).await.expect("verifies");
+    assert!(found.intact(), "{found:?}");
+}
+
+#[tokio::test]
 async fn an_altered_payload_is_named_down_to_the_event() {
     let app = spawn_app().await;
     let untouched = a_whole_call(&app).await;

@@ -208,6 +208,28 @@ async fn the_runner_follows_new_events_as_they_are_appended() {
     assert_eq!(seen(&app.pool).await, all_positions(&app.pool).await);
 }
 
+#[tokio::test]
+async fn appends_are_announced_to_other_processes_after_they_commit() {
+    // Appends carry no NOTIFY of their own (it would serialise their commits); the appending
+    // process sends one after the commit, which is what wakes runners in other processes.
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listens");
+    listener
+        .listen(infrastructure::subscription::EVENTS_CHANNEL)
+        .await
+        .expect("listens");
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let notified = tokio::time::timeout(Duration::from_secs(20), listener.recv()).await;
+    assert!(
+        matches!(notified, Ok(Ok(_))),
+        "no notification after an append: {notified:?}"
+    );
+    assert_eq!(app.event_count().await, 1);
+}
+
 fn job(turn: i32, max_attempts: i32) -> NewJob {
     NewJob {
         call_id: "call-1".into(),
