@@ -39,6 +39,7 @@ impl AppState {
             event_store::call_store(self.pool.clone()),
             self.voice.lines.clone(),
         )
+        .caching()
         .with_pipeline();
         self.calls = Arc::new(calls);
         self
@@ -53,7 +54,8 @@ impl AppState {
 
     /// State over `pool`, answering as `voice` and accepting webhooks `validator` accepts.
     pub fn new(pool: PgPool, validator: SignatureValidator, voice: Voice) -> Self {
-        let calls = CallService::new(event_store::call_store(pool.clone()), voice.lines.clone());
+        let calls =
+            CallService::new(event_store::call_store(pool.clone()), voice.lines.clone()).caching();
         Self {
             calls: Arc::new(calls),
             validator: Arc::new(validator),

@@ -114,14 +114,14 @@ pub const MAX_WAITS: u32 = 2;
 const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Runs the webhook use cases against a call store.
-pub struct CallService<ES> {
+pub struct CallService<ES: EventStore<Call>> {
     dispatcher: CommandDispatcher<ES>,
     lines: Lines,
     breaker: Breaker,
     pipeline_enabled: bool,
 }
 
-impl<ES> std::fmt::Debug for CallService<ES> {
+impl<ES: EventStore<Call>> std::fmt::Debug for CallService<ES> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallService")
             .field("lines", &self.lines)
@@ -137,6 +137,20 @@ impl<ES: EventStore<Call>> CallService<ES> {
             lines,
             breaker: Breaker::default(),
             pipeline_enabled: false,
+        }
+    }
+
+    /// Keeps the state of calls in progress between their webhooks, so that most webhooks cost
+    /// one round trip to the store (the append) instead of two. Safe with several instances and
+    /// the pipeline writing to the same calls: see `CommandDispatcher`.
+    #[must_use]
+    pub fn caching(self) -> Self
+    where
+        ES::AC: crate::dispatch::Resume,
+    {
+        Self {
+            dispatcher: self.dispatcher.caching(),
+            ..self
         }
     }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore};
 use domain::{Call, CallCommand, CallId};
 use rand::Rng;
@@ -24,31 +25,161 @@ const MAX_ATTEMPTS: u32 = 10;
 /// number of calls; two calls sharing a stripe merely wait for each other's short command.
 const LOCK_STRIPES: usize = 256;
 
-/// Executes commands on calls.
-pub struct CommandDispatcher<ES> {
-    store: ES,
-    locks: Vec<tokio::sync::Mutex<()>>,
+/// How many calls each stripe keeps the state of, when the dispatcher caches: 256 × 16 = 4,096
+/// calls in progress, far more than a line has at once.
+const CACHED_PER_STRIPE: usize = 16;
+
+/// A context an event store can resume from a call's state and sequence, so that a command can
+/// skip loading a call whose state this process already holds.
+pub trait Resume: AggregateContext<Call> + Sized {
+    /// The context of `aggregate_id` holding `aggregate` after its event `sequence`.
+    fn resume(aggregate_id: &str, aggregate: Call, sequence: usize) -> Self;
+    /// The last event the context's state includes.
+    fn sequence(&self) -> usize;
 }
 
-impl<ES> std::fmt::Debug for CommandDispatcher<ES> {
+impl Resume for EventStoreAggregateContext<Call> {
+    fn resume(aggregate_id: &str, aggregate: Call, sequence: usize) -> Self {
+        Self {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: sequence,
+            current_snapshot: None,
+        }
+    }
+
+    fn sequence(&self) -> usize {
+        self.current_sequence
+    }
+}
+
+/// What a caching dispatcher needs of its store's contexts (`Resume`, as plain functions so that
+/// the uncached dispatcher asks nothing of its store).
+struct Resuming<AC> {
+    resume: fn(&str, Call, usize) -> AC,
+    sequence: fn(&AC) -> usize,
+}
+
+/// A call's state after its event `sequence`, as this process last stored or loaded it.
+#[derive(Clone)]
+struct Known {
+    id: CallId,
+    call: Call,
+    sequence: usize,
+    used: u64,
+}
+
+/// One lock stripe: the lock, and the states it caches.
+#[derive(Default)]
+struct Stripe {
+    known: Vec<Known>,
+    clock: u64,
+}
+
+impl Stripe {
+    fn take(&mut self, id: CallId) -> Option<Known> {
+        let index = self.known.iter().position(|k| k.id == id)?;
+        Some(self.known.swap_remove(index))
+    }
+
+    fn keep(&mut self, id: CallId, call: Call, sequence: usize) {
+        self.forget(id);
+        // An ended call takes no more commands worth caching for.
+        if call.ended().is_some() {
+            return;
+        }
+        if self.known.len() >= CACHED_PER_STRIPE {
+            if let Some(oldest) = (0..self.known.len()).min_by_key(|&i| self.known[i].used) {
+                self.known.swap_remove(oldest);
+            }
+        }
+        self.clock += 1;
+        self.known.push(Known {
+            id,
+            call,
+            sequence,
+            used: self.clock,
+        });
+    }
+
+    fn forget(&mut self, id: CallId) {
+        self.known.retain(|k| k.id != id);
+    }
+}
+
+/// Executes commands on calls.
+///
+/// A caching dispatcher (`cached`) keeps the state each command leaves a call in, and runs the
+/// call's next command on it without loading the call: one round trip (the append) instead of
+/// two. The cache cannot serve stale state, because it is fenced by the store's optimistic lock.
+/// Events are appended at consecutive sequences and never change, so an append at `n + 1`
+/// succeeds only if the call's stored events are exactly the `n` the cached state was folded
+/// from. Every other outcome on cached state (a conflict, a command that appends nothing, a rule
+/// refused, an error) may be an answer from stale state, so it is discarded and the command runs
+/// on a fresh load. Another instance or the pipeline writing to the call costs one failed append.
+pub struct CommandDispatcher<ES: EventStore<Call>> {
+    store: ES,
+    stripes: Vec<tokio::sync::Mutex<Stripe>>,
+    resuming: Option<Resuming<ES::AC>>,
+}
+
+impl<ES: EventStore<Call>> std::fmt::Debug for CommandDispatcher<ES> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandDispatcher").finish_non_exhaustive()
+        f.debug_struct("CommandDispatcher")
+            .field("cached", &self.resuming.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a command went on one attempt.
+// A return value moved once per command: boxing the call would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// It ran on the stored state: the call after it, and how many events it appended.
+    Done(Call, usize),
+    /// It ran on cached state and must run again on a fresh load.
+    Stale,
+}
+
+impl<ES: EventStore<Call>> CommandDispatcher<ES>
+where
+    ES::AC: Resume,
+{
+    /// A dispatcher over `store` that keeps the state of calls in progress (see the type's
+    /// documentation). Only for stores whose appends fail on a taken sequence, as postgres-es's
+    /// do (cqrs-es's `MemStore` does not check).
+    pub fn cached(store: ES) -> Self {
+        Self::new(store).caching()
+    }
+
+    /// This dispatcher, caching from now on.
+    #[must_use]
+    pub fn caching(mut self) -> Self {
+        self.resuming = Some(Resuming {
+            resume: <ES::AC as Resume>::resume,
+            sequence: <ES::AC as Resume>::sequence,
+        });
+        self
     }
 }
 
 impl<ES: EventStore<Call>> CommandDispatcher<ES> {
-    /// A dispatcher over `store`.
+    /// A dispatcher over `store` that loads the call for every command.
     pub fn new(store: ES) -> Self {
-        let locks = (0..LOCK_STRIPES)
-            .map(|_| tokio::sync::Mutex::new(()))
+        let stripes = (0..LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(Stripe::default()))
             .collect();
-        Self { store, locks }
+        Self {
+            store,
+            stripes,
+            resuming: None,
+        }
     }
 
-    fn lock_for(&self, id: CallId) -> &tokio::sync::Mutex<()> {
+    fn stripe_for(&self, id: CallId) -> &tokio::sync::Mutex<Stripe> {
         // A v5 UUID's low bits are uniformly distributed.
         let index = (id.as_uuid().as_u128() % LOCK_STRIPES as u128) as usize;
-        &self.locks[index]
+        &self.stripes[index]
     }
 
     /// Runs `command` on the call `id` and returns the call as it is afterwards. A conflict with a
@@ -76,12 +207,41 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         metadata: &CommandMetadata,
     ) -> Result<(Call, usize), AppError> {
         let aggregate_id = id.to_string();
-        let _serialised = self.lock_for(id).lock().await;
+        let mut stripe = self.stripe_for(id).lock().await;
+        if let Some(resuming) = &self.resuming {
+            let known = stripe.take(id).or_else(|| {
+                // A call's first command need not load a call that does not exist yet; if it
+                // does exist (Twilio retried, or another instance took the webhook), the append
+                // conflicts and the command runs again on the stored call.
+                command.opens_call().then(|| Known {
+                    id,
+                    call: Call::default(),
+                    sequence: 0,
+                    used: 0,
+                })
+            });
+            if let Some(known) = known {
+                let context = (resuming.resume)(&aggregate_id, known.call, known.sequence);
+                if let Ok(Attempt::Done(call, appended)) = self
+                    .try_once(context, command.clone(), metadata, true)
+                    .await
+                {
+                    stripe.keep(id, call.clone(), known.sequence + appended);
+                    return Ok((call, appended));
+                }
+            }
+        }
         for attempt in 1..=MAX_ATTEMPTS {
-            match self
-                .try_once(&aggregate_id, command.clone(), metadata)
-                .await
-            {
+            let outcome = match self.store.load_aggregate(&aggregate_id).await {
+                Ok(context) => {
+                    let sequence = self.resuming.as_ref().map(|r| (r.sequence)(&context));
+                    self.try_once(context, command.clone(), metadata, false)
+                        .await
+                        .map(|attempt| (attempt, sequence))
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
                     let ceiling = 2u64.pow(attempt.min(7));
                     let pause = rand::rng().random_range(0..=ceiling);
@@ -93,7 +253,13 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                 }
                 Err(AggregateError::UserError(rule)) => return Err(AppError::Rule(rule)),
                 Err(other) => return Err(AppError::Store(other.to_string())),
-                Ok(call) => return Ok(call),
+                Ok((Attempt::Done(call, appended), sequence)) => {
+                    if let Some(sequence) = sequence {
+                        stripe.keep(id, call.clone(), sequence + appended);
+                    }
+                    return Ok((call, appended));
+                }
+                Ok((Attempt::Stale, _)) => unreachable!("a loaded call is never stale"),
             }
         }
         Err(AppError::Contended {
@@ -101,38 +267,59 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         })
     }
 
+    /// Runs `command` on `context` and appends its events. On `cached` state, any outcome but
+    /// a successful append is `Stale` (see the type's documentation).
     async fn try_once(
         &self,
-        aggregate_id: &str,
+        mut context: ES::AC,
         command: CallCommand,
         metadata: &CommandMetadata,
-    ) -> Result<(Call, usize), AggregateError<domain::CallError>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        cached: bool,
+    ) -> Result<Attempt, AggregateError<domain::CallError>> {
         let sink = EventSink::default();
-        context
-            .aggregate()
-            .handle(command, &(), &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
+        let handled = context.aggregate().handle(command, &(), &sink).await;
+        if cached && handled.is_err() {
+            return Ok(Attempt::Stale);
+        }
+        handled.map_err(AggregateError::UserError)?;
+        // The sink applied the events to the context's call as they were written.
         let state = context.aggregate().clone();
         let events = sink.collect().await;
         let appended = events.len();
-        if appended > 0 {
-            self.store
-                .commit(events, context, metadata.to_map())
-                .await?;
+        if appended == 0 {
+            return Ok(if cached {
+                Attempt::Stale
+            } else {
+                Attempt::Done(state, 0)
+            });
         }
-        Ok((state, appended))
+        match self.store.commit(events, context, metadata.to_map()).await {
+            Ok(_) => Ok(Attempt::Done(state, appended)),
+            Err(_) if cached => Ok(Attempt::Stale),
+            Err(error) => Err(error),
+        }
     }
 
-    /// The call's current state, for answers that only read.
+    /// The call's current state, for answers that only read. It is loaded from the store, never
+    /// taken from the cache, which holds only what this process wrote or read last (and is
+    /// refreshed by this load).
     pub async fn load(&self, id: CallId) -> Result<Call, AppError> {
-        let mut context = self
-            .store
+        let Some(resuming) = &self.resuming else {
+            return Ok(self.load_context(id).await?.aggregate().clone());
+        };
+        // What was just read is what the call's next command (a claim, usually) will run on.
+        let mut stripe = self.stripe_for(id).lock().await;
+        let mut context = self.load_context(id).await?;
+        let call = context.aggregate().clone();
+        stripe.keep(id, call.clone(), (resuming.sequence)(&context));
+        Ok(call)
+    }
+
+    async fn load_context(&self, id: CallId) -> Result<ES::AC, AppError> {
+        self.store
             .load_aggregate(&id.to_string())
             .await
-            .map_err(|e| AppError::Store(e.to_string()))?;
-        Ok(context.aggregate().clone())
+            .map_err(|e| AppError::Store(e.to_string()))
     }
 }
 
@@ -162,6 +349,59 @@ mod tests {
             direction: "inbound".into(),
             at: Utc::now(),
         })
+    }
+
+    fn call_id(n: u32) -> CallId {
+        CallId::parse(&uuid::Uuid::from_u128(u128::from(n)).to_string()).expect("an id")
+    }
+
+    #[test]
+    fn a_stripe_keeps_its_most_recently_used_calls_and_forgets_ended_ones() {
+        let mut stripe = Stripe::default();
+        for n in 0..=CACHED_PER_STRIPE as u32 {
+            stripe.keep(call_id(n), Call::default(), 1);
+        }
+        // The first call kept was the least recently used: it made room for the last.
+        assert_eq!(stripe.known.len(), CACHED_PER_STRIPE);
+        assert!(stripe.take(call_id(0)).is_none());
+        let last = stripe
+            .take(call_id(CACHED_PER_STRIPE as u32))
+            .expect("kept");
+        assert_eq!(last.sequence, 1);
+        // Taking a call removes it: a command runs on a copy no other command can see.
+        assert!(stripe.take(call_id(CACHED_PER_STRIPE as u32)).is_none());
+
+        // A newer state replaces the older one.
+        stripe.keep(call_id(1), Call::default(), 2);
+        stripe.keep(call_id(1), Call::default(), 3);
+        assert_eq!(stripe.take(call_id(1)).map(|k| k.sequence), Some(3));
+
+        // An ended call is not kept, and its older state is dropped.
+        let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid");
+        let mut call = Call::default();
+        call.apply(domain::CallEvent::CallStarted {
+            call_sid: sid.clone(),
+            account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid"),
+            from: CallerId::new("+14155550123"),
+            to: "+15005550006".into(),
+            direction: "inbound".into(),
+            started_at: Utc::now(),
+        });
+        stripe.keep(call_id(2), call.clone(), 1);
+        assert!(
+            stripe.take(call_id(2)).is_some(),
+            "a call in progress is kept"
+        );
+        stripe.keep(call_id(2), call.clone(), 1);
+        call.apply(domain::CallEvent::Completed {
+            call_sid: sid,
+            status: domain::CallStatus::parse("completed"),
+            sequence_number: Some(3),
+            duration_secs: Some(30),
+            ended_at: Utc::now(),
+        });
+        stripe.keep(call_id(2), call, 2);
+        assert!(stripe.take(call_id(2)).is_none(), "an ended call is not");
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ pub enum TurnOutcome {
 }
 
 /// Runs turns.
-pub struct Pipeline<ES> {
+pub struct Pipeline<ES: EventStore<Call>> {
     dispatcher: CommandDispatcher<ES>,
     recordings: Arc<dyn RecordingSource>,
     /// A speech-to-text service; without one, Twilio's transcription of the turn is used.
@@ -87,7 +87,7 @@ pub struct Pipeline<ES> {
     audio_store: Option<Arc<dyn AudioStore>>,
 }
 
-impl<ES> std::fmt::Debug for Pipeline<ES> {
+impl<ES: EventStore<Call>> std::fmt::Debug for Pipeline<ES> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
             .field("model", &self.model.as_ref().map(|m| m.name().to_owned()))

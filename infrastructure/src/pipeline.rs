@@ -70,17 +70,17 @@ impl Consumer for PipelineConsumer {
 }
 
 /// Runs `process_turn` jobs.
-pub struct PipelineJobs<ES> {
+pub struct PipelineJobs<ES: EventStore<Call>> {
     pipeline: Arc<Pipeline<ES>>,
 }
 
-impl<ES> std::fmt::Debug for PipelineJobs<ES> {
+impl<ES: EventStore<Call>> std::fmt::Debug for PipelineJobs<ES> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelineJobs").finish_non_exhaustive()
     }
 }
 
-impl<ES> PipelineJobs<ES> {
+impl<ES: EventStore<Call>> PipelineJobs<ES> {
     pub fn new(pipeline: Arc<Pipeline<ES>>) -> Self {
         Self { pipeline }
     }

@@ -406,6 +406,90 @@ async fn two_instances_racing_on_one_call_lose_nothing() {
 }
 
 #[tokio::test]
+async fn a_call_changed_by_another_instance_is_never_answered_from_this_one_s_cached_state() {
+    // Each instance keeps the state its last command left a call in and appends the next event
+    // without loading the call. Here the first instance's copy is one event behind: the second
+    // instance took the recording webhook, and Twilio's retry of it reaches the first.
+    let first = spawn_app().await;
+    let second = spawn_with_pool(first.pool.clone()).await;
+    let sid = new_call_sid();
+    first.voice(&sid).await;
+    let taken = second.recording(&sid, 1, "").await;
+    let retried = first.recording(&sid, 1, "").await;
+    // (Each instance names its own base URL in the TwiML; the answers are otherwise the same.)
+    assert_eq!(
+        retried.xml.replace(&first.base_url, ""),
+        taken.xml.replace(&second.base_url, ""),
+        "the retry is answered from the stored call"
+    );
+    assert_eq!(
+        first.event_types(&sid).await,
+        ["CallStarted", "RecordingReceived"],
+        "the stale copy would have recorded the turn twice"
+    );
+    // The first instance goes on from the stored call, not from its old copy.
+    assert_eq!(first.status(&sid, "completed", 5).await, 204);
+    let events = first.events(&sid).await;
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    assert_eq!(events[2].event_type, "Completed");
+}
+
+#[tokio::test]
+async fn a_duplicate_on_a_cached_call_is_answered_from_the_stored_call_even_when_it_stores_nothing()
+{
+    // The first instance's copy says the turn is already recorded, so the retried webhook would
+    // change nothing there; but the call ended meanwhile through the second instance, and the
+    // answer must say so (not hold a caller who hung up).
+    let first = spawn_app().await;
+    let second = spawn_with_pool(first.pool.clone()).await;
+    let sid = new_call_sid();
+    first.voice(&sid).await;
+    let held = first.recording(&sid, 1, "").await;
+    assert!(held.verbs().contains(&"Redirect"), "{}", held.xml);
+    assert_eq!(second.status(&sid, "completed", 5).await, 204);
+    let retried = first.recording(&sid, 1, "").await;
+    let after_the_end = second.recording(&sid, 1, "").await;
+    assert_eq!(
+        retried.verbs(),
+        after_the_end.verbs(),
+        "answered as for the ended call: {}",
+        retried.xml
+    );
+    assert!(!retried.verbs().contains(&"Redirect"), "{}", retried.xml);
+    assert_eq!(
+        first.event_types(&sid).await,
+        ["CallStarted", "RecordingReceived", "Completed"]
+    );
+}
+
+#[tokio::test]
+async fn an_incoming_call_retried_to_an_instance_that_never_saw_it_starts_nothing_new() {
+    // A call's first webhook is appended without a load (the call cannot exist yet, usually);
+    // when it does exist, the append is refused and the command runs on the stored call.
+    let first = spawn_app().await;
+    let fresh = spawn_with_pool(first.pool.clone()).await;
+    let sid = new_call_sid();
+    let answer = first.voice(&sid).await;
+    first.recording(&sid, 1, "").await;
+    let retried = fresh.voice(&sid).await;
+    assert_eq!(
+        first.event_types(&sid).await,
+        ["CallStarted", "RecordingReceived"]
+    );
+    assert!(
+        !retried.verbs().is_empty() && retried.verbs() != ["Hangup"],
+        "a retried incoming call is still answered: {}",
+        retried.xml
+    );
+    assert_eq!(
+        retried.verbs(),
+        answer.verbs(),
+        "answered as the call's first webhook was"
+    );
+}
+
+#[tokio::test]
 async fn a_two_turn_call_placed_by_the_simulator_stores_each_turn_and_ends_cleanly() {
     use api::simulator::scenario::Scenario;
     use api::simulator::{Simulator, Target};

@@ -113,3 +113,12 @@ pub enum CallCommand {
     RecordAnalysis(RecordAnalysis),
     RecordFailure(RecordFailure),
 }
+
+impl CallCommand {
+    /// Whether this command normally comes first in a call's life (the incoming-call webhook), so
+    /// the call it names is most likely not stored yet.
+    #[must_use]
+    pub fn opens_call(&self) -> bool {
+        matches!(self, Self::StartCall(_))
+    }
+}
