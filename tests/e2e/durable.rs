@@ -142,6 +142,36 @@ async fn an_event_whose_transaction_commits_late_is_not_skipped() {
 }
 
 #[tokio::test]
+async fn events_are_taken_in_transaction_order_even_where_its_digits_change() {
+    // Transaction ids are numbers; ordered as text, 100 came before 99, so a batch cut after
+    // the event of transaction 100 moved the checkpoint past the one of 99, which was never
+    // seen. The ids are written out here to meet that boundary without waiting for it.
+    let app = spawn_app().await;
+    with_seen_table(&app.pool).await;
+    for (aggregate, tx) in [("a", "100"), ("b", "99")] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata, tx_id)
+             VALUES ('Test', $1, 1, 'Happened', '1', '{}', '{}', $2::xid8)",
+        )
+        .bind(aggregate)
+        .bind(tx)
+        .execute(&app.pool)
+        .await
+        .expect("stored");
+    }
+    let runner = SubscriptionRunner::new(app.pool.clone(), Recorder::new()).with_batch_size(1);
+    assert_eq!(drain(&runner, &app.pool, 2).await, 2);
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT e.aggregate_id FROM seen s JOIN events e USING (global_position) ORDER BY s.ctid",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("reads");
+    assert_eq!(order, ["b", "a"], "transaction 99 before 100");
+}
+
+#[tokio::test]
 async fn a_failing_consumer_takes_no_effect_and_retries_the_same_event() {
     let app = spawn_app().await;
     with_seen_table(&app.pool).await;
