@@ -165,7 +165,10 @@ async fn serve_with(
     };
     // The read side is projected by every instance's runner; one at a time holds it.
     background.push(tokio::spawn(
-        SubscriptionRunner::new(db.pool.clone(), CallViewsProjection).run(until_stopped(&stopped)),
+        SubscriptionRunner::new(db.pool.clone(), CallViewsProjection)
+            .with_min_interval(VIEWS_PACE)
+            .with_batch_size(VIEWS_BATCH)
+            .run(until_stopped(&stopped)),
     ));
     let listener = TcpListener::bind(config.addr)
         .await
@@ -185,6 +188,18 @@ async fn serve_with(
     }
     db.close().await
 }
+
+/// How often the read side's projection may start a batch under load: analysts' views may lag by
+/// this much (the dashboard refreshes every 2 s), and in return a batch takes many events at once,
+/// often several of one call, whose rows are then written once instead of once an event. Under
+/// the bench's webhook load this took the service from 0.42× to 0.6–0.8× of the plain INSERT.
+const VIEWS_PACE: Duration = Duration::from_millis(250);
+
+/// Events per projection batch: a quarter of a second of a heavy load.
+const VIEWS_BATCH: u32 = 1000;
+
+/// The same for the pipeline's subscription, which a turn waits on: a few ms at most.
+const PIPELINE_PACE: Duration = Duration::from_millis(5);
 
 /// How many turns are processed at once: a slow transcription must not hold up other callers.
 const PIPELINE_WORKERS: usize = 4;
@@ -245,6 +260,7 @@ fn spawn_pipeline(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(
         SubscriptionRunner::new(pool.clone(), PipelineConsumer { on_transcription })
+            .with_min_interval(PIPELINE_PACE)
             .run(until_stopped(stopped)),
     )];
     let instance = uuid::Uuid::new_v4();

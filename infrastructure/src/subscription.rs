@@ -70,6 +70,24 @@ pub trait Consumer: Send + Sync {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), ConsumerError>> + Send;
+
+    /// Takes a batch of events into account, in order; on failure, says at which event. A
+    /// consumer whose writes can be gathered overrides it, to write a batch in a few statements
+    /// instead of a few per event.
+    fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), (i64, ConsumerError)>> + Send {
+        async move {
+            for event in events {
+                self.handle(conn, event)
+                    .await
+                    .map_err(|error| (event.global_position, error))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Why a batch ended early, inside `process_batch`.
@@ -108,6 +126,7 @@ pub struct SubscriptionRunner<C> {
     consumer: C,
     batch_size: i64,
     poll_interval: Duration,
+    min_interval: Duration,
     checkpoint_exists: AtomicBool,
     progress: tokio::sync::watch::Sender<i64>,
 }
@@ -120,6 +139,7 @@ impl<C: Consumer> SubscriptionRunner<C> {
             consumer,
             batch_size: 200,
             poll_interval: Duration::from_secs(1),
+            min_interval: Duration::ZERO,
             checkpoint_exists: AtomicBool::new(false),
             progress: tokio::sync::watch::channel(0).0,
         }
@@ -129,6 +149,15 @@ impl<C: Consumer> SubscriptionRunner<C> {
     #[must_use]
     pub fn with_batch_size(mut self, events: u32) -> Self {
         self.batch_size = i64::from(events.max(1));
+        self
+    }
+
+    /// Starts a batch at most once per `interval` while it keeps up (a full batch is followed at
+    /// once). Under load, every append wakes the runner: without a pace it would run a batch,
+    /// with its round trips and its commit, for every few events.
+    #[must_use]
+    pub fn with_min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
         self
     }
 
@@ -198,8 +227,13 @@ impl<C: Consumer> SubscriptionRunner<C> {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     ) -> Result<Option<(Batch, i64)>, BatchError> {
         let name = self.consumer.name();
+        // The batch commits without waiting for its WAL flush: a crash can lose only whole
+        // batches, effects and checkpoint together, and they are taken again; anyone acting on a
+        // batch's effect (a worker claiming its job) commits that durably, which flushes the
+        // batch first. The appends of webhooks then do not queue behind the batches' flushes.
         let mine: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('hotline.subscription.' || $1, 0))",
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('hotline.subscription.' || $1, 0))
+                    AND set_config('synchronous_commit', 'off', true) = 'off'",
         )
         .bind(name)
         .fetch_one(&mut **tx)
@@ -241,9 +275,9 @@ impl<C: Consumer> SubscriptionRunner<C> {
             .await?;
             return Ok(behind.map(|_| (Batch::Waiting, last_position)));
         }
-        let mut checkpoint = (last_tx, last_position);
+        let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let event = StoredEvent {
+            events.push(StoredEvent {
                 aggregate_type: row.try_get("aggregate_type")?,
                 aggregate_id: row.try_get("aggregate_id")?,
                 sequence: row.try_get("sequence")?,
@@ -253,16 +287,24 @@ impl<C: Consumer> SubscriptionRunner<C> {
                 metadata: row.try_get("metadata")?,
                 global_position: row.try_get("global_position")?,
                 recorded_at: row.try_get("recorded_at")?,
-            };
-            self.consumer.handle(tx, &event).await.map_err(|source| {
-                SubscriptionError::Consumer {
-                    consumer: name.to_owned(),
-                    position: event.global_position,
-                    source,
-                }
-            })?;
-            checkpoint = (row.try_get("tx_id_text")?, event.global_position);
+            });
         }
+        self.consumer
+            .handle_batch(tx, &events)
+            .await
+            .map_err(|(position, source)| SubscriptionError::Consumer {
+                consumer: name.to_owned(),
+                position,
+                source,
+            })?;
+        // The rows are in order, so the last is the new checkpoint.
+        let checkpoint: (String, i64) = match rows.last() {
+            Some(last) => (
+                last.try_get("tx_id_text")?,
+                last.try_get("global_position")?,
+            ),
+            None => (last_tx, last_position),
+        };
         sqlx::query(
             "UPDATE subscription_checkpoints
                 SET last_tx_id = $2::xid8, last_position = $3, updated_at = now()
@@ -296,10 +338,20 @@ impl<C: Consumer> SubscriptionRunner<C> {
         let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL)
             .with_local(Appended::of(&self.pool).watch());
         let mut failures: u32 = 0;
+        let mut last_batch: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(ready) = last_batch.map(|at| at + self.min_interval) {
+                // A pace, not a synchronisation: the batch takes whatever arrived meanwhile.
+                tokio::select! {
+                    () = shutdown.as_mut() => return,
+                    () = tokio::time::sleep_until(ready) => {}
+                }
+            }
+            last_batch = Some(tokio::time::Instant::now());
             let pause = match self.process_batch().await {
                 Ok(Batch::Processed(n)) if n as i64 >= self.batch_size => {
                     failures = 0;
+                    last_batch = None;
                     continue;
                 }
                 // The horizon is held by a transaction about to end (another consumer's batch,

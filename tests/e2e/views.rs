@@ -156,6 +156,26 @@ async fn after_a_mixed_workload_every_view_equals_a_fresh_fold_of_the_events() {
 }
 
 #[tokio::test]
+async fn views_are_the_same_whichever_way_the_events_fall_into_batches() {
+    // A batch folds its calls in memory from their stored state and writes each once; cut into
+    // batches of one or three events, a call's events are spread over batches and its state goes
+    // through the table between them.
+    for batch in [1, 3] {
+        let app = spawn_app().await;
+        mixed_workload(&app).await;
+        let runner =
+            SubscriptionRunner::new(app.pool.clone(), CallViewsProjection).with_batch_size(batch);
+        drain(&app.pool, &runner, CALL_VIEWS).await;
+        let report = views::replay(&app.pool, false).await.expect("replays");
+        assert_eq!(report.calls, 4);
+        assert!(
+            report.differing_calls.is_empty(),
+            "batches of {batch}: {report:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn projecting_twice_changes_nothing_and_a_new_event_updates_only_its_call() {
     let app = spawn_app().await;
     let [ended, _, _, busy] = mixed_workload(&app).await;
