@@ -351,6 +351,22 @@ async fn hammer(base_url: &str, paths: Paths, connections: usize, seconds: f64) 
     total
 }
 
+/// Vacuums and analyses the bench's database, as pgbench does before each run, and writes out
+/// the dirty pages: the workloads before this one left dead rows, stale statistics and a
+/// checkpoint's worth of writes behind, and the autovacuum and the checkpoint they would set off
+/// in the middle of this workload belong to theirs.
+async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("VACUUM (ANALYZE)")
+        .execute(pool)
+        .await
+        .context("could not vacuum the bench's database")?;
+    // Needs a superuser (the embedded server's is one); on another server, best effort.
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("bench: no CHECKPOINT before the workload ({error})");
+    }
+    Ok(())
+}
+
 /// Waits (up to a minute) until the server's projection has read every stored event.
 async fn settle(pool: &PgPool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -549,6 +565,7 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
     // a pipeline seeing the store for the first time would take them all before this workload's
     // own. It starts at the store's end instead (no writer runs now), so these turns are measured
     // on an otherwise idle pipeline.
+    vacuum(&db.pool).await?;
     sqlx::query(
         "INSERT INTO subscription_checkpoints (name, last_tx_id, last_position)
          SELECT $1, tx_id, global_position FROM events
