@@ -253,6 +253,184 @@ async fn write(
     Ok(())
 }
 
+/// COPY's text format, a row at a time: fields separated by tabs, `\N` for NULL, and the
+/// format's escapes for backslashes and line breaks. Timestamps are written to the microsecond,
+/// truncated, as sqlx binds them, so a replay's rows equal the live projection's to the bit.
+#[derive(Default)]
+struct CopyText {
+    buf: String,
+    first: bool,
+}
+
+impl CopyText {
+    fn row(&mut self) -> &mut Self {
+        if !self.buf.is_empty() {
+            self.buf.push('\n');
+        }
+        self.first = true;
+        self
+    }
+
+    fn field(&mut self, value: Option<&str>) -> &mut Self {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push('\t');
+        }
+        match value {
+            None => self.buf.push_str("\\N"),
+            Some(value) => {
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.buf.push_str("\\\\"),
+                        '\t' => self.buf.push_str("\\t"),
+                        '\n' => self.buf.push_str("\\n"),
+                        '\r' => self.buf.push_str("\\r"),
+                        c => self.buf.push(c),
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    fn text(&mut self, value: Option<impl AsRef<str>>) -> &mut Self {
+        self.field(value.as_ref().map(AsRef::as_ref))
+    }
+
+    fn number(&mut self, value: Option<impl std::fmt::Display>) -> &mut Self {
+        self.text(value.map(|v| v.to_string()))
+    }
+
+    fn boolean(&mut self, value: bool) -> &mut Self {
+        self.field(Some(if value { "t" } else { "f" }))
+    }
+
+    fn time(&mut self, value: Option<chrono::DateTime<chrono::Utc>>) -> &mut Self {
+        self.text(value.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()))
+    }
+
+    fn json<T: Serialize>(&mut self, value: &T) -> &mut Self {
+        self.text(serde_json::to_string(value).ok())
+    }
+}
+
+/// How much COPY text is sent at a time.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Sends `rows` (COPY text, a row a line) into `table`'s `columns`.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    rows: &str,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN"))
+        .await?;
+    // COPY's data may be cut anywhere: the server joins the pieces.
+    for chunk in rows.as_bytes().chunks(COPY_CHUNK) {
+        copy.send(chunk).await?;
+    }
+    copy.send(b"\n".as_slice()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Writes `projections` and `turns` into a replay's fresh, empty tables with COPY, several times
+/// faster than `write`'s upserts; with `state`, also the fold's state.
+async fn copy_into(
+    conn: &mut PgConnection,
+    projections: &[CallProjection],
+    turns: &[&TurnView],
+    state: bool,
+) -> Result<(), sqlx::Error> {
+    let mut views = CopyText::default();
+    for v in projections.iter().map(|p| &p.view) {
+        views
+            .row()
+            .text(Some(v.call_id.as_uuid().to_string()))
+            .text(Some(&v.call_sid))
+            .text(Some(&v.caller))
+            .text(Some(&v.direction))
+            .text(Some(&v.status))
+            .time(Some(v.started_at))
+            .time(v.ended_at)
+            .number(v.duration_secs)
+            .number(Some(v.turns))
+            .text(v.max_risk.as_ref().and_then(name))
+            .number(v.max_risk.map(risk_rank))
+            .boolean(v.escalated)
+            .text(v.escalation_reason.as_ref().and_then(name))
+            .text(v.outcome.as_ref().and_then(name))
+            .number(v.mean_turn_latency_ms.and_then(int))
+            .number(Some(v.last_sequence));
+    }
+    copy_rows(
+        conn,
+        &format!("call_views{REPLAY}"),
+        "call_id, call_sid, caller, direction, status, started_at, ended_at, duration_secs, \
+         turns, max_risk, max_risk_rank, escalated, escalation_reason, outcome, \
+         mean_turn_latency_ms, last_sequence",
+        &views.buf,
+    )
+    .await?;
+    drop(views);
+    if state {
+        let mut states = CopyText::default();
+        for p in projections {
+            states
+                .row()
+                .text(Some(p.view.call_id.as_uuid().to_string()))
+                .json(p);
+        }
+        copy_rows(
+            conn,
+            &format!("call_projection_state{REPLAY}"),
+            "call_id, state",
+            &states.buf,
+        )
+        .await?;
+    }
+    let mut rows = CopyText::default();
+    for t in turns {
+        rows.row()
+            .text(Some(t.call_id.as_uuid().to_string()))
+            .number(Some(t.turn))
+            .time(Some(t.recorded_at))
+            .number(t.recording_secs)
+            .text(t.digits.as_ref())
+            .text(t.transcript.as_ref())
+            .text(t.reply.as_ref())
+            .text(t.reply_source.as_ref().and_then(name))
+            .text(t.risk_level.as_ref().and_then(name))
+            .boolean(t.risk_unknown)
+            .text(t.route.as_ref().and_then(name))
+            .json(&t.signals)
+            .text(t.screener_version.as_ref())
+            .text(t.model.as_ref())
+            .text(
+                t.timings
+                    .map(|timings| serde_json::to_string(&timings).unwrap_or_default()),
+            )
+            .text(t.played_via.as_ref().and_then(name))
+            .time(t.played_at)
+            .number(t.latency_ms.and_then(int))
+            .json(&t.failed_stages)
+            .text(t.choice.as_ref().and_then(name));
+    }
+    copy_rows(
+        conn,
+        &format!("call_turns{REPLAY}"),
+        "call_id, turn, recorded_at, recording_secs, digits, transcript, reply, reply_source, \
+         risk_level, risk_unknown, route, signals, screener_version, model, timings, played_via, \
+         played_at, latency_ms, failed_stages, choice",
+        &rows.buf,
+    )
+    .await
+}
+
 /// Every call's projection, folded in memory from the events `call_views` has taken into
 /// account (those up to its checkpoint), or from all events when `upto` is `None`.
 pub async fn fold_store(
@@ -336,16 +514,19 @@ async fn rebuild(
     let started = std::time::Instant::now();
     let projections = fold_store(&mut *conn, upto).await?;
     let folded = started.elapsed();
+    // Tables only compared and dropped need no index (the comparison sorts or hashes), and
+    // filling tables without them is faster; tables to be swapped in are built like the live ones.
+    let indexes = if state { "" } else { " EXCLUDING INDEXES" };
     for table in TABLES {
         sqlx::raw_sql(&format!(
             "DROP TABLE IF EXISTS {table}{REPLAY}; \
-             CREATE UNLOGGED TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL)"
+             CREATE UNLOGGED TABLE {table}{REPLAY} (LIKE {table} INCLUDING ALL{indexes})"
         ))
         .execute(&mut *conn)
         .await?;
     }
     let turns: Vec<&TurnView> = projections.iter().flat_map(|p| &p.turns).collect();
-    write(&mut *conn, REPLAY, &projections, &turns, state).await?;
+    copy_into(&mut *conn, &projections, &turns, state).await?;
     tracing::info!(
         fold_ms = folded.as_millis() as u64,
         write_ms = (started.elapsed() - folded).as_millis() as u64,

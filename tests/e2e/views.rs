@@ -156,6 +156,31 @@ async fn after_a_mixed_workload_every_view_equals_a_fresh_fold_of_the_events() {
 }
 
 #[tokio::test]
+async fn a_replay_copies_text_with_tabs_line_breaks_and_backslashes_exactly() {
+    // Replays write with COPY's text format, whose separators and escapes a transcript may hold.
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    let awkward = "one\ttab, a line\nbreak, a \\N, C:\\path\\, \"quoted\", ça 😔\r";
+    analyse(&app, &sid, 1, awkward).await;
+    project(&app).await;
+    let report = views::replay(&app.pool, true).await.expect("replays");
+    assert!(report.differing_calls.is_empty(), "{report:?}");
+    assert!(report.swapped);
+    let transcript: Option<String> = sqlx::query_scalar("SELECT transcript FROM call_turns")
+        .fetch_one(&app.pool)
+        .await
+        .expect("a turn");
+    assert_eq!(transcript.as_deref(), Some(awkward));
+    // The swapped-in state goes on: a new event is projected onto the copied rows.
+    app.status(&sid, "completed", 9).await;
+    project(&app).await;
+    let report = views::replay(&app.pool, false).await.expect("replays");
+    assert!(report.differing_calls.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
 async fn views_are_the_same_whichever_way_the_events_fall_into_batches() {
     // A batch folds its calls in memory from their stored state and writes each once; cut into
     // batches of one or three events, a call's events are spread over batches and its state goes
