@@ -103,6 +103,32 @@ async fn the_database_chains_every_event_exactly_as_the_reference_content_functi
 }
 
 #[tokio::test]
+async fn an_event_that_does_not_follow_its_call_s_last_event_is_refused() {
+    let app = spawn_app().await;
+    let insert = |aggregate: &'static str, sequence: i64| {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             VALUES ('Test', $1, $2, 'Happened', '1', '{}', '{}')",
+        )
+        .bind(aggregate)
+        .bind(sequence)
+        .execute(&app.pool)
+    };
+    // A history that starts past its first event, and one with a gap, are both refused.
+    let skipped_start = insert("a", 2).await.expect_err("refused");
+    assert!(
+        skipped_start.to_string().contains("does not follow"),
+        "{skipped_start}"
+    );
+    insert("b", 1).await.expect("the first event");
+    let gap = insert("b", 3).await.expect_err("refused");
+    assert!(gap.to_string().contains("does not follow"), "{gap}");
+    insert("b", 2).await.expect("the next event");
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[tokio::test]
 async fn an_altered_payload_is_named_down_to_the_event() {
     let app = spawn_app().await;
     let untouched = a_whole_call(&app).await;
