@@ -749,6 +749,24 @@ async fn aggregate_load(pool: &PgPool, commands: u32) -> anyhow::Result<Row> {
 }
 
 /// Rebuilding every view from `events` events, against a plain ordered scan of them, decoded.
+/// How many times the replay and its baseline each run, in turns.
+const REPLAY_ROUNDS: u32 = 2;
+
+/// The replay's baseline: every call event read in order and decoded; returns how many.
+async fn scan_events(pool: &PgPool) -> anyhow::Result<u64> {
+    let mut conn = pool.acquire().await?;
+    let mut rows = sqlx::query_as::<_, (String, i64, sqlx::types::Json<domain::CallEvent>)>(
+        "SELECT aggregate_id, sequence, payload::jsonb FROM events
+          WHERE aggregate_type = 'Call' ORDER BY aggregate_id, sequence",
+    )
+    .fetch(&mut *conn);
+    let mut scanned = 0u64;
+    while rows.try_next().await?.is_some() {
+        scanned += 1;
+    }
+    Ok(scanned)
+}
+
 async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     // Calls of ten events each, as webhooks and the pipeline would store them.
     let template = template_call();
@@ -799,36 +817,36 @@ async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     )
     .await;
 
-    // The baseline: the same events, read in order and decoded.
-    let started = Instant::now();
-    let mut conn = pool.acquire().await?;
-    let mut rows = sqlx::query_as::<_, (String, i64, sqlx::types::Json<domain::CallEvent>)>(
-        "SELECT aggregate_id, sequence, payload::jsonb FROM events
-          WHERE aggregate_type = 'Call' ORDER BY aggregate_id, sequence",
-    )
-    .fetch(&mut *conn);
-    let mut scanned = 0u64;
-    while rows.try_next().await?.is_some() {
-        scanned += 1;
+    // Freshly inserted rows get their hint bits set, and the table its statistics, by whichever
+    // reads them first; vacuumed, neither side pays for that, and autovacuum does not start on
+    // them in the middle of a measurement.
+    vacuum(pool).await?;
+    // The scan and the rebuild take turns, twice, so that the machine's drift weighs on both.
+    let (mut scan, mut rebuild) = (Duration::ZERO, Duration::ZERO);
+    let (mut scanned, mut report) = (0u64, None);
+    for _ in 0..REPLAY_ROUNDS {
+        let started = Instant::now();
+        scanned += scan_events(pool).await?;
+        scan += started.elapsed();
+        let started = Instant::now();
+        report = Some(infrastructure::views::rebuild_all(pool).await?);
+        rebuild += started.elapsed();
     }
-    drop(rows);
-    drop(conn);
-    let scan = started.elapsed();
-
-    let started = Instant::now();
-    let report = infrastructure::views::rebuild_all(pool).await?;
-    let rebuild = started.elapsed();
+    let report = report.context("no replay ran")?;
     #[allow(clippy::cast_precision_loss)]
     let (scan_rate, replay_rate) = (
         scanned as f64 / scan.as_secs_f64(),
-        stored as f64 / rebuild.as_secs_f64(),
+        (stored as f64 * f64::from(REPLAY_ROUNDS)) / rebuild.as_secs_f64(),
     );
     Ok(Row {
         workload: format!("replay of {stored} events ({} calls)", report.calls),
-        figure: format!("{replay_rate:.0} events/s ({:.1} s)", rebuild.as_secs_f64()),
+        figure: format!(
+            "{replay_rate:.0} events/s ({:.1} s a replay)",
+            rebuild.as_secs_f64() / f64::from(REPLAY_ROUNDS)
+        ),
         baseline: format!(
-            "ordered scan, decoded: {scan_rate:.0} events/s ({:.1} s)",
-            scan.as_secs_f64()
+            "ordered scan, decoded: {scan_rate:.0} events/s ({:.1} s a scan)",
+            scan.as_secs_f64() / f64::from(REPLAY_ROUNDS)
         ),
         ratio: ratio(replay_rate, scan_rate),
         target: "≥ 0.5×".into(),
