@@ -429,20 +429,23 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             return Ok(TurnOutcome::LeftToWebhook);
         }
         let escalate = analysis.assessment.route == Route::Escalate;
+        if escalate {
+            // Recorded before the caller is put through, not after: a counselor who answers and
+            // ends the call at once would end it before the record, and an ended call takes no
+            // more events. Should the update fail, the continue webhook puts the caller through.
+            let command = CallCommand::Escalate(Escalate {
+                reason: EscalationReason::RiskAssessed,
+                target: self.lines.counselor.clone(),
+                at: Utc::now(),
+            });
+            self.execute(id, command).await?;
+        }
         let delivered = match (&analysis.reply, escalate) {
             (Some(reply), false) => self.control.play_reply(call_sid, id, reply).await,
             _ => self.control.connect_counselor(call_sid, id).await,
         };
         match delivered {
-            Ok(()) if escalate => {
-                let command = CallCommand::Escalate(Escalate {
-                    reason: EscalationReason::RiskAssessed,
-                    target: self.lines.counselor.clone(),
-                    at: Utc::now(),
-                });
-                self.execute(id, command).await?;
-                Ok(TurnOutcome::Escalated)
-            }
+            Ok(()) if escalate => Ok(TurnOutcome::Escalated),
             Ok(()) => Ok(TurnOutcome::Replied),
             Err(error) => {
                 tracing::warn!(error = %error, "REST delivery failed; the continue webhook will play the answer");
