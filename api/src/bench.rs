@@ -21,7 +21,7 @@ use futures_util::TryStreamExt;
 use infrastructure::config::Config;
 use infrastructure::event_store;
 use infrastructure::pipeline::PipelineConsumer;
-use infrastructure::subscription::Consumer;
+use infrastructure::subscription::{self, Consumer};
 use infrastructure::twilio::signature::sign_request;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -591,16 +591,7 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
     // own. It starts at the store's end instead (no writer runs now), so these turns are measured
     // on an otherwise idle pipeline.
     vacuum(&db.pool).await?;
-    sqlx::query(
-        "INSERT INTO subscription_checkpoints (name, last_tx_id, last_position)
-         SELECT $1, tx_id, global_position FROM events
-          ORDER BY tx_id DESC, global_position DESC LIMIT 1
-         ON CONFLICT (name) DO UPDATE
-            SET last_tx_id = EXCLUDED.last_tx_id, last_position = EXCLUDED.last_position",
-    )
-    .bind(PipelineConsumer::default().name())
-    .execute(&db.pool)
-    .await?;
+    subscription::skip_to_end(&db.pool, PipelineConsumer::default().name()).await?;
     let server = Server::start(db, Some((&simulator.rest_base_url, &ai))).await?;
     let client = reqwest::Client::new();
     let post = |path: String, params: Vec<(String, String)>| {

@@ -191,8 +191,8 @@ async fn serve_with(
 
 /// How often the read side's projection may start a batch under load: analysts' views may lag by
 /// this much (the dashboard refreshes every 2 s), and in return a batch takes many events at once,
-/// often several of one call, whose rows are then written once instead of once an event. Under
-/// the bench's webhook load this took the service from 0.42× to 0.6–0.8× of the plain INSERT.
+/// often several of one call, whose rows are then written once instead of once an event (see
+/// BENCHMARKS.md for what it did to the webhook path).
 const VIEWS_PACE: Duration = Duration::from_millis(250);
 
 /// Events per projection batch: a quarter of a second of a heavy load.

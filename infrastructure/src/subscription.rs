@@ -90,6 +90,23 @@ pub trait Consumer: Send + Sync {
     }
 }
 
+/// Moves `consumer`'s checkpoint to the last stored event, so that it takes only the events stored
+/// after it: for tools measuring a consumer on its own events (the bench). Only while nothing
+/// appends, or events stored meanwhile may be skipped.
+pub async fn skip_to_end(pool: &PgPool, consumer: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO subscription_checkpoints (name, last_tx_id, last_position)
+         SELECT $1, tx_id, global_position FROM events
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1
+         ON CONFLICT (name) DO UPDATE
+            SET last_tx_id = EXCLUDED.last_tx_id, last_position = EXCLUDED.last_position",
+    )
+    .bind(consumer)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Why a batch ended early, inside `process_batch`.
 enum BatchError {
     HeldElsewhere,

@@ -34,31 +34,15 @@ impl Consumer for CallViewsProjection {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ConsumerError> {
-        if event.aggregate_type != "Call" {
-            return Ok(());
-        }
-        let (id, call_event) = decode(event)?;
-        let state: Option<sqlx::types::Json<CallProjection>> =
-            sqlx::query_scalar("SELECT state FROM call_projection_state WHERE call_id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *conn)
-                .await?;
-        let before = state.map(|s| s.0);
-        let after = CallProjection::fold(before.clone(), id, event.sequence, &call_event);
-        if let Some(after) = after.filter(|a| Some(a) != before.as_ref()) {
-            let changed: Vec<&TurnView> = after
-                .turns
-                .iter()
-                .filter(|t| before.as_ref().is_none_or(|b| !b.turns.contains(t)))
-                .collect();
-            write(conn, "", std::slice::from_ref(&after), &changed, true).await?;
-        }
-        Ok(())
+        // One event is a batch of one: the same fold, the same rows.
+        self.handle_batch(conn, std::slice::from_ref(event))
+            .await
+            .map_err(|(_, error)| error)
     }
 
     /// The batch's calls are read in one statement, folded in memory, and written in one
-    /// statement a table, whatever the batch's size: the same rows `handle` would leave, event by
-    /// event, at a fraction of the round trips (and of the time the batch holds the horizon).
+    /// statement a table, whatever the batch's size: the same rows as folding its events one at a
+    /// time would leave, at a fraction of the round trips (and of the time the batch holds the horizon).
     async fn handle_batch(
         &self,
         conn: &mut PgConnection,
@@ -122,9 +106,7 @@ impl Consumer for CallViewsProjection {
                     .filter(move |t| before.as_ref().is_none_or(|b| !b.turns.contains(t)))
             })
             .collect();
-        write(conn, "", &projections, &turns, true)
-            .await
-            .map_err(at_first)
+        write(conn, &projections, &turns).await.map_err(at_first)
     }
 }
 
@@ -152,21 +134,19 @@ fn int<T: TryInto<i64>>(value: T) -> Option<i64> {
 /// Rows per statement: fewer round trips, within PostgreSQL's 65,535 parameters (20 per turn).
 const WRITE_CHUNK: usize = 2000;
 
-/// Upserts `projections` (and the `turns` given) into the tables with `suffix`; with `state`,
-/// also the fold's state that lets the live projection go on from them.
+/// Upserts `projections` (and the `turns` given) into the live tables, with the fold's state that
+/// lets the projection go on from them.
 async fn write(
     conn: &mut PgConnection,
-    suffix: &str,
     projections: &[CallProjection],
     turns: &[&TurnView],
-    state: bool,
 ) -> Result<(), sqlx::Error> {
     for chunk in projections.chunks(WRITE_CHUNK) {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO call_views{suffix} (call_id, call_sid, caller, direction, status, \
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO call_views (call_id, call_sid, caller, direction, status, \
              started_at, ended_at, duration_secs, turns, max_risk, max_risk_rank, escalated, \
-             escalation_reason, outcome, mean_turn_latency_ms, last_sequence) "
-        ));
+             escalation_reason, outcome, mean_turn_latency_ms, last_sequence) ",
+        );
         q.push_values(chunk.iter().map(|p| &p.view), |mut row, v: &CallView| {
             row.push_bind(v.call_id.as_uuid())
                 .push_bind(&v.call_sid)
@@ -195,13 +175,9 @@ async fn write(
              last_sequence = EXCLUDED.last_sequence",
         );
         q.build().execute(&mut *conn).await?;
-        if !state {
-            continue;
-        }
 
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO call_projection_state{suffix} (call_id, state) "
-        ));
+        let mut q =
+            QueryBuilder::<Postgres>::new("INSERT INTO call_projection_state (call_id, state) ");
         q.push_values(chunk, |mut row, p| {
             row.push_bind(p.view.call_id.as_uuid())
                 .push_bind(sqlx::types::Json(p));
@@ -210,12 +186,12 @@ async fn write(
         q.build().execute(&mut *conn).await?;
     }
     for chunk in turns.chunks(WRITE_CHUNK) {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO call_turns{suffix} (call_id, turn, recorded_at, recording_secs, digits, \
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO call_turns (call_id, turn, recorded_at, recording_secs, digits, \
              transcript, reply, reply_source, risk_level, risk_unknown, route, signals, \
              screener_version, model, timings, played_via, played_at, latency_ms, \
-             failed_stages, choice) "
-        ));
+             failed_stages, choice) ",
+        );
         q.push_values(chunk, |mut row, t| {
             row.push_bind(t.call_id.as_uuid())
                 .push_bind(int(t.turn))
@@ -259,12 +235,15 @@ async fn write(
 #[derive(Default)]
 struct CopyText {
     buf: String,
+    /// Whether a row was started (so the next one starts on a new line).
+    started: bool,
+    /// Whether the row's next field is its first (so no tab before it).
     first: bool,
 }
 
 impl CopyText {
     fn row(&mut self) -> &mut Self {
-        if !self.buf.is_empty() {
+        if std::mem::replace(&mut self.started, true) {
             self.buf.push('\n');
         }
         self.first = true;
@@ -338,8 +317,9 @@ async fn copy_rows(
     Ok(())
 }
 
-/// Writes `projections` and `turns` into a replay's fresh, empty tables with COPY, several times
-/// faster than `write`'s upserts; with `state`, also the fold's state.
+/// Writes `projections` and `turns` into a replay's fresh, empty tables with COPY; with `state`,
+/// also the fold's state. `write`'s upserts need a unique index to conflict on, and a replay that
+/// only compares builds its tables without indexes, which is where most of the time went.
 async fn copy_into(
     conn: &mut PgConnection,
     projections: &[CallProjection],

@@ -239,6 +239,26 @@ async fn the_runner_follows_new_events_as_they_are_appended() {
 }
 
 #[tokio::test]
+async fn a_consumer_skipped_to_the_end_takes_only_later_events() {
+    let app = spawn_app().await;
+    with_seen_table(&app.pool).await;
+    place_call(&app).await;
+    let before = all_positions(&app.pool).await;
+    infrastructure::subscription::skip_to_end(&app.pool, Recorder::new().name())
+        .await
+        .expect("skips");
+    place_call(&app).await;
+    let runner = SubscriptionRunner::new(app.pool.clone(), Recorder::new());
+    drain(&runner, &app.pool, 4).await;
+    let after: Vec<i64> = all_positions(&app.pool)
+        .await
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(seen(&app.pool).await, after);
+}
+
+#[tokio::test]
 async fn appends_are_announced_to_other_processes_after_they_commit() {
     // Appends carry no NOTIFY of their own (it would serialise their commits); the appending
     // process sends one after the commit, which is what wakes runners in other processes.
