@@ -853,7 +853,7 @@ fn template_call() -> Vec<(String, String)> {
     let sid = CallSid::parse("CA0be0c0000000000000000000000000be").expect("a valid value");
     let turn = |n: u32, text: &str| {
         let screening = domain::risk::screen(text);
-        let assessment = domain::risk::assess(screening.level, None);
+        let assessment = domain::risk::assess(&screening, None);
         [
             CallEvent::RecordingReceived {
                 turn: n,

@@ -62,6 +62,13 @@ enum Command {
         #[arg(long)]
         swap: bool,
     },
+    /// Evaluate what callers would get, offline: `hotline eval safety` prints the risk
+    /// screener's recall and specificity per category on the safety corpus (its tuning and
+    /// held-out parts) and exits non-zero if the gate fails.
+    Eval {
+        #[command(subcommand)]
+        command: crate::commands::EvalCommand,
+    },
     /// Manage the bearer tokens of /api/* and the dashboard.
     Tokens {
         #[command(subcommand)]
@@ -95,6 +102,7 @@ pub async fn main() -> ExitCode {
         Command::Verify { call } => crate::commands::verify(cli.config, call).await,
         Command::Replay { swap } => crate::commands::replay(cli.config, swap).await,
         Command::Tokens { command } => crate::commands::tokens(cli.config, command).await,
+        Command::Eval { command } => crate::commands::eval(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

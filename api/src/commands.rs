@@ -167,3 +167,47 @@ async fn run_tokens(pool: sqlx::PgPool, command: TokensCommand) -> anyhow::Resul
     }
     Ok(())
 }
+
+/// `hotline eval …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalCommand {
+    /// Recall (utterances that must reach a person and do) and specificity (ordinary ones that get
+    /// a reply) per category, for the corpus's tuning and held-out parts.
+    Safety {
+        /// Also list the tuning part's utterances routed the wrong way (never the held-out
+        /// part's: it is not tuned on).
+        #[arg(long)]
+        misses: bool,
+    },
+}
+
+/// Runs an evaluation; needs no database or service.
+pub fn eval(command: EvalCommand) -> anyhow::Result<()> {
+    use domain::risk::corpus;
+
+    let EvalCommand::Safety { misses } = command;
+    let part = |text: &str| corpus::parse(text).map_err(anyhow::Error::msg);
+    let tuning = corpus::evaluate(&part(corpus::TUNING)?);
+    let held_out = corpus::evaluate(&part(corpus::HELD_OUT)?);
+    println!("screener {}\n", domain::risk::SCREENER_VERSION);
+    println!(
+        "{}",
+        corpus::table("tuning part (the lexicons are tuned on it)", &tuning)
+    );
+    println!(
+        "{}",
+        corpus::table("held-out part (never tuned on)", &held_out)
+    );
+    if misses {
+        for case in tuning.missed.iter().chain(&tuning.over_escalated) {
+            println!("{:?}\t{}\t{}", case.expect, case.category, case.text);
+        }
+    }
+    let failures = corpus::gate(&tuning, &held_out);
+    if failures.is_empty() {
+        println!("gate: passed");
+        Ok(())
+    } else {
+        anyhow::bail!("gate failed: {}", failures.join("; "))
+    }
+}

@@ -108,6 +108,7 @@ pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> 
                     from: "+14155550123".into(),
                     steps,
                     afterwards: scenario::Afterwards::HangUp,
+                    transcription: scenario::Transcription::default(),
                     dial: Vec::new(),
                 }
             }

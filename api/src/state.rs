@@ -54,8 +54,11 @@ impl AppState {
 
     /// State over `pool`, answering as `voice` and accepting webhooks `validator` accepts.
     pub fn new(pool: PgPool, validator: SignatureValidator, voice: Voice) -> Self {
+        // Webhooks write through their own pool, whose statements the database cuts off before
+        // the webhook's deadline (see `event_store::webhook_pool`).
+        let webhooks = event_store::webhook_pool(&pool);
         let calls =
-            CallService::new(event_store::call_store(pool.clone()), voice.lines.clone()).caching();
+            CallService::new(event_store::call_store(webhooks), voice.lines.clone()).caching();
         Self {
             calls: Arc::new(calls),
             validator: Arc::new(validator),

@@ -10,6 +10,11 @@ pub enum CallAnswer {
     Hold { waited: u32 },
     /// The reply to the caller's last turn, then the choice.
     Reply { text: String },
+    /// The reply to the caller's first turn, then the direct question: "are you having
+    /// thoughts of suicide?", by speech or keys. Asked once per call.
+    Question { reply: String },
+    /// The caller answered the direct question with a clear no: thanks, then the choice.
+    AfterQuestion,
     /// Record another turn.
     Listen,
     /// The choice was not understood: offer it again.

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::EventStore;
 use domain::call::{
-    Escalate, EscalationReason, PlayResponse, PlayedVia, ReceiveRecording, RecordChoice,
-    RecordingUrl, StartCall, UpdateStatus,
+    AnswerQuestion, Escalate, EscalationReason, HearUtterance, PlayResponse, PlayedVia, Prompt,
+    ReceiveRecording, RecordChoice, RecordingUrl, StartCall, Turn, UpdateStatus,
 };
+use domain::risk::Route;
 use domain::{
     script, AccountSid, Call, CallCommand, CallError, CallId, CallSid, CallStatus, CallerId,
     Choice, DialNumber, RecordingSid,
@@ -111,7 +112,14 @@ pub const MAX_WAITS: u32 = 2;
 
 /// The longest a webhook waits for the event store before the caller hears the fallback. Twilio
 /// gives a webhook 15 s; the caller should not wait anywhere near that.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Whether a caller waits on a webhook's answer.
+#[derive(Debug, Clone, Copy)]
+enum Heard {
+    ByCaller,
+    ByNobody,
+}
 
 /// Runs the webhook use cases against a call store.
 pub struct CallService<ES: EventStore<Call>> {
@@ -173,19 +181,41 @@ impl<ES: EventStore<Call>> CallService<ES> {
         command: CallCommand,
         meta: &CommandMetadata,
     ) -> Result<Call, AppError> {
-        self.guarded(self.dispatcher.execute(id, command, meta))
+        self.guarded(self.dispatcher.execute(id, command, meta), Heard::ByCaller)
             .await
     }
 
-    /// Runs a store operation within the webhook deadline, behind the breaker.
+    /// Runs a callback's command (status, transcription): no caller waits on its answer, so a
+    /// write that lands after the deadline does no harm, and it is not held to one.
+    async fn run_unheard(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        meta: &CommandMetadata,
+    ) -> Result<Call, AppError> {
+        self.guarded(self.dispatcher.execute(id, command, meta), Heard::ByNobody)
+            .await
+    }
+
+    /// Runs a store operation within the webhook deadline, behind the breaker. For a webhook a
+    /// caller hears, the store starts no write it could not finish by the deadline: the caller
+    /// is answered without it, and it must never land afterwards.
     async fn guarded(
         &self,
         operation: impl std::future::Future<Output = Result<Call, AppError>>,
+        heard: Heard,
     ) -> Result<Call, AppError> {
         if self.breaker.is_open(Instant::now()) {
             return Err(AppError::StoreSkipped);
         }
-        let result = tokio::time::timeout(COMMAND_DEADLINE, operation)
+        let deadline = tokio::time::Instant::now() + COMMAND_DEADLINE;
+        let bounded = async {
+            match heard {
+                Heard::ByCaller => crate::deadline::within(deadline, operation).await,
+                Heard::ByNobody => operation.await,
+            }
+        };
+        let result = tokio::time::timeout_at(deadline, bounded)
             .await
             .unwrap_or(Err(AppError::TimedOut));
         match &result {
@@ -270,75 +300,57 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let Some(turn) = state.current_turn() else {
             return CallAnswer::Listen;
         };
-        let fallback = || CallAnswer::Reply {
-            text: script::scripted_reply().to_owned(),
-        };
         match (&turn.analysis, turn.played) {
             // A retry of an answer this path already gave gets the same answer.
-            (Some(analysis), Some(PlayedVia::Twiml)) => answer_for(analysis),
-            (None, Some(PlayedVia::Twiml)) => fallback(),
+            (_, Some(PlayedVia::Twiml)) => answer_for(&state, turn),
             (None, _) if self.pipeline_enabled && waited < MAX_WAITS => {
                 CallAnswer::Hold { waited: waited + 1 }
             }
-            // No pipeline, or it took too long: the vetted script, and the turn is this path's.
-            (None, _) => self.claim_and(id, turn.number, meta, fallback).await,
+            // No pipeline, or it took too long: the vetted fallback, and the turn is this path's.
+            (None, _) => self.claim_and(id, turn.number, meta).await,
             // Twilio is still asking, so the REST update has not reached the call yet.
             (Some(_), Some(PlayedVia::RestUpdate)) if waited < MAX_WAITS => {
                 CallAnswer::Hold { waited: waited + 1 }
             }
-            (Some(analysis), Some(PlayedVia::RestUpdate)) => answer_for(analysis),
-            (Some(analysis), None) => {
-                let answer = self
-                    .claim_and(id, turn.number, meta, || answer_for(analysis))
-                    .await;
-                if answer == CallAnswer::Escalating {
-                    self.escalate_for_risk(id, meta).await;
-                }
-                answer
-            }
+            (Some(_), Some(PlayedVia::RestUpdate)) => answer_for(&state, turn),
+            (Some(_), None) => self.claim_and(id, turn.number, meta).await,
         }
     }
 
-    /// Claims turn `turn` for the webhook path and answers `then()`; if the REST path claimed it
-    /// in between, the caller is held once more while its update arrives.
-    async fn claim_and(
-        &self,
-        id: CallId,
-        turn: u32,
-        meta: &CommandMetadata,
-        then: impl FnOnce() -> CallAnswer,
-    ) -> CallAnswer {
+    /// Claims turn `turn` for the webhook path and answers it; if the REST path claimed it in
+    /// between, the caller is held once more while its update arrives. An answer that puts the
+    /// caller through to a person is recorded with its escalation, by the claim itself.
+    async fn claim_and(&self, id: CallId, turn: u32, meta: &CommandMetadata) -> CallAnswer {
         let claim = CallCommand::PlayResponse(PlayResponse {
             turn: Some(turn),
             via: PlayedVia::Twiml,
+            counselor_line: self.lines.counselor.clone(),
             at: meta.received_at,
         });
-        match self.run(id, claim, meta).await {
-            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            Ok(state) => match state.turn_number(turn).and_then(|t| t.played) {
-                Some(PlayedVia::RestUpdate) => CallAnswer::Hold { waited: MAX_WAITS },
-                _ => then(),
-            },
-            Err(error) => trouble(&error),
+        let state = match self.run(id, claim, meta).await {
+            Ok(state) => state,
+            Err(error) => return trouble(&error),
+        };
+        if state.ended().is_some() {
+            return CallAnswer::Nothing;
         }
-    }
-
-    async fn escalate_for_risk(&self, id: CallId, meta: &CommandMetadata) {
-        let command = CallCommand::Escalate(Escalate {
-            reason: EscalationReason::RiskAssessed,
-            target: self.lines.counselor.clone(),
-            at: meta.received_at,
-        });
-        if let Err(error) = self.run(id, command, meta).await {
-            log_failure(&error);
+        let Some(current) = state.turn_number(turn) else {
+            return CallAnswer::Trouble;
+        };
+        if current.played == Some(PlayedVia::RestUpdate) {
+            return CallAnswer::Hold { waited: MAX_WAITS };
         }
+        answer_for(&state, current)
     }
 
     async fn load(&self, id: CallId) -> Result<Call, AppError> {
-        self.guarded(self.dispatcher.load(id)).await
+        self.guarded(self.dispatcher.load(id), Heard::ByCaller)
+            .await
     }
 
     /// `POST /twilio/user-choice/{call_id}/`: the caller chose after a reply (or during a prompt).
+    /// Words that are not a choice are screened like a turn: any sign of risk puts the caller
+    /// through to a person, and anything else is heard as the start of their next turn.
     #[tracing::instrument(skip_all, fields(call_id = %id))]
     pub async fn record_choice(
         &self,
@@ -346,9 +358,20 @@ impl<ES: EventStore<Call>> CallService<ES> {
         input: ChoiceInput,
         meta: &CommandMetadata,
     ) -> CallAnswer {
-        let Some(choice) = Choice::from_input(input.digits.as_deref(), input.speech.as_deref())
-        else {
-            return CallAnswer::ChoiceAgain;
+        let speech = input.speech.clone().filter(|s| !s.trim().is_empty());
+        // Whatever was said is screened first: risky words reach a person, whichever choice
+        // words they also hold ("I want to hurt someone", "end it").
+        let risky = speech.as_deref().is_some_and(|text| {
+            let screening = domain::risk::screen(text);
+            screening.level > domain::risk::RiskLevel::None
+                || screening.signals.iter().any(|s| s.is_risk())
+        });
+        let choice = Choice::from_input(input.digits.as_deref(), input.speech.as_deref());
+        let (Some(choice), false) = (choice, risky) else {
+            return match speech {
+                Some(text) => self.hear(id, Prompt::Choice, text, meta).await,
+                None => CallAnswer::ChoiceAgain,
+            };
         };
         let command = CallCommand::RecordChoice(RecordChoice {
             choice,
@@ -367,9 +390,56 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 }
                 CallAnswer::ConnectCounselor
             }
+            // Risk only rises: a caller who warranted a person is put through, whatever they chose.
+            (_, Ok(state)) if state.warrants_person() => CallAnswer::Escalating,
             (Choice::Continue, Ok(_)) => CallAnswer::Listen,
             (Choice::End, Ok(_)) => CallAnswer::Goodbye,
             (_, Err(error)) => trouble(&error),
+        }
+    }
+
+    /// Screens words said at a prompt.
+    async fn hear(
+        &self,
+        id: CallId,
+        prompt: Prompt,
+        text: String,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        let command = CallCommand::HearUtterance(HearUtterance {
+            prompt,
+            text,
+            counselor_line: self.lines.counselor.clone(),
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
+            Ok(state) if state.warrants_person() => CallAnswer::Escalating,
+            Ok(_) => CallAnswer::Listen,
+            Err(error) => trouble(&error),
+        }
+    }
+
+    /// `POST /twilio/question/{call_id}/`: the caller answered the direct question. Only a clear
+    /// no keeps the automated line; yes, unsure, silence or anything risky goes to a person.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn answer_question(
+        &self,
+        id: CallId,
+        input: ChoiceInput,
+        meta: &CommandMetadata,
+    ) -> CallAnswer {
+        let command = CallCommand::AnswerQuestion(AnswerQuestion {
+            digits: input.digits,
+            speech: input.speech,
+            counselor_line: self.lines.counselor.clone(),
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
+            Ok(state) if state.warrants_person() => CallAnswer::Escalating,
+            Ok(_) => CallAnswer::AfterQuestion,
+            Err(error) => trouble(&error),
         }
     }
 
@@ -390,6 +460,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let command = CallCommand::Escalate(Escalate {
             reason: EscalationReason::CounselorUnavailable,
             target: self.lines.crisis.clone(),
+            unless_escalated: false,
             at: meta.received_at,
         });
         // The caller is connected to the crisis line whether or not this could be stored.
@@ -416,7 +487,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             completed: report.completed,
             at: meta.received_at,
         });
-        self.run(id, command, meta).await.map(|_| ())
+        self.run_unheard(id, command, meta).await.map(|_| ())
     }
 
     /// `POST /twilio/status/`: Twilio reports the call's status.
@@ -434,7 +505,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             duration_secs: report.duration_secs,
             at: meta.received_at,
         });
-        self.run(id, command, meta).await.map(|_| ())
+        self.run_unheard(id, command, meta).await.map(|_| ())
     }
 
     /// The call's current state.
@@ -452,11 +523,23 @@ fn log_failure(error: &AppError) {
     }
 }
 
-/// What the caller hears for an analysed turn.
-fn answer_for(analysis: &domain::call::Analysis) -> CallAnswer {
-    match (&analysis.reply, analysis.assessment.route) {
-        (Some(text), domain::risk::Route::Reply) => CallAnswer::Reply { text: text.clone() },
-        _ => CallAnswer::Escalating,
+/// What the caller hears for `turn`: a person whenever the turn or anything earlier in the call
+/// warranted one; otherwise its reply (the vetted fallback while it is not analysed), followed
+/// by the direct question if it is asked after this turn.
+fn answer_for(state: &Call, turn: &Turn) -> CallAnswer {
+    let reply = match (state.route_for(turn), &turn.analysis) {
+        (Some(Route::Escalate), _) => return CallAnswer::Escalating,
+        (None, _) if state.warrants_person() => return CallAnswer::Escalating,
+        (Some(Route::Reply), Some(analysis)) => analysis
+            .reply
+            .clone()
+            .unwrap_or_else(|| script::scripted_reply().to_owned()),
+        _ => script::scripted_reply().to_owned(),
+    };
+    if state.asks_question_after(turn.number) {
+        CallAnswer::Question { reply }
+    } else {
+        CallAnswer::Reply { text: reply }
     }
 }
 

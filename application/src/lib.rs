@@ -8,6 +8,7 @@ pub mod answer;
 pub mod auth;
 pub mod breaker;
 pub mod calls;
+pub mod deadline;
 pub mod dispatch;
 pub mod error;
 pub mod metadata;
@@ -19,7 +20,7 @@ pub mod views;
 pub use answer::CallAnswer;
 pub use calls::{
     after_dial, CallService, ChoiceInput, DialOutcome, DialedLine, IncomingCall, Lines,
-    RecordingDone, StatusReport, TranscriptionReport,
+    RecordingDone, StatusReport, TranscriptionReport, COMMAND_DEADLINE,
 };
 pub use dispatch::CommandDispatcher;
 pub use error::AppError;

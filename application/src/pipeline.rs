@@ -3,8 +3,10 @@
 //! analysed is not analysed twice, and an answer already played is not played twice.
 //!
 //! download → speech-to-text → screen (+ the model's opinion) → assess → reply (+ guard) → record
-//! → deliver. Risk only escalates: high, imminent or unknown risk gets no automated reply, and the
-//! caller is connected to a person.
+//! → deliver. Only a turn with no sign of risk gets an automated reply; any risk, whatever its
+//! level, and anything unknown goes to a person, and so does every turn after one that did (risk
+//! over a call only rises). Once the caller was sent to a person, nothing here touches the live
+//! call again; a late analysis that warrants a person still reaches the caller.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -260,10 +262,14 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         mut timings: StageTimings,
     ) -> Analysis {
         let started = Instant::now();
-        let screening = risk::screen(&transcript);
+        // Words that could not be understood cannot be assessed: the risk is unknown.
+        let screening = if understood {
+            risk::screen(&transcript)
+        } else {
+            risk::Screening::unreadable(risk::Unreadable::FailedTranscription)
+        };
         let opinion = match &self.model {
-            // Words that could not be understood cannot be assessed: the risk is unknown.
-            _ if !understood => Some(ModelOpinion::Unknown),
+            _ if !understood => None,
             None => None,
             Some(model) => Some(
                 match tokio::time::timeout(self.model_timeout, model.assess_risk(&transcript)).await
@@ -280,7 +286,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 },
             ),
         };
-        let assessment = risk::assess(screening.level, opinion);
+        let assessment = risk::assess(&screening, opinion);
         timings.assessment_ms = elapsed_ms(started);
 
         let started = Instant::now();
@@ -395,7 +401,9 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
     }
 
     /// Claims the turn for the REST path and plays it; a failed delivery hands it back to the
-    /// continue webhook.
+    /// continue webhook. A turn that warrants a person reaches one even when the webhook path
+    /// already played the fallback, or the caller has moved on: a late analysis is never left
+    /// unheard. Once the caller was sent to a person, nothing is played.
     async fn deliver(
         &self,
         id: CallId,
@@ -406,6 +414,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let claim = CallCommand::PlayResponse(PlayResponse {
             turn: Some(turn),
             via: PlayedVia::RestUpdate,
+            counselor_line: self.lines.counselor.clone(),
             at: Utc::now(),
         });
         let claimed = self
@@ -415,7 +424,8 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let (state, appended) = match claimed {
             Ok(result) => result,
             Err(AppError::Rule(domain::CallError::StaleTurn(_))) => {
-                return Ok(TurnOutcome::LeftToWebhook)
+                let state = self.dispatcher.load(id).await?;
+                return self.late(id, call_sid, &state, turn, analysis).await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -423,25 +433,26 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             return Ok(TurnOutcome::CallOver);
         }
         // Only the command that appended the claim plays the turn: the webhook path, another
-        // worker, or an earlier run of this job may hold it, and a turn during which the caller
-        // asked for a person is never played (the aggregate appends nothing for it).
+        // worker, or an earlier run of this job may hold it; a turn during which the caller asked
+        // for a person, or any turn once a person was reached, is never played (the aggregate
+        // appends nothing for it).
         if appended == 0 {
-            return Ok(TurnOutcome::LeftToWebhook);
+            return self.late(id, call_sid, &state, turn, analysis).await;
         }
-        let escalate = analysis.assessment.route == Route::Escalate;
-        if escalate {
-            // Recorded before the caller is put through, not after: a counselor who answers and
-            // ends the call at once would end it before the record, and an ended call takes no
-            // more events. Should the update fail, the continue webhook puts the caller through.
-            let command = CallCommand::Escalate(Escalate {
-                reason: EscalationReason::RiskAssessed,
-                target: self.lines.counselor.clone(),
-                at: Utc::now(),
-            });
-            self.execute(id, command).await?;
-        }
+        let escalate = state
+            .turn_number(turn)
+            .and_then(|t| state.route_for(t))
+            .unwrap_or(analysis.assessment.route)
+            == Route::Escalate;
+        // An escalation was recorded by the claim itself, before the caller is put through: a
+        // counselor who answers and ends the call at once would end it before the record, and an
+        // ended call takes no more events. Should the update fail, the continue webhook puts the
+        // caller through.
         let delivered = match (&analysis.reply, escalate) {
-            (Some(reply), false) => self.control.play_reply(call_sid, id, reply).await,
+            (Some(reply), false) => {
+                let ask = state.asks_question_after(turn);
+                self.control.play_reply(call_sid, id, reply, ask).await
+            }
             _ => self.control.connect_counselor(call_sid, id).await,
         };
         match delivered {
@@ -456,6 +467,58 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                     at: Utc::now(),
                 });
                 self.execute(id, command).await?;
+                Ok(TurnOutcome::LeftToWebhook)
+            }
+        }
+    }
+
+    /// The turn was answered without this analysis (the webhook path played the fallback, or
+    /// the caller moved on). If the analysis warrants a person and nobody has sent the caller to
+    /// one yet, they are put through now by REST update, and the escalation recorded first.
+    /// Otherwise the analysis is kept for the record and nothing is played.
+    async fn late(
+        &self,
+        id: CallId,
+        call_sid: &CallSid,
+        state: &Call,
+        turn: u32,
+        analysis: &Analysis,
+    ) -> Result<TurnOutcome, PipelineError> {
+        if state.ended().is_some() {
+            return Ok(TurnOutcome::CallOver);
+        }
+        let warrants_person =
+            analysis.assessment.route == Route::Escalate || state.warrants_person();
+        if !warrants_person || state.is_escalated() {
+            return Ok(TurnOutcome::LeftToWebhook);
+        }
+        // Recorded only if nobody sent the caller to a person meanwhile (the aggregate decides,
+        // on the latest state): whoever recorded an escalation has put the caller through.
+        let command = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::RiskAssessed,
+            target: self.lines.counselor.clone(),
+            unless_escalated: true,
+            at: Utc::now(),
+        });
+        let (_, appended) = self
+            .dispatcher
+            .execute_counting(id, command, &metadata())
+            .await?;
+        // Whoever recorded the escalation puts the caller through; a webhook that did it first
+        // answered with the counselor's `<Dial>` itself.
+        if appended == 0 {
+            return Ok(TurnOutcome::LeftToWebhook);
+        }
+        tracing::info!(
+            turn,
+            "a late analysis warrants a person; connecting the caller"
+        );
+        match self.control.connect_counselor(call_sid, id).await {
+            Ok(()) => Ok(TurnOutcome::Escalated),
+            Err(error) => {
+                // The next webhook (the choice after the fallback) puts the caller through: the
+                // call warrants a person from now on.
+                tracing::warn!(error = %error, "could not connect the caller after a late analysis");
                 Ok(TurnOutcome::LeftToWebhook)
             }
         }
@@ -478,20 +541,27 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let (Some(sid), None) = (call.call_sid(), call.ended()) else {
             return;
         };
-        match self.control.connect_counselor(sid, id).await {
-            Ok(()) => {
-                let command = CallCommand::Escalate(Escalate {
-                    reason: EscalationReason::ProcessingFailed,
-                    target: self.lines.counselor.clone(),
-                    at: Utc::now(),
-                });
-                if let Err(error) = self.execute(id, command).await {
-                    tracing::error!(error = %error, "could not record the escalation");
+        // A caller already with a person (or being put through) is never re-dialled: a REST
+        // update would end the counselor's leg. The escalation is recorded first, and only if
+        // none was; the caller is dialled only by the command that recorded it.
+        let command = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::ProcessingFailed,
+            target: self.lines.counselor.clone(),
+            unless_escalated: true,
+            at: Utc::now(),
+        });
+        match self
+            .dispatcher
+            .execute_counting(id, command, &metadata())
+            .await
+        {
+            Ok((_, 0)) => {}
+            Ok(_) => {
+                if let Err(error) = self.control.connect_counselor(sid, id).await {
+                    tracing::error!(error = %error, "could not connect the caller; the continue webhook's fallback remains");
                 }
             }
-            Err(error) => {
-                tracing::error!(error = %error, "could not connect the caller; the continue webhook's fallback remains")
-            }
+            Err(error) => tracing::error!(error = %error, "could not record the escalation"),
         }
     }
 }
@@ -560,11 +630,19 @@ mod tests {
     struct Control {
         fail: bool,
         played: Mutex<Vec<String>>,
+        /// Whether each reply played asked the direct question.
+        asked: Mutex<Vec<bool>>,
         connected: Mutex<u32>,
     }
     #[async_trait]
     impl CallControl for Control {
-        async fn play_reply(&self, _s: &CallSid, _id: CallId, text: &str) -> Result<(), PortError> {
+        async fn play_reply(
+            &self,
+            _s: &CallSid,
+            _id: CallId,
+            text: &str,
+            ask: bool,
+        ) -> Result<(), PortError> {
             if self.fail {
                 return Err(PortError("twilio_http_500".into()));
             }
@@ -572,6 +650,7 @@ mod tests {
                 .lock()
                 .expect("not poisoned")
                 .push(text.to_owned());
+            self.asked.lock().expect("not poisoned").push(ask);
             Ok(())
         }
         async fn connect_counselor(&self, _s: &CallSid, _id: CallId) -> Result<(), PortError> {
@@ -698,15 +777,18 @@ mod tests {
             *h.control.played.lock().expect("ok"),
             [script::scripted_reply()]
         );
+        // The first automated reply is followed by the direct question, asked once per call.
         assert_eq!(
             event_types(&h.store, id).await,
             [
                 "CallStarted",
                 "RecordingReceived",
                 "Analyzed",
-                "ResponsePlayed"
+                "ResponsePlayed",
+                "DirectQuestionAsked"
             ]
         );
+        assert_eq!(*h.control.asked.lock().expect("ok"), [true]);
         let analysis = analysis(&h.store, id).await;
         assert_eq!(analysis.assessment.level, RiskLevel::None);
         assert_eq!(analysis.reply_source, Some(ReplySource::Script));
@@ -728,9 +810,8 @@ mod tests {
         assert!(h.control.played.lock().expect("ok").is_empty());
         assert_eq!(*h.control.connected.lock().expect("ok"), 1);
         let analysis = analysis(&h.store, id).await;
-        assert_eq!(
-            analysis.assessment.level,
-            RiskLevel::Imminent,
+        assert!(
+            analysis.assessment.level >= RiskLevel::High,
             "the model's 'low' cannot lower it"
         );
         assert_eq!(analysis.reply, None);
@@ -866,6 +947,7 @@ mod tests {
                 "RecordingReceived",
                 "Analyzed",
                 "ResponsePlayed",
+                "DirectQuestionAsked",
                 "ProcessingFailed"
             ]
         );
@@ -892,7 +974,133 @@ mod tests {
             TurnOutcome::LeftToWebhook
         );
         assert_eq!(h.control.played.lock().expect("ok").len(), 1);
-        assert_eq!(event_types(&h.store, id).await.len(), 4);
+        assert_eq!(event_types(&h.store, id).await.len(), 5);
+    }
+
+    async fn run(store: &MemStore<Call>, id: CallId, command: CallCommand) -> Call {
+        CommandDispatcher::new(store.clone())
+            .execute(id, command, &metadata())
+            .await
+            .expect("runs")
+    }
+
+    fn play_via_webhook() -> CallCommand {
+        CallCommand::PlayResponse(PlayResponse {
+            turn: Some(1),
+            via: PlayedVia::Twiml,
+            counselor_line: lines().counselor,
+            at: Utc::now(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_late_analysis_that_warrants_a_person_puts_the_caller_through_by_rest_update() {
+        let h = harness(Ok("i took 30 tylenol"), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        // The caller waited too long: the continue webhook played the vetted fallback.
+        run(&h.store, id, play_via_webhook()).await;
+        assert_eq!(
+            h.pipeline.process_turn(id, 1).await.expect("runs"),
+            TurnOutcome::Escalated
+        );
+        assert_eq!(*h.control.connected.lock().expect("ok"), 1);
+        assert!(h.control.played.lock().expect("ok").is_empty());
+        let types = event_types(&h.store, id).await;
+        assert_eq!(
+            types.last().map(String::as_str),
+            Some("Escalated"),
+            "{types:?}"
+        );
+        // Run again (a retried job): nobody is dialled twice.
+        h.pipeline.process_turn(id, 1).await.expect("runs");
+        assert_eq!(*h.control.connected.lock().expect("ok"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_caller_with_a_person_gets_no_automation_whatever_the_pipeline_does() {
+        for transcript in ["I had a rough day.", "i want to die"] {
+            let h = harness(Ok(transcript), None, Control::default());
+            let id = call_with_one_turn(&h.store).await;
+            // The webhook path sent the caller to a counselor (a key, or a fallback).
+            run(
+                &h.store,
+                id,
+                CallCommand::Escalate(Escalate {
+                    reason: EscalationReason::CallerRequested,
+                    target: lines().counselor,
+                    unless_escalated: false,
+                    at: Utc::now(),
+                }),
+            )
+            .await;
+            assert_eq!(
+                h.pipeline.process_turn(id, 1).await.expect("runs"),
+                TurnOutcome::LeftToWebhook,
+                "{transcript}"
+            );
+            h.pipeline
+                .give_up(id, 1, Stage::Delivery, "twilio_http_500")
+                .await;
+            assert!(
+                h.control.played.lock().expect("ok").is_empty(),
+                "{transcript}"
+            );
+            assert_eq!(*h.control.connected.lock().expect("ok"), 0, "{transcript}");
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_turn_that_warranted_a_person_no_later_turn_gets_the_bot() {
+        let h = harness(Ok("I had a rough day."), None, Control::default());
+        let id = call_with_one_turn(&h.store).await;
+        // Turn 1 was analysed as risky and its answer already given by the webhook.
+        let mut risky = h
+            .pipeline
+            .understand("i want to die".into(), true, StageTimings::default())
+            .await;
+        risky.recording_key = None;
+        run(
+            &h.store,
+            id,
+            CallCommand::RecordAnalysis(RecordAnalysis {
+                turn: 1,
+                analysis: risky,
+                at: Utc::now(),
+            }),
+        )
+        .await;
+        run(&h.store, id, play_via_webhook()).await;
+        let recording = CallCommand::ReceiveRecording(ReceiveRecording {
+            call_sid: CallSid::parse(SID).expect("valid"),
+            recording_sid: RecordingSid::parse("RE0123456789abcdef0123456789abcdee")
+                .expect("valid"),
+            recording_url: RecordingUrl::parse("https://api.twilio.com/y").expect("valid"),
+            duration_secs: Some(5),
+            digits: None,
+            counselor_line: lines().counselor,
+            at: Utc::now(),
+        });
+        run(&h.store, id, recording).await;
+        // Turn 2 (the caller is back after nobody answered) shows no risk at all: no automated
+        // reply is played, and its answer is a person, which the continue webhook gives.
+        assert_eq!(
+            h.pipeline.process_turn(id, 2).await.expect("runs"),
+            TurnOutcome::LeftToWebhook
+        );
+        assert!(h.control.played.lock().expect("ok").is_empty());
+        let call = run(&h.store, id, play_via_webhook_turn(2)).await;
+        let turn = call.turn_number(2).expect("turn 2");
+        assert_eq!(call.route_for(turn), Some(Route::Escalate));
+        assert!(call.warrants_person());
+    }
+
+    fn play_via_webhook_turn(turn: u32) -> CallCommand {
+        CallCommand::PlayResponse(PlayResponse {
+            turn: Some(turn),
+            via: PlayedVia::Twiml,
+            counselor_line: lines().counselor,
+            at: Utc::now(),
+        })
     }
 
     #[tokio::test]

@@ -48,12 +48,14 @@ pub trait LanguageModel: Send + Sync {
 /// Acts on the live call.
 #[async_trait]
 pub trait CallControl: Send + Sync {
-    /// Speaks `text` to the caller, then offers the choice (continue, end, counselor).
+    /// Speaks `text` to the caller, then asks the direct question (`ask_question`, once per
+    /// call) or offers the choice (continue, end, counselor).
     async fn play_reply(
         &self,
         call_sid: &CallSid,
         call_id: CallId,
         text: &str,
+        ask_question: bool,
     ) -> Result<(), PortError>;
     /// Tells the caller a counselor is being connected, and dials the counselor line.
     async fn connect_counselor(&self, call_sid: &CallSid, call_id: CallId)

@@ -151,9 +151,24 @@ impl CallProjection {
         self.turns.iter_mut().find(|t| t.turn == turn)
     }
 
+    fn raise_risk(&mut self, level: RiskLevel) {
+        if self.view.max_risk.is_none_or(|max| rank(level) > rank(max)) {
+            self.view.max_risk = Some(level);
+        }
+    }
+
     fn apply(&mut self, event: &CallEvent) {
         match event {
-            CallEvent::CallStarted { .. } | CallEvent::LateCallbackReceived { .. } => {}
+            CallEvent::CallStarted { .. }
+            | CallEvent::LateCallbackReceived { .. }
+            | CallEvent::DirectQuestionAsked { .. } => {}
+            // Words screened outside a recorded turn count towards the call's highest risk.
+            CallEvent::DirectQuestionAnswered {
+                screening: Some(screening),
+                ..
+            }
+            | CallEvent::UtteranceScreened { screening, .. } => self.raise_risk(screening.level),
+            CallEvent::DirectQuestionAnswered { .. } => {}
             CallEvent::RecordingReceived {
                 turn,
                 duration_secs,
@@ -194,10 +209,7 @@ impl CallProjection {
                 if let Some(t) = self.turn_mut(*turn) {
                     t.analysed(analysis);
                 }
-                let level = analysis.assessment.level;
-                if self.view.max_risk.is_none_or(|max| rank(level) > rank(max)) {
-                    self.view.max_risk = Some(level);
-                }
+                self.raise_risk(analysis.assessment.level);
             }
             CallEvent::ResponsePlayed { turn, via, at } => {
                 if let Some(t) = self.turn_mut(*turn) {

@@ -14,32 +14,77 @@ pub enum Choice {
     Counselor,
 }
 
+/// Words that ask for a person. They count wherever they are said: a person is always the safe
+/// way on, and a human must always be one word away.
+const COUNSELOR_WORDS: &[&str] = &[
+    "counselor",
+    "counsellor",
+    "counseler",
+    "human",
+    "person",
+    "someone",
+    "somebody",
+    "operator",
+    "agent",
+    "consejero",
+    "consejera",
+    "persona",
+    "alguien",
+    "humano",
+];
+const CONTINUE_WORDS: &[&str] = &[
+    "continue",
+    "yes",
+    "yeah",
+    "yep",
+    "talk",
+    "talking",
+    "more",
+    "keep",
+    "going",
+    "go",
+    "on",
+    "one",
+    "sure",
+    "okay",
+    "ok",
+    "si",
+    "seguir",
+    "continuar",
+    "hablando",
+    "uno",
+];
+const END_WORDS: &[&str] = &[
+    "end", "goodbye", "bye", "stop", "no", "hang", "up", "finish", "two", "adios", "terminar",
+    "colgar", "dos", "nope",
+];
+/// Words that may surround a choice without making it a sentence ("end the call, please").
+/// Only politeness and fillers: "I want to end it" is words to screen, not a choice.
+const AROUND_A_CHOICE: &[&str] = &[
+    "please", "thanks", "thank", "you", "um", "uh", "the", "call", "oh", "well", "okay", "ok",
+    "por", "favor", "la", "llamada", "gracias",
+];
+
 impl Choice {
-    /// Reads a choice from `Digits` and `SpeechResult`. Asking for a human wins over anything else,
-    /// because a human must always be one key (or word) away.
+    /// Reads a choice from `Digits` and `SpeechResult`. Asking for a human wins over anything
+    /// else, wherever it is said. The other choices count only when they are the whole answer
+    /// (or nearly): "goodbye" ends the call, but "I'm going to kill myself tonight, goodbye" is
+    /// not a choice at all; it is words to screen, as any turn's are.
     pub fn from_input(digits: Option<&str>, speech: Option<&str>) -> Option<Self> {
         let digits = digits.map(str::trim).unwrap_or_default();
-        let speech = speech.map(str::to_lowercase).unwrap_or_default();
-        let said = |words: &[&str]| {
-            speech
-                .split(|c: char| !c.is_alphanumeric())
-                .any(|w| words.contains(&w))
+        let words = speech.map(crate::risk::words).unwrap_or_default();
+        let said_anywhere = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+        let whole_answer = |list: &[&str]| {
+            words.iter().any(|w| list.contains(&w.as_str()))
+                && words
+                    .iter()
+                    .all(|w| list.contains(&w.as_str()) || AROUND_A_CHOICE.contains(&w.as_str()))
         };
-        if digits.starts_with('0')
-            || said(&[
-                "counselor",
-                "counsellor",
-                "human",
-                "person",
-                "someone",
-                "operator",
-                "agent",
-            ])
-        {
+        if digits.starts_with('0') || said_anywhere(COUNSELOR_WORDS) {
             Some(Self::Counselor)
-        } else if digits.starts_with('1') || said(&["continue", "yes", "talk", "more"]) {
+        } else if digits.starts_with('1') || (digits.is_empty() && whole_answer(CONTINUE_WORDS)) {
             Some(Self::Continue)
-        } else if digits.starts_with('2') || said(&["end", "goodbye", "bye", "stop", "no"]) {
+        } else if digits.starts_with('2') || (digits.is_empty() && whole_answer(END_WORDS)) {
             Some(Self::End)
         } else {
             None
@@ -76,5 +121,27 @@ mod tests {
             Some(Choice::Counselor)
         );
         assert_eq!(Choice::from_input(None, Some("banana")), None);
+        assert_eq!(
+            Choice::from_input(None, Some("end the call please")),
+            Some(Choice::End)
+        );
+    }
+
+    #[test]
+    fn a_choice_word_inside_a_sentence_is_not_a_choice() {
+        for sentence in [
+            "I'm going to kill myself tonight, goodbye",
+            "I want to end my life",
+            "I can't stop crying",
+            "No. Nobody would miss me",
+            "No, I don't want to stop",
+            "yes i have been thinking about it more and more",
+            "I want to end it",
+            "i just want it to stop",
+            "let's end it",
+            "no quiero",
+        ] {
+            assert_eq!(Choice::from_input(None, Some(sentence)), None, "{sentence}");
+        }
     }
 }

@@ -34,6 +34,18 @@ pub fn choice_prompt() -> &'static str {
      You can also say continue, goodbye, or counselor."
 }
 
+/// The direct question, asked of every caller whose first turn showed no sign of risk. Crisis
+/// lines ask it plainly: asking does not put the idea in anyone's head, and it opens the door.
+pub fn direct_question() -> &'static str {
+    "I ask everyone who calls: are you having thoughts of suicide? You can say yes, no, or not \
+     sure. Or press 1 for yes, or 2 for no."
+}
+
+/// Said after a clear "no" to the direct question.
+pub fn after_no() -> &'static str {
+    "Thank you for answering. If that changes, a counselor is always one key away."
+}
+
 /// Said when the choice was not understood.
 pub fn choice_not_understood() -> &'static str {
     "Sorry, I didn't catch that."

@@ -75,7 +75,21 @@ impl AppendingRepository {
                 .push_bind(&event.payload)
                 .push_bind(&event.metadata);
         });
-        match query.build().execute(&self.pool).await {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| PersistenceError::ConnectionError(Box::new(error)))?;
+        // A webhook's write starts only if it can finish (or be cancelled by the statement
+        // timeout) before the webhook gives up: never a commit after the caller was answered.
+        if let Some(deadline) = application::deadline::current() {
+            if tokio::time::Instant::now() + WEBHOOK_STATEMENT_TIMEOUT > deadline {
+                return Err(PersistenceError::ConnectionError(
+                    "no time left before the webhook's deadline".into(),
+                ));
+            }
+        }
+        match query.build().execute(&mut *connection).await {
             Ok(_) => {
                 self.announce();
                 Ok(())
@@ -163,6 +177,32 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
+/// How long a webhook waits for a pooled connection.
+pub const WEBHOOK_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// The longest one statement of a webhook's command may run before the database cancels it.
+/// A webhook's append starts only while at least this long is left before the webhook's
+/// deadline (see `append`), so a write the webhook gave up on (the caller already heard the
+/// fallback and was sent to a person) is abandoned by the database, never committed afterwards:
+/// a late `RecordingReceived` would start a turn whose automated answer could be played into a
+/// call that is with a counselor.
+pub const WEBHOOK_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The webhooks' own pool, to the same database as `pool`: every statement on it is cut off by
+/// the database after `WEBHOOK_STATEMENT_TIMEOUT` (the pipeline, the read side and maintenance
+/// keep the unbounded pool they need for long reads).
+pub fn webhook_pool(pool: &PgPool) -> PgPool {
+    let millis = WEBHOOK_STATEMENT_TIMEOUT.as_millis().to_string();
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", millis.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections())
+        .acquire_timeout(WEBHOOK_ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
 /// Applies any migration not yet applied.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
@@ -176,4 +216,16 @@ pub fn call_store(pool: PgPool) -> CallStore {
 /// Whether the database answers (for health checks).
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_write_is_abandoned_by_the_database_before_the_webhook_gives_up() {
+        assert!(
+            WEBHOOK_ACQUIRE_TIMEOUT + WEBHOOK_STATEMENT_TIMEOUT < application::COMMAND_DEADLINE
+        );
+    }
 }

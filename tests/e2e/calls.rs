@@ -40,7 +40,8 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
         format!("{}?wait=0", url("continue"))
     );
 
-    // 3. Continue: the scripted reply, then the choice.
+    // 3. Continue: the scripted reply, then the direct question, by speech or keys; silence
+    // is an answer too.
     let reply = app.continue_call(&sid).await;
     assert_eq!(reply.verbs()[..2], ["Say", "Gather"]);
     assert!(
@@ -48,16 +49,28 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
         "{}",
         reply.spoken()
     );
-    let gather = reply.first("Gather");
+    let question = reply.first("Gather");
+    assert_eq!(question.attr("action"), Some(url("question").as_str()));
+    assert_eq!(question.attr("input"), Some("dtmf speech"));
+    assert_eq!(question.attr("actionOnEmptyResult"), Some("true"));
+    assert!(
+        reply.spoken().contains("thoughts of suicide"),
+        "{}",
+        reply.xml
+    );
+
+    // 4. A clear no: thanks, then the choice.
+    let after = app.answer_question(&sid, Some("no"), None).await;
+    let gather = after.first("Gather");
     assert_eq!(gather.attr("action"), Some(url("user-choice").as_str()));
     assert_eq!(gather.attr("input"), Some("dtmf speech"));
 
-    // 4. Choice 2: resources, goodbye, hang up.
+    // 5. Choice 2: resources, goodbye, hang up.
     let goodbye = app.choose(&sid, "2").await;
     assert_eq!(goodbye.verbs(), ["Say", "Hangup"]);
     assert!(goodbye.spoken().contains("9 8 8"), "{}", goodbye.spoken());
 
-    // 5. Twilio reports the end.
+    // 6. Twilio reports the end.
     assert_eq!(app.status(&sid, "completed", 3).await, 204);
 
     assert_eq!(
@@ -66,6 +79,8 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
             "CallStarted",
             "RecordingReceived",
             "ResponsePlayed",
+            "DirectQuestionAsked",
+            "DirectQuestionAnswered",
             "CallerChose",
             "Completed"
         ]
@@ -73,13 +88,14 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
     let events = app.events(&sid).await;
     assert_eq!(
         events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6, 7]
     );
+    assert_eq!(events[4].payload["DirectQuestionAnswered"]["answer"], "no");
     assert_eq!(events[1].payload["RecordingReceived"]["turn"], 1);
     assert_eq!(events[2].payload["ResponsePlayed"]["via"], "twiml");
-    assert_eq!(events[3].payload["CallerChose"]["choice"], "end");
-    assert_eq!(events[4].payload["Completed"]["status"], "completed");
-    assert_eq!(events[4].payload["Completed"]["duration_secs"], 42);
+    assert_eq!(events[5].payload["CallerChose"]["choice"], "end");
+    assert_eq!(events[6].payload["Completed"]["status"], "completed");
+    assert_eq!(events[6].payload["Completed"]["duration_secs"], 42);
 }
 
 #[tokio::test]
@@ -137,6 +153,8 @@ async fn duplicate_webhooks_of_every_kind_store_nothing_new() {
         reply.elements, reply_again.elements,
         "a retried continue is answered the same"
     );
+    app.answer_question(&sid, None, Some("2")).await;
+    app.answer_question(&sid, None, Some("2")).await;
     app.choose(&sid, "1").await;
     app.choose(&sid, "1").await;
     assert_eq!(
@@ -145,6 +163,8 @@ async fn duplicate_webhooks_of_every_kind_store_nothing_new() {
             "CallStarted",
             "RecordingReceived",
             "ResponsePlayed",
+            "DirectQuestionAsked",
+            "DirectQuestionAnswered",
             "CallerChose"
         ]
     );
@@ -260,18 +280,19 @@ async fn pressing_zero_at_the_choice_dials_the_counselor_then_the_crisis_line() 
             "CallStarted",
             "RecordingReceived",
             "ResponsePlayed",
+            "DirectQuestionAsked",
             "CallerChose",
             "Escalated",
             "Escalated"
         ]
     );
-    assert_eq!(events[4].payload["Escalated"]["reason"], "caller_requested");
-    assert_eq!(events[4].payload["Escalated"]["target"], COUNSELOR);
+    assert_eq!(events[5].payload["Escalated"]["reason"], "caller_requested");
+    assert_eq!(events[5].payload["Escalated"]["target"], COUNSELOR);
     assert_eq!(
-        events[5].payload["Escalated"]["reason"],
+        events[6].payload["Escalated"]["reason"],
         "counselor_unavailable"
     );
-    assert_eq!(events[5].payload["Escalated"]["target"], CRISIS);
+    assert_eq!(events[6].payload["Escalated"]["target"], CRISIS);
 }
 
 #[tokio::test]
@@ -334,7 +355,15 @@ async fn an_unrecognised_choice_is_offered_again_and_stores_nothing() {
         again.spoken()
     );
     assert_eq!(again.verbs()[..2], ["Say", "Gather"]);
-    assert_eq!(app.event_types(&sid).await.len(), 3);
+    assert_eq!(
+        app.event_types(&sid).await,
+        [
+            "CallStarted",
+            "RecordingReceived",
+            "ResponsePlayed",
+            "DirectQuestionAsked"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -509,7 +538,7 @@ async fn a_two_turn_call_placed_by_the_simulator_stores_each_turn_and_ends_clean
     // Without the pipeline, the continue webhook answers at once: no need to wait out pauses.
     simulator.pace = 0.0;
     let scenario = Scenario::parse(
-        "name: two turns\nsteps:\n  - say: I lost my job today.\n  - press: 1\n  - say: I don't know what to do next.\n  - press: 2\n",
+        "name: two turns\nsteps:\n  - say: I lost my job today.\n  - say: no\n  - press: 1\n  - say: I don't know what to do next.\n  - press: 2\n",
     )
     .expect("a scenario");
     let report = simulator.call(&scenario).await;
@@ -528,11 +557,51 @@ async fn a_two_turn_call_placed_by_the_simulator_stores_each_turn_and_ends_clean
             "CallStarted",
             "RecordingReceived",
             "ResponsePlayed",
+            "DirectQuestionAsked",
+            "DirectQuestionAnswered",
             "CallerChose",
             "RecordingReceived",
             "ResponsePlayed",
             "CallerChose",
             "Completed"
         ]
+    );
+}
+
+#[tokio::test]
+async fn words_at_the_choice_prompt_are_screened_and_a_choice_word_inside_a_sentence_is_not_a_choice(
+) {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    app.answer_question(&sid, Some("no"), None).await;
+    // Ordinary words are heard as the start of the next turn.
+    let listening = app
+        .say_at_choice(&sid, "my boss yelled at me again today")
+        .await;
+    assert!(listening.verbs().contains(&"Record"), "{}", listening.xml);
+    assert!(
+        listening.dialled() == [COUNSELOR],
+        "silence still leads to a person"
+    );
+    // "goodbye" inside a sentence of risk is not the choice to end: a person, never a hang-up.
+    let person = app
+        .say_at_choice(&sid, "i want to end my life, goodbye")
+        .await;
+    assert!(!person.verbs().contains(&"Hangup"), "{}", person.xml);
+    assert_eq!(person.verbs().last(), Some(&"Dial"), "{}", person.xml);
+    let events = app.events(&sid).await;
+    let screened: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e.payload.get("UtteranceScreened"))
+        .collect();
+    assert_eq!(screened.len(), 2);
+    assert_eq!(screened[0]["route"], "reply");
+    assert_eq!(screened[1]["route"], "escalate");
+    assert_eq!(
+        events.last().map(|e| e.event_type.as_str()),
+        Some("Escalated")
     );
 }

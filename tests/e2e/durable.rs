@@ -93,7 +93,7 @@ async fn place_call(app: &TestApp) {
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording(&sid, 1, "#").await;
-    app.continue_call(&sid).await;
+    app.status(&sid, "in-progress", 2).await;
     app.status(&sid, "completed", 3).await;
 }
 

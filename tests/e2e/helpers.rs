@@ -438,6 +438,42 @@ impl TestApp {
         .await
     }
 
+    /// Words said at the choice prompt (`SpeechResult`).
+    pub async fn say_at_choice(&self, sid: &CallSid, speech: &str) -> Twiml {
+        let params = form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("SpeechResult", speech),
+            ("Confidence", "0.9"),
+        ]);
+        self.twiml(
+            &format!("/twilio/user-choice/{}/", CallId::for_call_sid(sid)),
+            &params,
+        )
+        .await
+    }
+
+    /// The answer to the direct question: words, keys, or nothing (silence).
+    pub async fn answer_question(
+        &self,
+        sid: &CallSid,
+        speech: Option<&str>,
+        digits: Option<&str>,
+    ) -> Twiml {
+        let mut fields = vec![("CallSid", sid.as_str()), ("AccountSid", ACCOUNT_SID)];
+        if let Some(speech) = speech {
+            fields.push(("SpeechResult", speech));
+        }
+        if let Some(digits) = digits {
+            fields.push(("Digits", digits));
+        }
+        self.twiml(
+            &format!("/twilio/question/{}/", CallId::for_call_sid(sid)),
+            &form(&fields),
+        )
+        .await
+    }
+
     /// The status callback; returns the HTTP status.
     pub async fn status(&self, sid: &CallSid, status: &str, sequence: u32) -> u16 {
         let sequence = sequence.to_string();

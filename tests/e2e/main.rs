@@ -15,6 +15,7 @@ mod pipeline;
 mod processes;
 mod read_api;
 mod resilience;
+mod safety;
 mod security;
 mod simulated;
 mod twilio_rest;

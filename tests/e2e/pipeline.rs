@@ -247,12 +247,21 @@ async fn a_low_risk_turn_is_answered_through_the_live_call() {
         "{}",
         played.xml
     );
-    let choice = format!(
-        "{}/twilio/user-choice/{}/",
+    // The first automated reply asks the direct question, by speech or keys.
+    let question = format!(
+        "{}/twilio/question/{}/",
         app.base_url,
         CallId::for_call_sid(&sid)
     );
-    assert_eq!(played.first("Gather").attr("action"), Some(choice.as_str()));
+    assert_eq!(
+        played.first("Gather").attr("action"),
+        Some(question.as_str())
+    );
+    assert!(
+        played.spoken().contains("thoughts of suicide"),
+        "{}",
+        played.xml
+    );
 }
 
 #[tokio::test]
@@ -271,10 +280,8 @@ async fn a_high_risk_turn_goes_to_a_counselor_without_an_automated_reply() {
     stage.settle(&app, 1).await;
 
     let events = app.events(&sid).await;
-    assert_eq!(
-        events[2].payload["Analyzed"]["analysis"]["assessment"]["level"],
-        "imminent"
-    );
+    let level = &events[2].payload["Analyzed"]["analysis"]["assessment"]["level"];
+    assert!(level == "high" || level == "imminent", "{level}");
     assert_eq!(
         events[2].payload["Analyzed"]["analysis"]["reply"],
         serde_json::Value::Null
@@ -419,7 +426,12 @@ async fn the_caller_is_held_a_bounded_time_then_hears_the_fallback_and_nothing_t
         "{}",
         fallback.xml
     );
-    assert!(fallback.spoken().contains("press 0"), "{}", fallback.xml);
+    // The fallback is an automated reply: the direct question follows it, once per call.
+    assert!(
+        fallback.spoken().contains("thoughts of suicide"),
+        "{}",
+        fallback.xml
+    );
     // The pipeline finishes late: its answer is recorded but not played over the fallback.
     stage.settle(&app, 1).await;
     assert_eq!(
@@ -428,6 +440,7 @@ async fn the_caller_is_held_a_bounded_time_then_hears_the_fallback_and_nothing_t
             "CallStarted",
             "RecordingReceived",
             "ResponsePlayed",
+            "DirectQuestionAsked",
             "Analyzed"
         ]
     );
@@ -464,15 +477,16 @@ async fn when_the_rest_update_fails_the_continue_webhook_plays_the_answer() {
             "RecordingReceived",
             "Analyzed",
             "ResponsePlayed",
+            "DirectQuestionAsked",
             "ProcessingFailed",
             "ResponsePlayed"
         ]
     );
     assert_eq!(
-        events[4].payload["ProcessingFailed"]["error_class"],
+        events[5].payload["ProcessingFailed"]["error_class"],
         "twilio_20500"
     );
-    assert_eq!(events[5].payload["ResponsePlayed"]["via"], "twiml");
+    assert_eq!(events[6].payload["ResponsePlayed"]["via"], "twiml");
 }
 
 #[tokio::test]
@@ -573,7 +587,8 @@ async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
             "RecordingReceived",
             "TranscriptionReceived",
             "Analyzed",
-            "ResponsePlayed"
+            "ResponsePlayed",
+            "DirectQuestionAsked"
         ]
     );
     let events = app.events(&sid).await;
@@ -660,7 +675,8 @@ async fn a_turn_whose_worker_died_is_finished_by_another_and_played_once() {
             "CallStarted",
             "RecordingReceived",
             "Analyzed",
-            "ResponsePlayed"
+            "ResponsePlayed",
+            "DirectQuestionAsked"
         ]
     );
     let updates = stage
@@ -747,6 +763,7 @@ async fn a_two_turn_call_plays_each_reply_once_with_requests_twilio_s_spec_accep
             "RecordingReceived",
             "Analyzed",
             "ResponsePlayed",
+            "DirectQuestionAsked",
             "CallerChose",
             "RecordingReceived",
             "Analyzed",
@@ -813,11 +830,13 @@ fn chat(content: &str) -> ResponseTemplate {
 }
 
 /// The events of a turn answered with a reply.
-const REPLIED: [&str; 4] = [
+/// A first turn answered by the automated line: its reply, then the direct question.
+const REPLIED: [&str; 5] = [
     "CallStarted",
     "RecordingReceived",
     "Analyzed",
     "ResponsePlayed",
+    "DirectQuestionAsked",
 ];
 
 /// One low-risk turn, processed with `model` if there is one.
@@ -893,7 +912,7 @@ async fn an_unsafe_model_reply_is_never_spoken_and_the_script_answers() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(body_string_contains("C-SSRS"))
-        .respond_with(chat(r#"{"risk": "low"}"#))
+        .respond_with(chat(r#"{"risk": "none"}"#))
         .mount(&server)
         .await;
     let unsafe_reply = "Taking enough sleeping pills would end the pain for good.";
@@ -910,7 +929,7 @@ async fn an_unsafe_model_reply_is_never_spoken_and_the_script_answers() {
     assert_eq!(app.event_types(&sid).await, REPLIED);
     let events = app.events(&sid).await;
     let analysis = &events[2].payload["Analyzed"]["analysis"];
-    assert_eq!(analysis["assessment"]["level"], "low", "{analysis}");
+    assert_eq!(analysis["assessment"]["level"], "none", "{analysis}");
     assert_eq!(analysis["reply_source"], "script_after_guard");
     assert_eq!(analysis["model"], "gpt-test");
     let received = stage.twilio.received();
@@ -922,4 +941,64 @@ async fn an_unsafe_model_reply_is_never_spoken_and_the_script_answers() {
         played.xml
     );
     assert!(played.verbs().contains(&"Gather"), "{}", played.xml);
+}
+
+/// No REST update of the live call was sent to Twilio (only recordings were fetched).
+fn no_update_sent(stage: &Stage) -> bool {
+    !stage.twilio.received().iter().any(|r| r.method == "POST")
+}
+
+#[tokio::test]
+async fn a_caller_put_through_to_a_person_gets_no_rest_update_whatever_the_pipeline_finds() {
+    for words in ["I had a rough day at work.", "i took 30 tylenol"] {
+        let app = spawn_app().await;
+        let stage = pipeline_for(&app, vec![wav(), updated()], Some(words)).await;
+        let sid = new_call_sid();
+        app.voice(&sid).await;
+        app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+            .await;
+        // While the turn is prepared, the caller asks for a person (0 at the holding prompt's
+        // fallback, or any prompt): the counselor is dialled by the webhook's own TwiML.
+        assert_eq!(app.choose(&sid, "0").await.dialled(), [COUNSELOR]);
+        stage.settle(&app, 1).await;
+        assert!(
+            no_update_sent(&stage),
+            "{words}: {:?}",
+            stage.twilio.received()
+        );
+        let types = app.event_types(&sid).await;
+        assert!(
+            types.contains(&"Analyzed".to_owned()),
+            "{words}: the result is recorded"
+        );
+        assert!(
+            !types.contains(&"ResponsePlayed".to_owned()),
+            "{words}: {types:?}"
+        );
+    }
+}
+
+/// A recording webhook whose write is stalled past its deadline (the events table locked by
+/// another transaction) answers with a person; the database abandons the write, so no turn
+/// appears later for the pipeline to answer into a call that is with a counselor.
+#[tokio::test]
+async fn a_write_that_outlives_the_webhook_is_abandoned_and_never_answered_into_the_call() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    let mut stall = app.pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .expect("locks");
+    let answer = app
+        .recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    assert_eq!(answer.dialled(), [COUNSELOR], "{}", answer.xml);
+    stall.rollback().await.expect("unlocks");
+    // The webhook's INSERT was cancelled by its statement timeout, not left to commit.
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+    stage.settle(&app, 0).await;
+    assert!(no_update_sent(&stage), "{:?}", stage.twilio.received());
 }

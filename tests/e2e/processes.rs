@@ -199,7 +199,8 @@ async fn a_turn_whose_process_was_killed_mid_job_is_finished_by_another_and_play
             "CallStarted",
             "RecordingReceived",
             "Analyzed",
-            "ResponsePlayed"
+            "ResponsePlayed",
+            "DirectQuestionAsked"
         ]
     );
     assert_eq!(world.requests("POST"), 1, "the reply was played once");

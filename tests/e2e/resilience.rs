@@ -211,3 +211,42 @@ async fn twilio_calling_a_url_we_do_not_serve_still_puts_a_person_on_the_line() 
     assert_eq!(elsewhere.status(), 404);
     assert_eq!(app.event_count().await, 0);
 }
+
+/// A webhook's write is not started when too little of its deadline is left for the database to
+/// finish or cancel it in time: nothing can commit after the caller was answered without it.
+#[tokio::test]
+async fn a_webhook_write_with_too_little_time_left_is_never_started() {
+    use application::CommandDispatcher;
+    use domain::call::StartCall;
+    use domain::{AccountSid, CallCommand, CallerId};
+
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    let start = || {
+        CallCommand::StartCall(StartCall {
+            call_sid: sid.clone(),
+            account_sid: AccountSid::parse(ACCOUNT_SID).expect("valid"),
+            from: CallerId::new("+14155550123"),
+            to: "+15005550006".into(),
+            direction: "inbound".into(),
+            at: chrono::Utc::now(),
+        })
+    };
+    let dispatcher = CommandDispatcher::new(event_store::call_store(app.pool.clone()));
+    let meta = application::CommandMetadata {
+        request_id: "r".into(),
+        idempotency_token: None,
+        actor: "test".into(),
+        received_at: chrono::Utc::now(),
+    };
+    let soon = tokio::time::Instant::now() + event_store::WEBHOOK_STATEMENT_TIMEOUT / 2;
+    let refused = application::deadline::within(soon, dispatcher.execute(id, start(), &meta)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(app.event_count().await, 0);
+    let later = tokio::time::Instant::now() + application::COMMAND_DEADLINE;
+    application::deadline::within(later, dispatcher.execute(id, start(), &meta))
+        .await
+        .expect("a write with time to finish is made");
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+}

@@ -30,14 +30,14 @@ fn target(base_url: &str) -> Target {
 }
 
 /// `hotline serve` with the pipeline on and the simulator as its Twilio.
-struct Served {
+pub(crate) struct Served {
     _child: tokio::process::Child,
-    app: TestApp,
-    simulator: Simulator,
+    pub(crate) app: TestApp,
+    pub(crate) simulator: Simulator,
     _data_dir: tempfile::TempDir,
 }
 
-async fn serve_with_simulated_twilio() -> Served {
+pub(crate) async fn serve_with_simulated_twilio() -> Served {
     let (pool, name) = fresh_database().await;
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
@@ -94,7 +94,7 @@ fn example(name: &str) -> Scenario {
         .expect("an example")
 }
 
-async fn types(app: &TestApp, call_sid: &str) -> Vec<String> {
+pub(crate) async fn types(app: &TestApp, call_sid: &str) -> Vec<String> {
     app.event_types(&CallSid::parse(call_sid).expect("a CallSid"))
         .await
 }

@@ -16,7 +16,7 @@ use crate::helpers::*;
 /// Records the pipeline's analysis of turn `turn` of `sid`, as the pipeline would.
 pub async fn analyse(app: &TestApp, sid: &CallSid, turn: u32, transcript: &str) {
     let screening = risk::screen(transcript);
-    let assessment = risk::assess(screening.level, None);
+    let assessment = risk::assess(&screening, None);
     let reply = (assessment.route == risk::Route::Reply).then(|| "I hear you.".to_owned());
     let command = CallCommand::RecordAnalysis(RecordAnalysis {
         turn,

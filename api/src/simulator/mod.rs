@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use self::rest::Registry;
-use self::scenario::{Afterwards, DialAnswer, Scenario, Step};
+use self::scenario::{Afterwards, DialAnswer, Scenario, Step, Transcription};
 use self::twiml::Verb;
 
 /// Twilio's read timeout for a webhook, and the longest a caller may hear nothing.
@@ -224,6 +224,7 @@ impl Simulator {
             dials: 0,
             quiet: 0.0,
             started: Instant::now(),
+            late_transcription: None,
         };
         let outcome = call.run().await;
         let ended = call.status_callback().await;
@@ -262,6 +263,9 @@ struct Call<'a> {
     /// Seconds since the caller last heard anything.
     quiet: f64,
     started: Instant,
+    /// A transcription held back until the caller next reaches a prompt (`Transcription::Late`):
+    /// its callback URL and parameters.
+    late_transcription: Option<(String, Vec<(String, String)>)>,
 }
 
 impl Call<'_> {
@@ -503,7 +507,24 @@ impl Call<'_> {
         }
     }
 
+    async fn notify_owned(
+        &mut self,
+        url: &str,
+        params: &[(String, String)],
+    ) -> Result<(), SimError> {
+        let borrowed: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.notify(url, &borrowed).await
+    }
+
     async fn gather(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        // A late transcription arrives now: the turn it belongs to was answered without it.
+        if let Some((callback, params)) = self.late_transcription.take() {
+            self.line(Line::Note("Twilio's transcription arrives, late".into()));
+            self.notify_owned(&callback, &params).await?;
+        }
         let input = verb.attr("input").unwrap_or("dtmf");
         let takes_keys = input.contains("dtmf");
         let takes_speech = input.contains("speech");
@@ -551,6 +572,15 @@ impl Call<'_> {
                 Some(flow) => Ok(flow),
                 None => self.no_input(&action, verb, timeout).await,
             },
+            Some(Step::Wait(secs)) => {
+                self.steps.pop_front();
+                self.line(Line::Pause(f64::from(secs)));
+                let wait = Duration::from_secs_f64((f64::from(secs) * self.sim.pace).max(0.0));
+                tokio::select! {
+                    Some(xml) = self.updates.recv() => Ok(Flow::Goto(self.updated(xml)?)),
+                    () = tokio::time::sleep(wait) => self.no_input(&action, verb, timeout).await,
+                }
+            }
             Some(step) => {
                 // Silence is the caller's answer to this prompt; words at a keys-only prompt
                 // wait for the next one.
@@ -617,17 +647,22 @@ impl Call<'_> {
                     if let Some(callback) = verb.attr("transcribeCallback") {
                         let callback = self.resolve(document, callback);
                         let transcription_sid = new_sid("TR");
-                        self.notify(
-                            &callback,
-                            &[
-                                ("RecordingSid", &recording_sid),
-                                ("RecordingUrl", &url),
-                                ("TranscriptionSid", &transcription_sid),
-                                ("TranscriptionText", &text),
-                                ("TranscriptionStatus", "completed"),
-                            ],
-                        )
-                        .await?;
+                        let params: Vec<(String, String)> = [
+                            ("RecordingSid", recording_sid.as_str()),
+                            ("RecordingUrl", url.as_str()),
+                            ("TranscriptionSid", transcription_sid.as_str()),
+                            ("TranscriptionText", text.as_str()),
+                            ("TranscriptionStatus", "completed"),
+                        ]
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                        match self.scenario.transcription {
+                            Transcription::Prompt => self.notify_owned(&callback, &params).await?,
+                            Transcription::Late => {
+                                self.late_transcription = Some((callback, params));
+                            }
+                        }
                     }
                 }
                 Ok(Flow::Goto(next))
@@ -642,7 +677,8 @@ impl Call<'_> {
                 }
                 Ok(Flow::Next)
             }
-            Some(Step::Silence) => {
+            // A silent wait at a recording is silence there.
+            Some(Step::Silence | Step::Wait(_)) => {
                 self.steps.pop_front();
                 self.quiet_for(timeout)?;
                 Ok(Flow::Next)

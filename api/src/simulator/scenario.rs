@@ -13,6 +13,9 @@ pub enum Step {
     Press(String),
     /// Says nothing at the next prompt.
     Silence,
+    /// Stays silent at the next prompt for this many seconds (at the simulator's pace),
+    /// listening: a REST update of the live call interrupts the wait, as it would a real one.
+    Wait(u32),
 }
 
 /// A step as written in a scenario file.
@@ -21,6 +24,7 @@ pub enum Step {
 enum RawStep {
     Say { say: String },
     Press { press: Keys },
+    Wait { wait: u32 },
     Word(String),
 }
 
@@ -43,6 +47,7 @@ impl TryFrom<RawStep> for Step {
             RawStep::Press {
                 press: Keys::Number(n),
             } => Ok(Self::Press(n.to_string())),
+            RawStep::Wait { wait } => Ok(Self::Wait(wait)),
             RawStep::Word(word) if word == "silence" => Ok(Self::Silence),
             RawStep::Word(word) => Err(format!(
                 "'{word}' is not a step: use {{say: ...}}, {{press: ...}} or silence"
@@ -59,6 +64,7 @@ impl From<Step> for RawStep {
                 press: Keys::Text(keys),
             },
             Step::Silence => Self::Word("silence".into()),
+            Step::Wait(wait) => Self::Wait { wait },
         }
     }
 }
@@ -85,6 +91,18 @@ pub enum DialAnswer {
     Busy,
 }
 
+/// When Twilio's transcription of a turn reaches Hotline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transcription {
+    /// Right after the recording, before the turn is answered.
+    #[default]
+    Prompt,
+    /// Only after the turn was answered without it (as Twilio's transcription often arrives in
+    /// production): it is sent when the caller next reaches a prompt.
+    Late,
+}
+
 /// A simulated call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +120,9 @@ pub struct Scenario {
     /// How each `<Dial>` is answered, in order; the last answer repeats.
     #[serde(default)]
     pub dial: Vec<DialAnswer>,
+    /// When the words of each turn arrive, if Hotline asks Twilio to transcribe them.
+    #[serde(default)]
+    pub transcription: Transcription,
 }
 
 fn default_from() -> String {

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/twilio/recording/{call_id}/", post(recording))
         .route("/twilio/continue/{call_id}/", post(continue_call))
         .route("/twilio/user-choice/{call_id}/", post(user_choice))
+        .route("/twilio/question/{call_id}/", post(question))
         .route("/twilio/dial-status/{call_id}/", post(dial_status))
         .route("/twilio/dial-status/", post(dial_status_unknown_call))
         .route("/twilio/transcription/{call_id}/", post(transcription))
@@ -113,6 +114,23 @@ async fn user_choice(
     let reply = state
         .calls
         .record_choice(id, input, &request.metadata)
+        .await;
+    answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/question/{call_id}/`: the caller answered the direct question.
+async fn question(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = id else {
+        return unusable(&state, &ApiError::UnknownCall, None);
+    };
+    let input = params::choice_input(&request.params);
+    let reply = state
+        .calls
+        .answer_question(id, input, &request.metadata)
         .await;
     answer(&state, &reply, Some(id))
 }

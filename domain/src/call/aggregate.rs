@@ -12,13 +12,16 @@ use crate::phone::DialNumber;
 use crate::status::CallStatus;
 
 use super::commands::{
+    AnswerQuestion, HearUtterance, ReceiveTranscription, RecordAnalysis, RecordFailure,
+};
+use super::commands::{
     CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
 };
-use super::commands::{ReceiveTranscription, RecordAnalysis, RecordFailure};
 use super::events::{
     Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, Stage,
 };
 use super::CallError;
+use crate::risk::{self, DirectAnswer, Route};
 
 /// One exchange: the caller spoke (a recording), and was answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,27 @@ pub struct Turn {
     pub analysis: Option<Analysis>,
     /// The stages that failed for good.
     pub failed: Vec<Stage>,
+    /// When the recording webhook arrived.
+    #[serde(default)]
+    pub received_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How long after the caller finished speaking the REST path may still play an automated reply.
+/// By then the webhook path has played the fallback, or could not be recorded at all (the store
+/// was away, and the caller was sent to a person): a late reply would interrupt whatever the
+/// caller is hearing, perhaps a counselor.
+pub const REST_REPLY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+
+/// Where the call stands with the direct question about suicide.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Question {
+    /// Not asked yet.
+    #[default]
+    NotAsked,
+    /// Asked after turn `turn`'s reply; the answer is awaited.
+    Asked { turn: u32 },
+    /// Answered.
+    Answered(DirectAnswer),
 }
 
 /// A phone call as the event store knows it.
@@ -51,6 +75,15 @@ pub struct Call {
     /// The caller's choice per turn; turn 0 is a choice made during the greeting.
     choices: BTreeMap<u32, Choice>,
     escalations: Vec<(EscalationReason, DialNumber)>,
+    /// Some sign of risk (or words that could not be read) was found: from now on every turn
+    /// goes to a person. Risk over a call only rises.
+    #[serde(default)]
+    person_warranted: bool,
+    #[serde(default)]
+    question: Question,
+    /// The last words screened at a prompt, by turn, so that Twilio's retry records nothing new.
+    #[serde(default)]
+    last_utterance: Option<(u32, String)>,
 }
 
 impl Call {
@@ -97,6 +130,35 @@ impl Call {
     /// Whether the caller was sent to a human at any point.
     pub fn is_escalated(&self) -> bool {
         !self.escalations.is_empty()
+    }
+
+    /// Whether a person was warranted at any point of the call: any sign of risk, unreadable
+    /// words, or an answer to the direct question that was not a clear no.
+    pub fn warrants_person(&self) -> bool {
+        self.person_warranted
+    }
+
+    /// Where the call stands with the direct question.
+    pub fn question(&self) -> Question {
+        self.question
+    }
+
+    /// Whether the direct question was asked after turn `turn`'s reply.
+    pub fn asks_question_after(&self, turn: u32) -> bool {
+        matches!(self.question, Question::Asked { turn: asked } if asked == turn)
+    }
+
+    /// Where turn `turn`'s answer goes, once it is analysed: a person whenever the turn, or
+    /// anything earlier in the call, warranted one.
+    pub fn route_for(&self, turn: &Turn) -> Option<Route> {
+        let analysis = turn.analysis.as_ref()?;
+        Some(
+            if self.person_warranted || analysis.assessment.route == Route::Escalate {
+                Route::Escalate
+            } else {
+                Route::Reply
+            },
+        )
     }
 
     fn current_turn_number(&self) -> u32 {
@@ -197,11 +259,120 @@ impl Call {
         if turn.played.is_some() {
             return Ok(vec![]);
         }
-        Ok(vec![CallEvent::ResponsePlayed {
+        // The answer is a person when the turn, or anything earlier in the call, warranted one.
+        let to_person = match self.route_for(turn) {
+            Some(route) => route == Route::Escalate,
+            None => self.person_warranted,
+        };
+        if cmd.via == PlayedVia::RestUpdate {
+            // Once the caller was sent to a person, no automation touches the live call: a REST
+            // update would end the counselor's leg. Twilio asking (the continue webhook) is
+            // answered.
+            if self.is_escalated() {
+                return Ok(vec![]);
+            }
+            let late = turn
+                .received_at
+                .is_some_and(|received| cmd.at - received > REST_REPLY_WINDOW);
+            if late && !to_person {
+                return Ok(vec![]);
+            }
+        }
+        let mut events = vec![CallEvent::ResponsePlayed {
             turn: turn.number,
             via: cmd.via,
             at: cmd.at,
-        }])
+        }];
+        if to_person {
+            let reason = if turn.analysis.is_some() {
+                EscalationReason::RiskAssessed
+            } else {
+                EscalationReason::EarlierRisk
+            };
+            if !self.is_escalated() {
+                events.extend(self.escalation(reason, cmd.counselor_line, cmd.at));
+            }
+        } else if self.question == Question::NotAsked && !self.is_escalated() {
+            // The first automated reply is followed, once per call, by the direct question: the
+            // reply to a turn that showed no risk, or the vetted fallback played while the words
+            // are not known (a late analysis that shows risk still puts the caller through; and
+            // without the pipeline, the question is the only screening a turn gets).
+            events.push(CallEvent::DirectQuestionAsked {
+                turn: turn.number,
+                at: cmd.at,
+            });
+        }
+        Ok(events)
+    }
+
+    /// The caller's answer to the direct question. Only a clear no, with nothing risky said
+    /// alongside it, keeps the automated line; anything else is recorded with an escalation.
+    fn answer_question(&self, cmd: AnswerQuestion) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() || matches!(self.question, Question::Answered(_)) {
+            return Ok(vec![]);
+        }
+        if self.question == Question::NotAsked {
+            return Err(CallError::QuestionNotAsked);
+        }
+        let answer = risk::direct_answer(cmd.speech.as_deref(), cmd.digits.as_deref());
+        let screening = cmd
+            .speech
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(risk::screen);
+        let mut events = vec![CallEvent::DirectQuestionAnswered {
+            turn: self.current_turn_number(),
+            answer,
+            digits: cmd.digits,
+            speech: cmd.speech,
+            screening,
+            at: cmd.at,
+        }];
+        if answer.warrants_person() {
+            events.extend(self.escalation(
+                EscalationReason::DirectQuestion,
+                cmd.counselor_line,
+                cmd.at,
+            ));
+        }
+        Ok(events)
+    }
+
+    /// Words said at a prompt that were not one of its choices are screened like any turn: any
+    /// sign of risk is recorded with an escalation.
+    fn hear_utterance(&self, cmd: HearUtterance) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        let turn = self.current_turn_number();
+        let retried = self
+            .last_utterance
+            .as_ref()
+            .is_some_and(|(t, text)| *t == turn && *text == cmd.text);
+        if self.ended.is_some() || retried {
+            return Ok(vec![]);
+        }
+        let screening = risk::screen(&cmd.text);
+        let route = risk::assess(&screening, None).route;
+        let mut events = vec![CallEvent::UtteranceScreened {
+            turn,
+            prompt: cmd.prompt,
+            text: cmd.text,
+            screening,
+            route,
+            at: cmd.at,
+        }];
+        if route == Route::Escalate || self.person_warranted {
+            events.extend(self.escalation(
+                EscalationReason::RiskAssessed,
+                cmd.counselor_line,
+                cmd.at,
+            ));
+        }
+        Ok(events)
     }
 
     fn turn(&self, number: u32) -> Result<&Turn, CallError> {
@@ -298,6 +469,14 @@ impl Call {
                 cmd.counselor_line,
                 cmd.at,
             ));
+        } else if self.person_warranted {
+            // Risk found earlier (a late analysis, a question answered yes): whatever the caller
+            // chose, the next thing they hear is a person, never the automated line.
+            events.extend(self.escalation(
+                EscalationReason::EarlierRisk,
+                cmd.counselor_line,
+                cmd.at,
+            ));
         }
         Ok(events)
     }
@@ -306,7 +485,7 @@ impl Call {
         if !self.started {
             return Err(CallError::NotStarted);
         }
-        if self.ended.is_some() {
+        if self.ended.is_some() || (cmd.unless_escalated && self.is_escalated()) {
             return Ok(vec![]);
         }
         Ok(self
@@ -402,6 +581,8 @@ impl Aggregate for Call {
             CallCommand::ReceiveTranscription(cmd) => self.receive_transcription(cmd),
             CallCommand::RecordAnalysis(cmd) => self.record_analysis(cmd),
             CallCommand::RecordFailure(cmd) => self.record_failure(cmd),
+            CallCommand::AnswerQuestion(cmd) => self.answer_question(cmd),
+            CallCommand::HearUtterance(cmd) => self.hear_utterance(cmd),
         }?;
         for event in events {
             sink.write(event, self).await;
@@ -419,6 +600,7 @@ impl Aggregate for Call {
                 turn,
                 recording_sid,
                 recording_url,
+                received_at,
                 ..
             } => {
                 self.recordings.insert(recording_sid.clone());
@@ -430,6 +612,7 @@ impl Aggregate for Call {
                     transcription: None,
                     analysis: None,
                     failed: Vec::new(),
+                    received_at: Some(received_at),
                 });
             }
             CallEvent::TranscriptionReceived {
@@ -443,6 +626,7 @@ impl Aggregate for Call {
                 }
             }
             CallEvent::Analyzed { turn, analysis, .. } => {
+                self.person_warranted |= analysis.assessment.route == Route::Escalate;
                 if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
                     t.analysis = Some(analysis);
                 }
@@ -465,7 +649,27 @@ impl Aggregate for Call {
                 self.choices.insert(turn, choice);
             }
             CallEvent::Escalated { reason, target, .. } => {
+                self.person_warranted |= matches!(
+                    reason,
+                    EscalationReason::RiskAssessed
+                        | EscalationReason::ProcessingFailed
+                        | EscalationReason::DirectQuestion
+                        | EscalationReason::EarlierRisk
+                );
                 self.escalations.push((reason, target));
+            }
+            CallEvent::DirectQuestionAsked { turn, .. } => {
+                self.question = Question::Asked { turn };
+            }
+            CallEvent::DirectQuestionAnswered { answer, .. } => {
+                self.person_warranted |= answer.warrants_person();
+                self.question = Question::Answered(answer);
+            }
+            CallEvent::UtteranceScreened {
+                turn, route, text, ..
+            } => {
+                self.person_warranted |= route == Route::Escalate;
+                self.last_utterance = Some((turn, text));
             }
             CallEvent::StatusChanged {
                 call_sid,

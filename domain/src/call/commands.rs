@@ -8,7 +8,7 @@ use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
 use crate::status::CallStatus;
 
-use super::events::{Analysis, EscalationReason, PlayedVia, RecordingUrl, Stage};
+use super::events::{Analysis, EscalationReason, PlayedVia, Prompt, RecordingUrl, Stage};
 
 /// The incoming-call webhook.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct PlayResponse {
     /// never played.
     pub turn: Option<u32>,
     pub via: PlayedVia,
+    /// Who the caller is connected to when the turn's answer is a person: the escalation is
+    /// recorded by this same command, so no other path can see the answer without it.
+    pub counselor_line: DialNumber,
     pub at: DateTime<Utc>,
 }
 
@@ -61,6 +64,9 @@ pub struct RecordChoice {
 pub struct Escalate {
     pub reason: EscalationReason,
     pub target: DialNumber,
+    /// Record nothing if the caller was already sent to a person by any path: automation that
+    /// acts on its own (a late analysis, a failed turn) dials only when it recorded the escalation.
+    pub unless_escalated: bool,
     pub at: DateTime<Utc>,
 }
 
@@ -100,6 +106,26 @@ pub struct RecordFailure {
     pub at: DateTime<Utc>,
 }
 
+/// The caller's answer to the direct question (the `<Gather>` after the first reply).
+#[derive(Debug, Clone)]
+pub struct AnswerQuestion {
+    pub digits: Option<String>,
+    pub speech: Option<String>,
+    /// Who to connect the caller to if the answer is anything but a clear no.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// Words said at a prompt that were not one of its choices: screened like a turn.
+#[derive(Debug, Clone)]
+pub struct HearUtterance {
+    pub prompt: Prompt,
+    pub text: String,
+    /// Who to connect the caller to if the words show any sign of risk.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
 /// Every command a call accepts.
 #[derive(Debug, Clone)]
 pub enum CallCommand {
@@ -112,6 +138,8 @@ pub enum CallCommand {
     ReceiveTranscription(ReceiveTranscription),
     RecordAnalysis(RecordAnalysis),
     RecordFailure(RecordFailure),
+    AnswerQuestion(AnswerQuestion),
+    HearUtterance(HearUtterance),
 }
 
 impl CallCommand {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::choice::Choice;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
-use crate::risk::{RiskAssessment, Screening};
+use crate::risk::{DirectAnswer, RiskAssessment, Route, Screening};
 use crate::status::CallStatus;
 
 /// Why a `RecordingUrl` was refused.
@@ -80,6 +80,18 @@ pub enum EscalationReason {
     RiskAssessed,
     /// Processing the turn failed for good.
     ProcessingFailed,
+    /// The caller's answer to the direct question about suicide was anything but a clear no.
+    DirectQuestion,
+    /// Risk was found earlier in the call: once a person is warranted, every later turn goes to one.
+    EarlierRisk,
+}
+
+/// Where an utterance outside a recorded turn was said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// The "press 1, 2 or 0" choice after a reply.
+    Choice,
 }
 
 /// A stage of processing a turn.
@@ -230,6 +242,30 @@ pub enum CallEvent {
         error_class: String,
         at: DateTime<Utc>,
     },
+    /// The caller was asked, once, whether they are having thoughts of suicide.
+    DirectQuestionAsked { turn: u32, at: DateTime<Utc> },
+    /// The caller answered the direct question. Anything but a clear no goes to a person.
+    DirectQuestionAnswered {
+        turn: u32,
+        answer: DirectAnswer,
+        digits: Option<String>,
+        /// What the caller said. Never logged.
+        speech: Option<String>,
+        /// The screening of what they said, if they said anything.
+        screening: Option<Screening>,
+        at: DateTime<Utc>,
+    },
+    /// The caller said something at a prompt that was not one of its choices: it was screened
+    /// like any turn.
+    UtteranceScreened {
+        turn: u32,
+        prompt: Prompt,
+        /// What the caller said. Never logged.
+        text: String,
+        screening: Screening,
+        route: Route,
+        at: DateTime<Utc>,
+    },
     /// A callback arrived too late to change anything.
     LateCallbackReceived {
         callback: LateCallback,
@@ -250,6 +286,9 @@ impl DomainEvent for CallEvent {
             Self::TranscriptionReceived { .. } => "TranscriptionReceived",
             Self::Analyzed { .. } => "Analyzed",
             Self::ProcessingFailed { .. } => "ProcessingFailed",
+            Self::DirectQuestionAsked { .. } => "DirectQuestionAsked",
+            Self::DirectQuestionAnswered { .. } => "DirectQuestionAnswered",
+            Self::UtteranceScreened { .. } => "UtteranceScreened",
             Self::LateCallbackReceived { .. } => "LateCallbackReceived",
         }
         .to_owned()

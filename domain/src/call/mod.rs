@@ -6,7 +6,11 @@
 //! - status never moves backwards (`SequenceNumber`), and nothing changes after the call ended: late
 //!   callbacks are kept for the record but change no state;
 //! - each turn's response is played at most once, whichever path claims it first;
-//! - asking for a human is always recorded together with the escalation it causes.
+//! - asking for a human is always recorded together with the escalation it causes;
+//! - the direct question about suicide is asked once, after a first turn with no sign of risk,
+//!   and anything but a clear no is recorded with an escalation;
+//! - risk only rises: once a person was warranted, no later turn gets an automated reply;
+//! - once the caller was sent to a person, no automation (a REST update) touches the call.
 
 mod aggregate;
 mod commands;
@@ -14,13 +18,13 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Call, Turn};
+pub use aggregate::{Call, Question, Turn, REST_REPLY_WINDOW};
 pub use commands::{
-    CallCommand, Escalate, PlayResponse, ReceiveRecording, ReceiveTranscription, RecordAnalysis,
-    RecordChoice, RecordFailure, StartCall, UpdateStatus,
+    AnswerQuestion, CallCommand, Escalate, HearUtterance, PlayResponse, ReceiveRecording,
+    ReceiveTranscription, RecordAnalysis, RecordChoice, RecordFailure, StartCall, UpdateStatus,
 };
 pub use events::{
-    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl,
+    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, Prompt, RecordingUrl,
     RecordingUrlError, ReplySource, Stage, StageTimings,
 };
 
@@ -42,6 +46,9 @@ pub enum CallError {
     /// A command named a turn the call does not have.
     #[error("the call has no turn {0}")]
     UnknownTurn(u32),
+    /// An answer to the direct question came before it was asked.
+    #[error("the direct question was not asked on this call")]
+    QuestionNotAsked,
     /// A turn's answer would be played after the caller moved on to a later turn.
     #[error("turn {0} is over: the caller has moved on")]
     StaleTurn(u32),

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 
 use super::*;
 use crate::call::{Analysis, RecordAnalysis, RecordFailure, ReplySource, Stage, StageTimings};
@@ -89,6 +90,7 @@ fn play(via: PlayedVia) -> CallCommand {
     CallCommand::PlayResponse(PlayResponse {
         turn: None,
         via,
+        counselor_line: counselor(),
         at: at(20),
     })
 }
@@ -273,7 +275,7 @@ fn a_turn_s_response_is_played_once_whichever_path_comes_first() {
     CallTest::with(())
         .given(vec![started(), recorded(1, 1, None)])
         .when(play(PlayedVia::RestUpdate))
-        .then_expect_events(vec![played(1, PlayedVia::RestUpdate)]);
+        .then_expect_events(vec![played(1, PlayedVia::RestUpdate), asked(1)]);
     CallTest::with(())
         .given(vec![
             started(),
@@ -384,6 +386,7 @@ fn falling_back_to_the_crisis_line_is_recorded_once() {
         CallCommand::Escalate(Escalate {
             reason: EscalationReason::CounselorUnavailable,
             target: crisis(),
+            unless_escalated: false,
             at: at(50),
         })
     };
@@ -520,7 +523,7 @@ fn analysis(reply: Option<&str>) -> Analysis {
     let screening = crate::risk::screen("I had a hard day");
     Analysis {
         transcript: "I had a hard day".into(),
-        assessment: crate::risk::assess(screening.level, None),
+        assessment: crate::risk::assess(&screening, None),
         screening,
         model: None,
         reply: reply.map(str::to_owned),
@@ -634,7 +637,7 @@ fn a_failed_delivery_hands_the_turn_back_to_the_webhook_path() {
     CallTest::with(())
         .given(handed_back)
         .when(play(PlayedVia::Twiml))
-        .then_expect_events(vec![played(1, PlayedVia::Twiml)]);
+        .then_expect_events(vec![played(1, PlayedVia::Twiml), asked(1)]);
     // Nothing to hand back when the webhook path played it.
     CallTest::with(())
         .given(vec![
@@ -652,6 +655,7 @@ fn an_earlier_turn_s_answer_is_never_played_after_the_caller_moved_on() {
     let stale = CallCommand::PlayResponse(PlayResponse {
         turn: Some(1),
         via: PlayedVia::RestUpdate,
+        counselor_line: counselor(),
         at: at(20),
     });
     CallTest::with(())
@@ -735,5 +739,301 @@ fn a_turn_during_which_the_caller_asked_for_a_person_is_never_played() {
     CallTest::with(())
         .given(asked)
         .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![]);
+}
+
+// --- The direct question, risk that only rises, and a person left alone ---------------------------
+
+fn asked(turn: u32) -> CallEvent {
+    CallEvent::DirectQuestionAsked { turn, at: at(20) }
+}
+fn answer(speech: Option<&str>, digits: Option<&str>) -> CallCommand {
+    CallCommand::AnswerQuestion(AnswerQuestion {
+        digits: digits.map(str::to_owned),
+        speech: speech.map(str::to_owned),
+        counselor_line: counselor(),
+        at: at(25),
+    })
+}
+fn answered(
+    answer: crate::risk::DirectAnswer,
+    speech: Option<&str>,
+    digits: Option<&str>,
+) -> CallEvent {
+    CallEvent::DirectQuestionAnswered {
+        turn: 1,
+        answer,
+        digits: digits.map(str::to_owned),
+        speech: speech.map(str::to_owned),
+        screening: speech.map(crate::risk::screen),
+        at: at(25),
+    }
+}
+fn risky_analysis(turn: u32) -> CallEvent {
+    let screening = crate::risk::screen("i want to die");
+    CallEvent::Analyzed {
+        turn,
+        analysis: Analysis {
+            transcript: "i want to die".into(),
+            assessment: crate::risk::assess(&screening, None),
+            screening,
+            model: None,
+            reply: None,
+            reply_source: None,
+            timings: StageTimings::default(),
+            recording_key: None,
+        },
+        at: at(15),
+    }
+}
+fn asked_after_one_reply() -> Vec<CallEvent> {
+    vec![
+        started(),
+        recorded(1, 1, None),
+        analyzed(1),
+        played(1, PlayedVia::RestUpdate),
+        asked(1),
+    ]
+}
+
+#[test]
+fn the_direct_question_follows_the_first_automated_reply_once_per_call() {
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), analyzed(1)])
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![played(1, PlayedVia::Twiml), asked(1)]);
+    // The vetted fallback, while the turn is not analysed yet, is an automated reply too.
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![played(1, PlayedVia::Twiml), asked(1)]);
+    // Asked once: a later reply is not followed by it again.
+    let mut later = asked_after_one_reply();
+    later.extend([
+        answered(crate::risk::DirectAnswer::No, Some("no"), None),
+        recorded(2, 2, None),
+        analyzed(2),
+    ]);
+    CallTest::with(())
+        .given(later)
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![played(2, PlayedVia::Twiml)]);
+}
+
+#[test]
+fn a_caller_who_said_something_risky_is_connected_and_never_questioned_first() {
+    // Whichever path answers the turn records the escalation in the same command, so no other
+    // path can see the answer without it.
+    for via in [PlayedVia::Twiml, PlayedVia::RestUpdate] {
+        CallTest::with(())
+            .given(vec![started(), recorded(1, 1, None), risky_analysis(1)])
+            .when(play(via))
+            .then_expect_events(vec![
+                played(1, via),
+                escalated(EscalationReason::RiskAssessed, counselor(), 20),
+            ]);
+    }
+}
+
+#[test]
+fn automation_escalates_only_when_nobody_sent_the_caller_to_a_person_yet() {
+    let late = CallCommand::Escalate(Escalate {
+        reason: EscalationReason::RiskAssessed,
+        target: counselor(),
+        unless_escalated: true,
+        at: at(40),
+    });
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            escalated(EscalationReason::DirectQuestion, counselor(), 30),
+        ])
+        .when(late.clone())
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(late)
+        .then_expect_events(vec![escalated(
+            EscalationReason::RiskAssessed,
+            counselor(),
+            40,
+        )]);
+}
+
+#[test]
+fn an_automated_reply_is_never_played_by_rest_update_long_after_the_caller_spoke() {
+    let late_play = CallCommand::PlayResponse(PlayResponse {
+        turn: Some(1),
+        via: PlayedVia::RestUpdate,
+        counselor_line: counselor(),
+        at: at(10) + REST_REPLY_WINDOW + chrono::TimeDelta::seconds(1),
+    });
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), analyzed(1)])
+        .when(late_play.clone())
+        .then_expect_events(vec![]);
+    // A person is still put through, however late.
+    let at_late = at(10) + REST_REPLY_WINDOW + chrono::TimeDelta::seconds(1);
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None), risky_analysis(1)])
+        .when(late_play)
+        .then_expect_events(vec![
+            CallEvent::ResponsePlayed {
+                turn: 1,
+                via: PlayedVia::RestUpdate,
+                at: at_late,
+            },
+            CallEvent::Escalated {
+                reason: EscalationReason::RiskAssessed,
+                target: counselor(),
+                at: at_late,
+            },
+        ]);
+}
+
+#[test]
+fn only_a_clear_no_to_the_direct_question_keeps_the_automated_line() {
+    use crate::risk::DirectAnswer::{No, Unsure, Yes};
+    CallTest::with(())
+        .given(asked_after_one_reply())
+        .when(answer(Some("No, I'm not."), None))
+        .then_expect_events(vec![answered(No, Some("No, I'm not."), None)]);
+    CallTest::with(())
+        .given(asked_after_one_reply())
+        .when(answer(None, Some("2")))
+        .then_expect_events(vec![answered(No, None, Some("2"))]);
+    for (speech, digits, what) in [
+        (Some("yes"), None, Yes),
+        (Some("maybe"), None, Yes),
+        (None, Some("1"), Yes),
+        (None, None, Unsure),
+        (Some("No. Nobody would miss me."), None, Yes),
+    ] {
+        CallTest::with(())
+            .given(asked_after_one_reply())
+            .when(answer(speech, digits))
+            .then_expect_events(vec![
+                answered(what, speech, digits),
+                escalated(EscalationReason::DirectQuestion, counselor(), 25),
+            ]);
+    }
+    // An answer to a question never asked is refused (the webhook answers with a person).
+    CallTest::with(())
+        .given(vec![started(), recorded(1, 1, None)])
+        .when(answer(Some("no"), None))
+        .then_expect_error(CallError::QuestionNotAsked);
+    // The same answer twice (Twilio's retry) records nothing new.
+    let mut once = asked_after_one_reply();
+    once.push(answered(No, Some("no"), None));
+    CallTest::with(())
+        .given(once)
+        .when(answer(Some("no"), None))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn risk_over_a_call_only_rises() {
+    // Turn 1 warranted a person; turn 2 shows no risk at all, yet its answer is a person.
+    let events = vec![
+        started(),
+        recorded(1, 1, None),
+        risky_analysis(1),
+        played(1, PlayedVia::Twiml),
+        recorded(2, 2, None),
+        analyzed(2),
+    ];
+    let mut call = Call::default();
+    for event in events.clone() {
+        call.apply(event);
+    }
+    assert!(call.warrants_person());
+    let turn = call.turn_number(2).expect("turn 2");
+    assert_eq!(call.route_for(turn), Some(crate::risk::Route::Escalate));
+    // Its answer is a person, recorded with the claim; and any choice at a prompt now goes to a
+    // person.
+    CallTest::with(())
+        .given(events.clone())
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![
+            played(2, PlayedVia::Twiml),
+            escalated(EscalationReason::RiskAssessed, counselor(), 20),
+        ]);
+    CallTest::with(())
+        .given(events)
+        .when(choose(Choice::End, "2"))
+        .then_expect_events(vec![
+            chose(2, Choice::End, "2"),
+            escalated(EscalationReason::EarlierRisk, counselor(), 30),
+        ]);
+    // A yes to the direct question counts the same way.
+    let mut yes = asked_after_one_reply();
+    yes.push(answered(crate::risk::DirectAnswer::Yes, Some("yes"), None));
+    let mut call = Call::default();
+    for event in yes {
+        call.apply(event);
+    }
+    assert!(call.warrants_person());
+}
+
+#[test]
+fn once_the_caller_was_sent_to_a_person_no_rest_update_touches_the_call() {
+    let with_person = vec![
+        started(),
+        recorded(1, 1, None),
+        analyzed(1),
+        escalated(EscalationReason::CallerRequested, counselor(), 12),
+    ];
+    CallTest::with(())
+        .given(with_person.clone())
+        .when(play(PlayedVia::RestUpdate))
+        .then_expect_events(vec![]);
+    // Twilio asking (the continue webhook) is still answered, with no question after it.
+    CallTest::with(())
+        .given(with_person)
+        .when(play(PlayedVia::Twiml))
+        .then_expect_events(vec![played(1, PlayedVia::Twiml)]);
+}
+
+#[test]
+fn words_at_the_choice_prompt_are_screened_like_a_turn() {
+    let heard = |text: &str| {
+        CallCommand::HearUtterance(HearUtterance {
+            prompt: Prompt::Choice,
+            text: text.into(),
+            counselor_line: counselor(),
+            at: at(30),
+        })
+    };
+    let screened = |text: &str| {
+        let screening = crate::risk::screen(text);
+        CallEvent::UtteranceScreened {
+            turn: 1,
+            prompt: Prompt::Choice,
+            text: text.into(),
+            route: crate::risk::assess(&screening, None).route,
+            screening,
+            at: at(30),
+        }
+    };
+    let risky = "I'm going to kill myself tonight, goodbye";
+    CallTest::with(())
+        .given(asked_after_one_reply())
+        .when(heard(risky))
+        .then_expect_events(vec![
+            screened(risky),
+            escalated(EscalationReason::RiskAssessed, counselor(), 30),
+        ]);
+    let ordinary = "my boss was really rude to me today";
+    CallTest::with(())
+        .given(asked_after_one_reply())
+        .when(heard(ordinary))
+        .then_expect_events(vec![screened(ordinary)]);
+    // Twilio's retry of the same words records nothing new.
+    let mut heard_once = asked_after_one_reply();
+    heard_once.push(screened(ordinary));
+    CallTest::with(())
+        .given(heard_once)
+        .when(heard(ordinary))
         .then_expect_events(vec![]);
 }

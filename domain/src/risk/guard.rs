@@ -5,8 +5,6 @@
 //! Blocked: any mention of methods, means, doses or places (even to warn against them); anything
 //! that presents suicide as a solution or relief; any claim to be a person; empty or overlong text.
 
-use super::screener::{find_phrase, normalise, MEANS, METHODS};
-
 /// Why a reply may not be spoken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardViolation {
@@ -130,6 +128,87 @@ pub fn guard_reply(reply: &str) -> Result<(), GuardViolation> {
         return Err(GuardViolation::ClaimsToBeHuman(phrase.to_owned()));
     }
     Ok(())
+}
+
+/// Ways of dying: a reply naming any of them is blocked.
+const METHODS: &[&str] = &[
+    "hang myself",
+    "hanging myself",
+    "shoot myself",
+    "shooting myself",
+    "overdose",
+    "slit my wrists",
+    "cut my wrists",
+    "jump off",
+    "jump in front of",
+    "step in front of",
+    "drown myself",
+    "poison myself",
+    "crash my car",
+    "how to kill myself",
+    "ways to die",
+];
+
+/// Means of dying: a reply naming any of them is blocked.
+const MEANS: &[&str] = &[
+    "pills",
+    "tablets",
+    "gun",
+    "rifle",
+    "pistol",
+    "rope",
+    "bridge",
+    "knife",
+    "razor",
+    "train",
+    "poison",
+    "car exhaust",
+    "carbon monoxide",
+    "rooftop",
+    "roof",
+    "cliff",
+    "ledge",
+];
+
+/// Lower case, contractions expanded, punctuation other than clause breaks removed.
+fn normalise(text: &str) -> String {
+    let lowered = text.to_lowercase().replace(['’', '‘', '`'], "'");
+    let expanded = [
+        ("i'm", "i am"),
+        ("im ", "i am "),
+        ("i've", "i have"),
+        ("i'll", "i will"),
+        ("i'd", "i would"),
+        ("can't", "cannot"),
+        ("won't", "will not"),
+        ("n't", " not"),
+        ("gonna", "going to"),
+        ("wanna", "want to"),
+        ("it's", "it is"),
+        ("that's", "that is"),
+    ]
+    .iter()
+    .fold(format!("{lowered} "), |acc, (from, to)| {
+        acc.replace(from, to)
+    });
+    expanded
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == ' ' || ".!?;,".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect()
+}
+
+/// The first phrase of `table` that occurs in `words`, whole words only.
+fn find_phrase<'t>(words: &[&str], table: &[&'t str]) -> Option<&'t str> {
+    table.iter().copied().find(|phrase| {
+        let phrase: Vec<&str> = phrase.split_whitespace().collect();
+        !phrase.is_empty() && words.windows(phrase.len()).any(|w| w == phrase.as_slice())
+    })
 }
 
 #[cfg(test)]

@@ -1,491 +1,516 @@
-//! A deterministic, versioned screener over what the caller said. It follows the C-SSRS screener's
-//! items (wish to be dead, active thoughts, method, intent, plan, recent behaviour) and knows
-//! three things a word list alone gets wrong: negation ("I would never kill myself"), other people
-//! ("my friend wants to die"), and phrases that are risk in negative form ("I don't want to live").
+//! A deterministic, versioned screener over what the caller said, in English or Spanish.
 //!
-//! It is a floor, not a clinician: it errs towards the higher level, and any change to its tables
-//! or rules must change `SCREENER_VERSION`, which is stored with every assessment.
+//! It reads concepts, not phrases (`lexicon.rs`): the words are normalised (case, apostrophes,
+//! accents and speech-to-text spellings do not matter), stemmed, cut into clauses without relying
+//! on punctuation, and matched against concept lexicons per C-SSRS item and per other kind of
+//! danger. A match is then read in its clause: an idiom that only sounds like danger drops it; a
+//! negation before it ("I would never hurt myself") drops it; a third person named before it
+//! ("my son wants to die") makes it someone else's danger, which goes to a person too; and talk
+//! of suicide in a safe context (the news, a film, a loss years ago) is dropped unless it is the
+//! caller's own.
+//!
+//! Words it cannot read are *unknown*, never *none*: a language it does not cover, or too little
+//! text to tell. It is a floor, not a clinician: it errs towards a person, and any change to its
+//! lexicons or rules must change `SCREENER_VERSION`, which is stored with every assessment.
 
-use super::{RiskLevel, Screening, Signal};
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use super::lexicon::{
+    self, Entry, Who, ENGLISH_WORDS, FILLERS, FOREIGN_WORDS, IDIOMS, NEGATIONS, NEGATION_BARRIERS,
+    NEGATION_REACH, NOT_NEGATIONS, NOT_SAFE, SAFE_CONTEXTS, SOON, SPANISH_WORDS,
+};
+use super::normalise::{fold, tokens, Token};
+use super::pattern::{Lang, Pattern};
+use super::{Language, RiskLevel, Screening, Signal, Unreadable};
 
 /// Stored with every assessment so that any level can be traced to the rules that set it.
-pub const SCREENER_VERSION: &str = "cssrs-screener-2";
+pub const SCREENER_VERSION: &str = "cssrs-screener-3";
 
-const WISH_TO_BE_DEAD: &[&str] = &[
-    "wish i was dead",
-    "wish i were dead",
-    "wish i was not alive",
-    "wish i were not alive",
-    "want to die",
-    "wanna die",
-    "better off dead",
-    "better off without me",
-    "do not want to live",
-    "no longer want to live",
-    "do not want to be alive",
-    "do not want to be here anymore",
-    "do not want to wake up",
-    "go to sleep and never wake up",
-    "go to sleep and not wake up",
-    "no reason to live",
-    "tired of living",
-    "tired of being alive",
-    "want it all to end",
-    "want it to end",
-    "do not want to exist",
-    "wish i could disappear",
-    "wish i had never been born",
+struct Compiled {
+    entries: Vec<(&'static Entry, Vec<Pattern>)>,
+    idioms: Vec<Pattern>,
+    safe: Vec<Pattern>,
+    not_safe: Vec<Pattern>,
+    not_negations: Vec<Pattern>,
+    soon: Vec<Pattern>,
+    /// Words only the Spanish lexicons use: a transcript with one of them is read in Spanish.
+    spanish_words: HashSet<String>,
+}
+
+fn compile(table: &[(Lang, &'static str)]) -> Vec<Pattern> {
+    table
+        .iter()
+        .map(|(lang, source)| Pattern::compile(source, *lang, lexicon::class))
+        .collect()
+}
+
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
+    entries: lexicon::ENTRIES
+        .iter()
+        .map(|entry| {
+            let patterns = entry
+                .patterns
+                .iter()
+                .map(|p| Pattern::compile(p, entry.lang, lexicon::class))
+                .collect();
+            (entry, patterns)
+        })
+        .collect(),
+    idioms: compile(IDIOMS),
+    safe: compile(SAFE_CONTEXTS),
+    not_safe: compile(NOT_SAFE),
+    not_negations: compile(NOT_NEGATIONS),
+    soon: compile(SOON),
+    spanish_words: spanish_vocabulary(),
+});
+
+/// The words a lexicon's patterns are written with, class words included.
+fn vocabulary(lang: Lang) -> HashSet<String> {
+    let sources = lexicon::ENTRIES
+        .iter()
+        .filter(|entry| entry.lang == lang)
+        .flat_map(|entry| entry.patterns.iter().copied())
+        .chain(
+            [IDIOMS, SAFE_CONTEXTS, NOT_SAFE, NOT_NEGATIONS, SOON]
+                .into_iter()
+                .flatten()
+                .filter(|(l, _)| *l == lang)
+                .map(|(_, source)| *source),
+        );
+    let mut words = HashSet::new();
+    for source in sources {
+        for piece in source.split([' ', '|', '_']) {
+            let piece = piece.trim_start_matches(['=', '?']);
+            match piece.strip_prefix('@') {
+                Some(class) => words.extend(
+                    lexicon::class(class)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|w| fold(w)),
+                ),
+                None if piece.chars().all(char::is_alphanumeric) && !piece.is_empty() => {
+                    words.insert(fold(piece));
+                }
+                None => {}
+            }
+        }
+    }
+    words
+}
+
+/// Spanish words of the lexicons and the function-word list that English does not use.
+fn spanish_vocabulary() -> HashSet<String> {
+    let english = vocabulary(Lang::En);
+    vocabulary(Lang::Es)
+        .into_iter()
+        .chain(SPANISH_WORDS.iter().map(|w| (*w).to_owned()))
+        .filter(|w| {
+            !english.contains(w)
+                && !ENGLISH_WORDS.contains(&w.as_str())
+                && !NOT_SPANISH_MARKS.contains(&w.as_str())
+                && w.len() > 1
+                && !w.chars().all(|c| c.is_ascii_digit())
+        })
+        .collect()
+}
+
+/// Whose danger a match turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    Caller,
+    Other,
+    /// No one is named: a topic ("suicide prevention"), or the caller by default.
+    Unnamed,
+}
+
+/// One concept found in the words, after its clause was read.
+#[derive(Debug, Clone, Copy)]
+struct Finding {
+    signal: Signal,
+    subject: Subject,
+    /// The match began with an intention ("going to", "will", "plan to").
+    intended: bool,
+}
+
+const CALLER_WORDS: &[&str] = &[
+    "i", "me", "my", "myself", "mine", "yo", "mi", "mis", "conmigo",
+];
+const OTHER_REFLEXIVES: &[&str] = &["himself", "herself", "themselves", "themself", "yourself"];
+/// How far back, in words, the subject of a match is looked for.
+const SUBJECT_REACH: usize = 12;
+const TOPIC_WORDS: &[&str] = &[
+    "about",
+    "on",
+    "of",
+    "regarding",
+    "sobre",
+    "del",
+    "de",
+    "around",
+];
+const INTENTIONS: &[&str] = &[
+    "going", "will", "plan", "planning", "gonna", "decided", "ready", "voy", "vamos",
 ];
 
-const ACTIVE_THOUGHTS: &[&str] = &[
-    "kill myself",
-    "killing myself",
-    "killed myself",
-    "end my life",
-    "ending my life",
-    "take my own life",
-    "taking my own life",
-    "take my life",
-    "suicide",
-    "suicidal",
-    "end it all",
-    "ending it all",
-    "hurt myself",
-    "harm myself",
-    "not be here much longer",
+fn spans(patterns: &[Pattern], tokens: &[Token], spanish: bool) -> Vec<(usize, usize)> {
+    patterns
+        .iter()
+        .filter(|p| spanish || p.lang() == Lang::En)
+        .flat_map(|p| p.find(tokens))
+        .collect()
+}
+
+/// Spanish words that English speakers say too ("me", "son", "mama"): they do not mark Spanish.
+const NOT_SPANISH_MARKS: &[&str] = &[
+    "me", "son", "solo", "mama", "papa", "ya", "van", "hay", "este",
 ];
 
-/// Ways of dying named in the first person: a method on their own.
-pub(super) const METHODS: &[&str] = &[
-    "hang myself",
-    "hanging myself",
-    "shoot myself",
-    "shooting myself",
-    "overdose",
-    "slit my wrists",
-    "cut my wrists",
-    "jump off",
-    "jump in front of",
-    "step in front of",
-    "drown myself",
-    "poison myself",
-    "crash my car",
-    "how to kill myself",
-    "ways to die",
-];
+/// Whether Spanish patterns may read the words: Spanish stems are short, and English words
+/// meet them by chance ("tired" stems like "tirarme"), so they read only words with some
+/// Spanish in them (code-switching included).
+fn has_spanish(tokens: &[Token], spanish_words: &HashSet<String>) -> bool {
+    tokens.iter().any(|t| {
+        let word = t.word.as_str();
+        let reflexive_infinitive = word.len() > 5
+            && ["arme", "erme", "irme", "arse", "erse", "irse"]
+                .iter()
+                .any(|end| word.ends_with(end));
+        reflexive_infinitive || spanish_words.contains(word)
+    })
+}
 
-/// Means that only count as a method when the caller also speaks of dying.
-pub(super) const MEANS: &[&str] = &[
-    "pills",
-    "tablets",
-    "gun",
-    "rifle",
-    "pistol",
-    "rope",
-    "bridge",
-    "knife",
-    "razor",
-    "train",
-    "poison",
-    "car exhaust",
-    "carbon monoxide",
-    "rooftop",
-    "roof",
-    "cliff",
-    "ledge",
-];
+fn overlaps((a, b): (usize, usize), (c, d): (usize, usize)) -> bool {
+    a < d && c < b
+}
 
-/// Keeping means back, or meaning to use all of them: with a means named, a plan (C-SSRS 5) even
-/// when dying is not named ("I have pills saved up and I'm going to take them tonight").
-const HOARDING_OR_USING_ALL: &[&str] = &[
-    "saved up",
-    "saving up",
-    "been saving",
-    "stockpile",
-    "stockpiled",
-    "stockpiling",
-    "hoarding",
-    "take them all",
-    "take all of them",
-    "take all my",
-    "take all the",
-    "take the whole",
-    "take every",
-    "swallow them all",
-    "swallow all",
-];
-
-const INTENT: &[&str] = &[
-    "going to kill myself",
-    "gonna kill myself",
-    "will kill myself",
-    "going to end my life",
-    "will end my life",
-    "going to end it",
-    "will end it",
-    "going to take my life",
-    "going to do it",
-    "am going to do it",
-    "will do it",
-    "made up my mind",
-    "decided to end",
-    "decided to die",
-    "intend to die",
-    "intend to kill",
-    "plan to kill myself",
-    "plan to end",
-];
-
-const PLAN: &[&str] = &[
-    "have a plan",
-    "got a plan",
-    "my plan is",
-    "worked out how",
-    "figured out how",
-    "wrote a note",
-    "written a note",
-    "writing a note",
-    "suicide note",
-    "have the pills",
-    "bought a gun",
-    "got a gun",
-    "have a gun",
-    "saved up pills",
-    "saving up pills",
-    "collected pills",
-    "stockpiled",
-    "stockpiling",
-    "picked a date",
-    "set a date",
-    "giving away my",
-    "gave away my",
-    "said my goodbyes",
-    "saying goodbye to everyone",
-];
-
-const RECENT_BEHAVIOUR: &[&str] = &[
-    "tried to kill myself",
-    "tried to end my life",
-    "tried to take my life",
-    "attempted suicide",
-    "suicide attempt",
-    "tried to overdose",
-    "took an overdose",
-    "cut myself",
-    "been cutting",
-    "tried to hang myself",
-    "last time i tried",
-];
-
-/// Something happening now: these alone make the level imminent.
-const IN_PROGRESS: &[&str] = &[
-    "have taken",
-    "just took",
-    "already took",
-    "took all",
-    "swallowed",
-    "am on the bridge",
-    "standing on the",
-    "on the ledge",
-    "holding the gun",
-    "gun in my hand",
-    "knife in my hand",
-    "the rope is ready",
-    "am bleeding",
-    "drank poison",
-    "doing it now",
-    "doing it right now",
-    "this is goodbye",
-    "goodbye forever",
-    "by the time you",
-    "it is too late",
-];
-
-/// When combined with intent or a plan, these make the level imminent.
-const SOON: &[&str] = &[
-    "tonight",
-    "today",
-    "right now",
-    "this evening",
-    "this morning",
-    "in an hour",
-    "soon",
-    "after this call",
-    "when i hang up",
-];
-
-const HOPELESSNESS: &[&str] = &[
-    "hopeless",
-    "no way out",
-    "cannot go on",
-    "cannot take it anymore",
-    "cannot do this anymore",
-    "nothing matters",
-    "no point",
-    "worthless",
-    "a burden",
-    "trapped",
-    "giving up",
-    "give up",
-];
-
-const CONCERN_FOR_OTHER: &[&str] = &[
-    "wants to die",
-    "kill himself",
-    "kill herself",
-    "kill themselves",
-    "killing himself",
-    "killing herself",
-    "killing themselves",
-    "end his life",
-    "end her life",
-    "end their life",
-    "take his own life",
-    "take her own life",
-    "take their own life",
-    "hurt himself",
-    "hurt herself",
-    "hurt themselves",
-];
-
-const PROTECTIVE: &[&str] = &[
-    "my kids",
-    "my children",
-    "my family",
-    "my dog",
-    "my cat",
-    "reasons to live",
-    "would never do",
-    "my therapist",
-    "my faith",
-    "getting help",
-    "want to get better",
-    "want to live",
-];
-
-/// Words that negate what follows within a few words ("I am not suicidal").
-const NEGATIONS: &[&str] = &["not", "never", "nor"];
-const NEGATION_WINDOW: usize = 4;
-/// Negated intentions, which reach further ("I'm not going to do anything to hurt myself"), unlike
-/// a bare "not" ("I'm not sure anyone would care if I killed myself" is not a negation).
-const NEGATED_INTENTIONS: &[&str] = &[
-    "not going to",
-    "never going to",
-    "will not",
-    "would not",
-    "would never",
-    "do not want to",
-    "not want to",
-    "not planning to",
-    "no intention",
-];
-const NEGATED_INTENTION_WINDOW: usize = 8;
-
-const FIRST_PERSON: &[&str] = &["i", "me", "myself", "im"];
-const THIRD_PERSON: &[&str] = &[
-    "he",
-    "she",
-    "they",
-    "him",
-    "her",
-    "them",
-    "friend",
-    "son",
-    "daughter",
-    "brother",
-    "sister",
-    "mom",
-    "mum",
-    "mother",
-    "dad",
-    "father",
-    "partner",
-    "wife",
-    "husband",
-    "boyfriend",
-    "girlfriend",
-    "someone",
-    "somebody",
-    "cousin",
-    "kid",
-    "child",
-    "colleague",
-    "roommate",
-];
+/// Whether a break lies between positions `from` and `to` (exclusive of both).
+fn crosses_break(tokens: &[Token], from: usize, to: usize) -> bool {
+    tokens[from.min(to)..from.max(to)]
+        .iter()
+        .any(Token::is_break)
+}
 
 /// Screens one utterance.
 pub fn screen(text: &str) -> Screening {
-    let mut signals = Vec::new();
-    let mut any_ideation = false;
-    let mut soon = false;
-    let mut means = false;
-    let mut hoarding_or_using_all = false;
-    for clause in clauses(&normalise(text)) {
-        let words: Vec<&str> = clause.split_whitespace().collect();
-        let found = |table: &[&str]| find(&words, table);
-        // Phrases are checked most specific first; a clause about someone else is their risk,
-        // not the caller's.
-        let about_other = !found(CONCERN_FOR_OTHER).is_empty();
-        let first_person = |hits: Vec<Hit>| hits.iter().any(|h| !h.negated && !h.third_person);
-        let table_signals = [
-            (IN_PROGRESS, Signal::Imminence),
-            (RECENT_BEHAVIOUR, Signal::RecentBehaviour),
-            (PLAN, Signal::Plan),
-            (INTENT, Signal::Intent),
-            (METHODS, Signal::Method),
-            (ACTIVE_THOUGHTS, Signal::ActiveThoughts),
-            (WISH_TO_BE_DEAD, Signal::WishToBeDead),
-            (HOPELESSNESS, Signal::Hopelessness),
-        ];
-        for (table, signal) in table_signals {
-            let hits = found(table);
-            let third = hits.iter().any(|h| !h.negated && h.third_person);
-            if first_person(hits) {
-                signals.push(signal);
-            } else if third {
-                signals.push(Signal::ConcernForOther);
+    let tokens = tokens(text);
+    let compiled = &*COMPILED;
+    let spanish = has_spanish(&tokens, &compiled.spanish_words);
+    let idioms = spans(&compiled.idioms, &tokens, spanish);
+    let not_negations = spans(&compiled.not_negations, &tokens, spanish);
+    let safe_context = !spans(&compiled.safe, &tokens, spanish).is_empty()
+        && spans(&compiled.not_safe, &tokens, spanish).is_empty();
+    let soon = !spans(&compiled.soon, &tokens, spanish).is_empty();
+
+    let mut hits: Vec<(&Entry, &Pattern, (usize, usize))> = Vec::new();
+    for (entry, patterns) in &compiled.entries {
+        if entry.lang == Lang::Es && !spanish {
+            continue;
+        }
+        for pattern in patterns {
+            for span in pattern.find(&tokens) {
+                if idioms.iter().any(|idiom| overlaps(*idiom, span)) {
+                    continue;
+                }
+                hits.push((entry, pattern, span));
             }
         }
-        if about_other {
-            signals.push(Signal::ConcernForOther);
-        }
-        if first_person(found(PROTECTIVE)) {
-            signals.push(Signal::ProtectiveFactor);
-        }
-        any_ideation |= signals.iter().any(|s| {
-            matches!(
-                s,
-                Signal::WishToBeDead | Signal::ActiveThoughts | Signal::Intent | Signal::Plan
+    }
+
+    let findings: Vec<Finding> = hits
+        .iter()
+        .filter(|(_, pattern, span)| !negated(&tokens, pattern, *span, &not_negations))
+        .filter_map(|(entry, _, span)| {
+            let subject = subject_of(entry, &tokens, *span);
+            if entry.who == Who::Own && subject == Subject::Other {
+                return None;
+            }
+            // Said of the caller ("i wish i could sleep and not wake up"), words that would be
+            // someone else's emergency are the caller's talk of dying; the caller's own
+            // lexicons set the level.
+            let signal = if entry.signal == Signal::ThirdPartyDanger && subject == Subject::Caller {
+                Signal::WishToBeDead
+            } else {
+                entry.signal
+            };
+            let topic = span.0 > 0
+                && TOPIC_WORDS.contains(&tokens[span.0 - 1].word.as_str())
+                && subject != Subject::Caller;
+            if safe_context && (subject == Subject::Other || topic || subject == Subject::Unnamed) {
+                return None;
+            }
+            let before = &tokens[span.0.saturating_sub(3)..span.0];
+            // "about to" is an intention; "thinking about" is not.
+            let intended = (before.iter().any(|t| INTENTIONS.contains(&t.word.as_str()))
+                || before
+                    .windows(2)
+                    .any(|w| w[0].word == "about" && w[1].word == "to"))
+                && !crosses_break(&tokens, span.0.saturating_sub(3), span.0);
+            Some(Finding {
+                signal,
+                subject,
+                intended,
+            })
+        })
+        .collect();
+
+    let mut signals: Vec<Signal> = findings.iter().map(signal_of).collect();
+    let caller_danger = findings
+        .iter()
+        .any(|f| f.subject != Subject::Other && is_self_danger(f.signal));
+    let intent = findings.iter().any(|f| {
+        f.subject != Subject::Other
+            && f.intended
+            && matches!(
+                f.signal,
+                Signal::ActiveThoughts | Signal::Method | Signal::Overdose | Signal::SelfHarm
             )
-        });
-        soon |= !found(SOON).is_empty();
-        means |= first_person(found(MEANS));
-        hoarding_or_using_all |= first_person(found(HOARDING_OR_USING_ALL));
+    });
+    if intent {
+        signals.push(Signal::Intent);
     }
-    if means && hoarding_or_using_all {
-        signals.push(Signal::Method);
-        signals.push(Signal::Plan);
-    }
-    if any_ideation && means {
-        signals.push(Signal::Method);
-    }
-    let has = |s: Signal| signals.contains(&s);
-    if (has(Signal::Intent) || has(Signal::Plan)) && soon {
+    let acting = signals.iter().any(|s| {
+        matches!(
+            s,
+            Signal::Intent
+                | Signal::Plan
+                | Signal::MeansAccess
+                | Signal::Preparation
+                | Signal::LethalSituation
+                | Signal::Imminence
+        )
+    });
+    if caller_danger && acting && soon {
         signals.push(Signal::Imminence);
     }
     signals.sort();
     signals.dedup();
+
+    let language = language_of(&tokens);
+    let risky = signals.iter().any(|s| s.is_risk());
+    let unreadable = if risky {
+        None
+    } else if content_words(&tokens) < 2 {
+        Some(Unreadable::TooLittleText)
+    } else if language.is_none() {
+        Some(Unreadable::UnsupportedLanguage)
+    } else {
+        None
+    };
+    Screening {
+        level: level_of(&signals),
+        signals,
+        version: SCREENER_VERSION.to_owned(),
+        language,
+        unreadable,
+    }
+}
+
+/// Whether a pattern spells out a negation of its own ("not want to live"), so that a negation
+/// inside its match is part of what it says.
+fn says_negation(pattern: &Pattern) -> bool {
+    pattern
+        .source
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|word| NEGATIONS.contains(&word))
+}
+
+/// Whether a negation takes the match back: one in its clause shortly before it, or one a gap
+/// of the pattern skipped ("my husband would never hurt me").
+fn negated(
+    tokens: &[Token],
+    pattern: &Pattern,
+    (start, end): (usize, usize),
+    not_negations: &[(usize, usize)],
+) -> bool {
+    let is_negation = |i: usize| {
+        NEGATIONS.contains(&tokens[i].word.as_str())
+            && !not_negations.iter().any(|span| overlaps(*span, (i, i + 1)))
+    };
+    if !says_negation(pattern) && (start..end).any(is_negation) {
+        return true;
+    }
+    let from = start.saturating_sub(NEGATION_REACH);
+    (from..start).any(|i| {
+        NEGATIONS.contains(&tokens[i].word.as_str())
+            && !crosses_break(tokens, i, start)
+            && !tokens[i + 1..=start]
+                .iter()
+                .any(|t| NEGATION_BARRIERS.contains(&t.word.as_str()))
+            && !not_negations.iter().any(|span| overlaps(*span, (i, i + 1)))
+            && !not_negations
+                .iter()
+                .any(|span| overlaps(*span, (start, end)))
+    })
+}
+
+fn subject_of(entry: &Entry, tokens: &[Token], (start, end): (usize, usize)) -> Subject {
+    match entry.who {
+        Who::Caller => return Subject::Caller,
+        Who::Other => return Subject::Other,
+        Who::Subject | Who::Own => {}
+    }
+    let inside = &tokens[start..end];
+    if inside
+        .iter()
+        .any(|t| OTHER_REFLEXIVES.contains(&t.word.as_str()))
+    {
+        return Subject::Other;
+    }
+    let others = lexicon::class("other").unwrap_or_default();
+    let otros = lexicon::class("otro").unwrap_or_default();
+    let is_other = |word: &str| others.contains(&word) || otros.contains(&word);
+    // "my" before a person ("worried about my son") names that person, not the caller.
+    if inside.iter().enumerate().any(|(i, t)| {
+        CALLER_WORDS.contains(&t.word.as_str())
+            && !inside.get(i + 1).is_some_and(|next| is_other(&next.word))
+    }) {
+        return Subject::Caller;
+    }
+    if inside.iter().any(|t| is_other(&t.word)) {
+        return Subject::Other;
+    }
+    // A clause that names no one ("... and not wake up", "y no para de sangrar") goes on with
+    // the subject of the clause before it, so the search reads on past a break.
+    for token in tokens[..start].iter().rev().take(SUBJECT_REACH) {
+        if token.is_break() {
+            continue;
+        }
+        let word = token.word.as_str();
+        // "an essay about suicide", "an article about veterans and suicide": a topic, whoever
+        // is speaking.
+        if TOPIC_WORDS.contains(&word) {
+            return Subject::Unnamed;
+        }
+        if CALLER_WORDS.contains(&word) {
+            return Subject::Caller;
+        }
+        if is_other(word) {
+            return Subject::Other;
+        }
+    }
+    Subject::Unnamed
+}
+
+/// Danger to the caller's own life or body.
+fn is_self_danger(signal: Signal) -> bool {
+    !matches!(
+        signal,
+        Signal::ProtectiveFactor
+            | Signal::ConcernForOther
+            | Signal::ThirdPartyDanger
+            | Signal::HarmToOthers
+            | Signal::DangerFromOthers
+            | Signal::Psychosis
+            | Signal::Hopelessness
+    )
+}
+
+fn signal_of(finding: &Finding) -> Signal {
+    if finding.subject != Subject::Other {
+        return finding.signal;
+    }
+    match finding.signal {
+        Signal::Hopelessness => Signal::ConcernForOther,
+        signal if is_self_danger(signal) => Signal::ThirdPartyDanger,
+        signal => signal,
+    }
+}
+
+/// How urgent the signals are. Every level but none goes to a person; the level tells the
+/// counselor how fast.
+fn level_of(signals: &[Signal]) -> RiskLevel {
     let has = |s: Signal| signals.contains(&s);
-    let level = if has(Signal::Imminence) {
+    if has(Signal::Imminence) || has(Signal::LethalSituation) {
         RiskLevel::Imminent
-    } else if has(Signal::Intent) || has(Signal::Plan) || has(Signal::RecentBehaviour) {
+    } else if [
+        Signal::Intent,
+        Signal::Plan,
+        Signal::RecentBehaviour,
+        Signal::Overdose,
+        Signal::MeansAccess,
+        Signal::ThirdPartyDanger,
+        Signal::DangerFromOthers,
+        Signal::HarmToOthers,
+        Signal::Psychosis,
+    ]
+    .into_iter()
+    .any(has)
+    {
         RiskLevel::High
-    } else if has(Signal::ActiveThoughts) || has(Signal::Method) {
+    } else if [
+        Signal::ActiveThoughts,
+        Signal::Method,
+        Signal::SelfHarm,
+        Signal::Preparation,
+    ]
+    .into_iter()
+    .any(has)
+    {
         RiskLevel::Moderate
-    } else if has(Signal::WishToBeDead) || has(Signal::Hopelessness) || has(Signal::ConcernForOther)
+    } else if [
+        Signal::WishToBeDead,
+        Signal::Hopelessness,
+        Signal::ConcernForOther,
+    ]
+    .into_iter()
+    .any(has)
     {
         RiskLevel::Low
     } else {
         RiskLevel::None
+    }
+}
+
+fn content_words(tokens: &[Token]) -> usize {
+    tokens
+        .iter()
+        .filter(|t| !t.is_break() && !FILLERS.contains(&t.word.as_str()))
+        .count()
+}
+
+/// English, Spanish, or neither. Short utterances are read by their function words; longer ones
+/// must also not look, to a trigram model, like a language the screener does not read.
+fn language_of(tokens: &[Token]) -> Option<Language> {
+    let words: Vec<&str> = tokens
+        .iter()
+        .filter(|t| !t.is_break())
+        .map(|t| t.word.as_str())
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    if words.iter().any(|w| !w.is_ascii()) {
+        // Folding removed the accents of Latin script; anything else left is another script.
+        return None;
+    }
+    let count = |list: &[&str]| words.iter().filter(|w| list.contains(w)).count();
+    let english = count(ENGLISH_WORDS);
+    let spanish = count(SPANISH_WORDS);
+    // Portuguese, Italian or French words read like Spanish ones to the lists above ("eu quero
+    // me matar"): their own function words tell them apart.
+    if count(FOREIGN_WORDS) >= english.max(spanish) {
+        return None;
+    }
+    let share = |n: usize| n as f64 / words.len() as f64;
+    let (language, known) = if english >= spanish {
+        (Language::English, english)
+    } else {
+        (Language::Spanish, spanish)
     };
-    Screening {
-        level,
-        signals,
-        version: SCREENER_VERSION.to_owned(),
+    if share(known) < 0.25 {
+        return None;
     }
-}
-
-/// Lower case, contractions expanded, punctuation other than clause breaks removed.
-pub(super) fn normalise(text: &str) -> String {
-    let lowered = text.to_lowercase().replace(['’', '‘', '`'], "'");
-    let expanded = [
-        ("i'm", "i am"),
-        ("im ", "i am "),
-        ("i've", "i have"),
-        ("i'll", "i will"),
-        ("i'd", "i would"),
-        ("can't", "cannot"),
-        ("won't", "will not"),
-        ("n't", " not"),
-        ("gonna", "going to"),
-        ("wanna", "want to"),
-        ("it's", "it is"),
-        ("that's", "that is"),
-    ]
-    .iter()
-    .fold(format!("{lowered} "), |acc, (from, to)| {
-        acc.replace(from, to)
-    });
-    expanded
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == ' ' || ".!?;,".contains(c) {
-                c
-            } else {
-                ' '
+    if words.len() >= 5 && share(known) < 0.5 {
+        let text = words.join(" ");
+        if let Some(info) = whatlang::detect(&text) {
+            let ours = matches!(info.lang(), whatlang::Lang::Eng | whatlang::Lang::Spa);
+            if !ours && info.is_reliable() {
+                return None;
             }
-        })
-        .collect()
-}
-
-/// Clauses: sentences, and the parts of a sentence joined by "but".
-fn clauses(text: &str) -> Vec<String> {
-    text.split(['.', '!', '?', ';', ','])
-        .flat_map(|sentence| {
-            sentence
-                .split(" but ")
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|c| !c.trim().is_empty())
-        .collect()
-}
-
-#[derive(Debug)]
-struct Hit {
-    negated: bool,
-    third_person: bool,
-}
-
-/// The first phrase of `table` that occurs in `words`, whole words only.
-pub(super) fn find_phrase<'t>(words: &[&str], table: &[&'t str]) -> Option<&'t str> {
-    table.iter().copied().find(|phrase| {
-        let phrase: Vec<&str> = phrase.split_whitespace().collect();
-        !phrase.is_empty() && words.windows(phrase.len()).any(|w| w == phrase.as_slice())
-    })
-}
-
-/// Every occurrence of a phrase of `table` in `words`, whole words only.
-fn find(words: &[&str], table: &[&str]) -> Vec<Hit> {
-    let mut hits = Vec::new();
-    for phrase in table {
-        let phrase: Vec<&str> = phrase.split_whitespace().collect();
-        if phrase.is_empty() || phrase.len() > words.len() {
-            continue;
-        }
-        for start in 0..=words.len() - phrase.len() {
-            if words[start..start + phrase.len()] != phrase[..] {
-                continue;
-            }
-            let before = &words[start.saturating_sub(NEGATION_WINDOW)..start];
-            let further = &words[start.saturating_sub(NEGATED_INTENTION_WINDOW)..start];
-            let negated = before.iter().any(|w| NEGATIONS.contains(w))
-                || find_phrase(further, NEGATED_INTENTIONS).is_some();
-            // The nearest person named before the phrase is its subject.
-            let subject = words[..start]
-                .iter()
-                .rev()
-                .find(|w| FIRST_PERSON.contains(w) || THIRD_PERSON.contains(w));
-            let third_person = subject.is_some_and(|w| THIRD_PERSON.contains(w))
-                && !phrase.contains(&"myself")
-                && !phrase.contains(&"my");
-            hits.push(Hit {
-                negated,
-                third_person,
-            });
         }
     }
-    hits
+    Some(language)
 }
 
 #[cfg(test)]
@@ -496,146 +521,86 @@ mod tests {
         screen(text).level
     }
 
-    #[test]
-    fn utterances_per_level() {
-        let table: &[(RiskLevel, &[&str])] = &[
-            (
-                RiskLevel::None,
-                &[
-                    "I had a rough day at work and I just need to talk.",
-                    "I'm calling because I can't sleep.",
-                    "I took the train home and missed my stop.",
-                    "I saved up for a new car and I'm going to take it out tonight.",
-                    "The doctor gave me new pills and I take them every morning.",
-                    "",
-                ],
-            ),
-            (
-                RiskLevel::Low,
-                &[
-                    "Sometimes I wish I was dead.",
-                    "I don't want to live like this anymore.",
-                    "Everything feels hopeless.",
-                    "I feel like such a burden to everyone.",
-                    "I'm worried my friend wants to die.",
-                    "My brother said he might kill himself.",
-                    "I wish I could go to sleep and never wake up.",
-                ],
-            ),
-            (
-                RiskLevel::Moderate,
-                &[
-                    "I've been thinking about killing myself.",
-                    "I feel suicidal.",
-                    "I keep thinking about ending my life, and about the pills in the cabinet.",
-                    "I've thought about how I'd hang myself.",
-                ],
-            ),
-            (
-                RiskLevel::High,
-                &[
-                    "I'm going to kill myself.",
-                    "I have a plan to end it.",
-                    "I wrote a note last week.",
-                    "I tried to kill myself last year.",
-                    "I've made up my mind, I want to die.",
-                    "I bought a gun because I want to end my life.",
-                    "I have pills saved up in the drawer.",
-                    "I'm going to take all the pills in the cabinet.",
-                ],
-            ),
-            (
-                RiskLevel::Imminent,
-                &[
-                    "I'm going to kill myself tonight.",
-                    "I've taken all the pills.",
-                    "I'm standing on the bridge right now.",
-                    "I have a plan and I'm doing it right now.",
-                    "This is goodbye.",
-                    "I have pills saved up and I'm going to take them tonight.",
-                ],
-            ),
-        ];
-        for (expected, utterances) in table {
-            for text in *utterances {
-                let got = screen(text);
-                assert_eq!(got.level, *expected, "{text:?} → {got:?}");
-            }
-        }
+    fn person(text: &str) -> bool {
+        screen(text).warrants_person()
     }
 
     #[test]
-    fn negations_do_not_raise_the_level() {
-        for text in [
-            "I'm not suicidal, I'm just exhausted.",
-            "I would never kill myself.",
-            "I don't want to kill myself, I want to feel better.",
-            "I'm not going to do anything to hurt myself.",
-        ] {
-            assert!(
-                level(text) <= RiskLevel::Low,
-                "{text:?} → {:?}",
-                screen(text)
-            );
-        }
+    fn passive_active_and_planned_risk_rise_in_level() {
+        assert_eq!(
+            level("i wish i could go to sleep and not wake up"),
+            RiskLevel::Low
+        );
+        assert_eq!(
+            level("I keep thinking about killing myself"),
+            RiskLevel::Moderate
+        );
+        assert_eq!(
+            level("im going to kill myself tonight"),
+            RiskLevel::Imminent
+        );
+        assert_eq!(level("I took 30 tylenol"), RiskLevel::Imminent);
+        assert_eq!(level("I had a hard day at work"), RiskLevel::None);
     }
 
     #[test]
-    fn a_negation_elsewhere_does_not_hide_risk() {
-        assert_eq!(
-            level("I'm not sure anyone would care if I killed myself."),
-            RiskLevel::Moderate
-        );
-        assert_eq!(
-            level("I'm not going to lie, I want to kill myself."),
-            RiskLevel::Moderate
-        );
-        assert_eq!(
-            level("I'm not okay. I want to kill myself."),
-            RiskLevel::Moderate
-        );
-        assert_eq!(
-            level("My friend is fine but I want to kill myself."),
-            RiskLevel::Moderate
-        );
+    fn negations_take_risk_back_but_not_risk_said_in_negative_form() {
+        assert!(!person("I'm not suicidal, I just need to vent about work."));
+        assert!(!person("i would never hurt myself im just stressed"));
+        assert!(person("i dont want to live anymore"));
+        assert!(person("No. Nobody would miss me."));
+        assert!(person("i am not suicidal but i want to die"));
     }
 
     #[test]
-    fn someone_else_s_risk_is_concern_not_the_caller_s_risk() {
-        let screened =
-            screen("My friend says she wants to kill herself and I don't know what to do.");
-        assert_eq!(screened.level, RiskLevel::Low);
-        assert!(screened.signals.contains(&Signal::ConcernForOther));
-        assert!(!screened.signals.contains(&Signal::ActiveThoughts));
-        // …unless the caller speaks of their own risk too.
-        assert_eq!(
-            level("My dad killed himself and now I want to kill myself too."),
-            RiskLevel::Moderate
-        );
+    fn idioms_are_not_danger() {
+        assert!(!person("this commute is killing me"));
+        assert!(!person("I'm dying to see that show"));
+        assert!(!person("me muero de hambre"));
     }
 
     #[test]
-    fn means_count_only_alongside_talk_of_dying() {
-        assert_eq!(
-            level("I bought a new knife for the kitchen."),
-            RiskLevel::None
-        );
-        let screened = screen("I want to die. There is a rope in the garage.");
-        assert!(screened.signals.contains(&Signal::Method), "{screened:?}");
+    fn someone_else_s_danger_goes_to_a_person() {
+        let screening = screen("my friend took a whole bottle of pills");
+        assert!(screening.signals.contains(&Signal::ThirdPartyDanger));
+        assert!(screening.level >= RiskLevel::High);
     }
 
     #[test]
-    fn protective_factors_are_recorded_but_never_lower_the_level() {
-        let screened = screen("I'm going to kill myself, but I keep thinking of my kids.");
-        assert_eq!(screened.level, RiskLevel::High);
-        assert!(screened.signals.contains(&Signal::ProtectiveFactor));
+    fn safe_talk_of_suicide_is_not_the_caller_s_risk() {
+        assert!(!person(
+            "I'm writing a school essay about suicide prevention."
+        ));
+        assert!(!person(
+            "my uncle died by suicide fifteen years ago and ive made peace with it"
+        ));
+    }
+
+    #[test]
+    fn spanish_is_read_and_other_languages_are_unknown() {
+        assert!(person("ya no quiero vivir"));
+        assert_eq!(
+            screen("me siento muy sola hoy").language,
+            Some(Language::Spanish)
+        );
+        assert!(!person(
+            "me siento muy sola hoy, necesito hablar con alguien"
+        ));
+        let french = screen("Je me sens très seul ce soir et je ne sais pas quoi faire");
+        assert_eq!(french.unreadable, Some(Unreadable::UnsupportedLanguage));
+        assert!(french.warrants_person());
+    }
+
+    #[test]
+    fn too_little_text_is_unknown() {
+        assert_eq!(screen("uh").unreadable, Some(Unreadable::TooLittleText));
+        assert_eq!(screen("").unreadable, Some(Unreadable::TooLittleText));
     }
 
     #[test]
     fn the_result_names_its_version_and_is_deterministic() {
-        let text = "I want to die tonight, I have the pills.";
+        let text = "i have pills saved up and im going to take them tonight";
         assert_eq!(screen(text), screen(text));
         assert_eq!(screen(text).version, SCREENER_VERSION);
-        assert_eq!(screen(text).level, RiskLevel::Imminent);
     }
 }

@@ -62,14 +62,18 @@ impl CallControl for TwilioCallControl {
         call_sid: &CallSid,
         call_id: CallId,
         text: &str,
+        ask_question: bool,
     ) -> Result<(), PortError> {
-        let doc = twiml(
-            &CallAnswer::Reply {
+        let answer = if ask_question {
+            CallAnswer::Question {
+                reply: text.to_owned(),
+            }
+        } else {
+            CallAnswer::Reply {
                 text: text.to_owned(),
-            },
-            Some(call_id),
-            &self.voice,
-        );
+            }
+        };
+        let doc = twiml(&answer, Some(call_id), &self.voice);
         self.rest
             .update_call(call_sid, &doc)
             .await

@@ -45,6 +45,10 @@ pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceRes
                 .redirect(format!("{}?wait={waited}", w.url("continue")))
         }
         CallAnswer::Reply { text } => w.offer_choice(w.say(VoiceResponse::new(), text)),
+        CallAnswer::Question { reply } => w.ask_question(w.say(VoiceResponse::new(), reply)),
+        CallAnswer::AfterQuestion => {
+            w.offer_choice(w.say(VoiceResponse::new(), script::after_no()))
+        }
         CallAnswer::Listen => w.listen(w.say(VoiceResponse::new(), script::listen_again())),
         CallAnswer::ChoiceAgain => {
             w.offer_choice(w.say(VoiceResponse::new(), script::choice_not_understood()))
@@ -158,6 +162,27 @@ impl Writer<'_> {
         self.listen(self.say(doc, script::listen_again()))
     }
 
+    /// The direct question, by speech or keys. Silence is an answer too (`actionOnEmptyResult`):
+    /// it is not a clear no, so it reaches a person. Should Twilio run on past the `<Gather>`
+    /// anyway, the caller is put through to a person.
+    fn ask_question(&self, doc: VoiceResponse) -> VoiceResponse {
+        if self.id.is_none() {
+            return self.dial_counselor(doc);
+        }
+        let doc = doc.verb(Verb::Gather(Gather {
+            action: self.url("question"),
+            action_on_empty_result: Some(true),
+            hints: Some("yes, no, not sure, maybe, sí, no sé".into()),
+            input: Some("dtmf speech".into()),
+            language: Some(self.voice.language.clone()),
+            num_digits: Some(1),
+            speech_timeout: Some("auto".into()),
+            timeout: Some(6),
+            children: vec![self.say_verb(script::direct_question())],
+        }));
+        self.dial_counselor(self.say(doc, script::connecting_counselor()))
+    }
+
     /// Dials the counselor line; its `action` falls back to the crisis line when nobody answers.
     fn dial_counselor(&self, doc: VoiceResponse) -> VoiceResponse {
         let lines = &self.voice.lines;
@@ -253,6 +278,13 @@ mod tests {
             ("hold", &CallAnswer::Hold { waited: 0 }),
             ("hold_again", &CallAnswer::Hold { waited: 2 }),
             ("reply", &reply),
+            (
+                "question",
+                &CallAnswer::Question {
+                    reply: "A reply.".into(),
+                },
+            ),
+            ("after_question", &CallAnswer::AfterQuestion),
             ("listen", &CallAnswer::Listen),
             ("choice_again", &CallAnswer::ChoiceAgain),
             ("goodbye", &CallAnswer::Goodbye),
@@ -296,6 +328,8 @@ mod tests {
             CallAnswer::Greeting,
             CallAnswer::Hold { waited: 1 },
             CallAnswer::Reply { text: "x".into() },
+            CallAnswer::Question { reply: "x".into() },
+            CallAnswer::AfterQuestion,
             CallAnswer::Listen,
             CallAnswer::ChoiceAgain,
             CallAnswer::Goodbye,
