@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infrastructure::config::Config;
-use tracing_subscriber::EnvFilter;
+
+use crate::telemetry::{self, Verbosity};
 
 /// Hotline answers a crisis line's phone calls through Twilio.
 #[derive(Debug, Parser)]
@@ -73,17 +74,14 @@ enum Command {
 pub async fn main() -> ExitCode {
     // A .env file is optional; the environment and flags win over it.
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
     let cli = Cli::parse();
     if let Err(error) = cli.config.check(std::env::vars().map(|(name, _)| name)) {
         eprintln!("hotline: configuration error: {error}");
         return ExitCode::from(2);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    telemetry::init(cli.config.log_format, command.verbosity());
+    let result = match command {
         Command::Serve => crate::startup::serve(cli.config).await,
         Command::Migrate => crate::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
@@ -101,6 +99,17 @@ pub async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("hotline: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The service logs what it does; the commands run by hand only what went wrong, so that
+    /// their own output (and the demo's story) reads on its own.
+    fn verbosity(&self) -> Verbosity {
+        match self {
+            Self::Serve | Self::BenchServer => Verbosity::Service,
+            _ => Verbosity::Command,
         }
     }
 }
@@ -126,4 +135,16 @@ fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
         infrastructure::twilio::signature::sign_request(&token, url, &pairs)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_logs_and_the_commands_keep_quiet() {
+        assert_eq!(Command::Serve.verbosity(), Verbosity::Service);
+        assert_eq!(Command::Migrate.verbosity(), Verbosity::Command);
+        assert_eq!(Command::Demo.verbosity(), Verbosity::Command);
+    }
 }

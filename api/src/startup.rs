@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use application::Lines;
 use infrastructure::audio_store::ObjectAudioStore;
-use infrastructure::config::Config;
+use infrastructure::config::{Config, LogFormat};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
 use infrastructure::twilio::signature::SignatureValidator;
@@ -81,7 +81,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
         .context("migrations failed");
     db.close().await?;
     result?;
-    tracing::info!("database is up to date");
+    println!("the database is up to date");
     Ok(())
 }
 
@@ -322,18 +322,33 @@ fn signature_validator(config: &Config) -> anyhow::Result<SignatureValidator> {
         config.secret_auth_tokens()
     } else {
         let token = development_token(&config.data_dir)?;
-        eprintln!(
-            "\n  ┌───────────────────────────────────────────────────────────────────────────┐\n  \
+        announce_development_mode(config, &token);
+        vec![SecretString::from(token)]
+    };
+    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+}
+
+/// Says that no real call can reach the service. On a terminal (text logs) the banner shows the
+/// development token to sign requests with; JSON logs are for machines, and never carry it.
+fn announce_development_mode(config: &Config, token: &str) {
+    if config.log_format == LogFormat::Json {
+        tracing::warn!(
+            token_file = %config.data_dir.join("dev-auth-token").display(),
+            public_base_url = %config.public_base_url(),
+            "development mode: no Twilio credentials are configured, so no real call can reach \
+             this service; webhooks are checked against the development auth token"
+        );
+        return;
+    }
+    eprintln!(
+        "\n  ┌───────────────────────────────────────────────────────────────────────────┐\n  \
              │ DEVELOPMENT MODE: no TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN configured.   │\n  \
              │ No real call can reach this service. Webhooks are checked against the     │\n  \
              │ development auth token below; sign test requests with it (see README.md). │\n  \
              └───────────────────────────────────────────────────────────────────────────┘\n  \
              development auth token: {token}\n  public base URL: {}\n",
-            config.public_base_url()
-        );
-        vec![SecretString::from(token)]
-    };
-    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+        config.public_base_url()
+    );
 }
 
 /// The development auth token under `data_dir`, created on first use.

@@ -76,6 +76,18 @@ fn init_tracing() {
     });
 }
 
+/// The `hotline` command line as a separate process, with none of the test's environment but
+/// `PATH` (where PostgreSQL's binaries are found), killed if the test drops it.
+pub fn hotline_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hotline-under-test"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A running Hotline on its own database.
 pub struct TestApp {
     pub base_url: String,
