@@ -2,6 +2,7 @@
 //! migrations, the webhook signature keys, the router, and a clean stop on Ctrl-C or SIGTERM.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
@@ -41,7 +42,9 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL when there is none.
+    /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL when there is none. Every
+    /// `open` must end in `close`, which stops the embedded server (were it only dropped, its
+    /// lifeline would stop it once this process ends).
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let (options, embedded) = match &config.database_url {
             Some(url) => (
@@ -61,7 +64,14 @@ impl Database {
         Ok(Self { pool, embedded })
     }
 
-    /// Closes the pool and stops the embedded server if this process started it.
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        event_store::migrate(&self.pool)
+            .await
+            .context("migrations failed")
+    }
+
+    /// Closes the pool and stops the embedded server if no other process uses it.
     pub async fn close(self) -> anyhow::Result<()> {
         self.pool.close().await;
         if let Some(pg) = self.embedded {
@@ -71,16 +81,24 @@ impl Database {
         }
         Ok(())
     }
+
+    /// Runs `work` on the database, then closes it whatever `work` returned.
+    pub async fn run<T>(
+        config: &Config,
+        work: impl AsyncFnOnce(&Self) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let db = Self::open(config).await?;
+        let result = work(&db).await;
+        let closed = db.close().await;
+        let value = result?;
+        closed?;
+        Ok(value)
+    }
 }
 
 /// `hotline migrate`: applies pending migrations and exits.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
-    let result = event_store::migrate(&db.pool)
-        .await
-        .context("migrations failed");
-    db.close().await?;
-    result?;
+    Database::run(&config, async |db| db.migrate().await).await?;
     println!("the database is up to date");
     Ok(())
 }
@@ -116,17 +134,38 @@ async fn serve_with(
     ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
     extra: axum::Router<AppState>,
 ) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
+    // The address first: if it is taken, nothing has been started that would need stopping.
+    let listener = listen(config.addr).await?;
+    Database::run(&config, async |db| {
+        serve_on(&config, db, listener, shutdown, ready, extra).await
+    })
+    .await
+}
+
+async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on {addr}"))
+}
+
+async fn serve_on(
+    config: &Config,
+    db: &Database,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
+    extra: axum::Router<AppState>,
+) -> anyhow::Result<()> {
     // Callers must be answered even while the database is down, so a failed migration does not
     // stop the service: it is retried in the background while webhooks answer the fallback.
-    if let Err(error) = event_store::migrate(&db.pool).await {
-        tracing::error!(error = %error, "migrations failed; retrying in the background");
+    if let Err(error) = db.migrate().await {
+        tracing::error!(error = format!("{error:#}"), "retrying the migrations in the background; until they apply, callers hear the fallback");
         tokio::spawn(retry_migrations(db.pool.clone()));
     }
-    let validator = signature_validator(&config)?;
-    let state = AppState::new(db.pool.clone(), validator, voice(&config));
+    let validator = signature_validator(config)?;
+    let state = AppState::new(db.pool.clone(), validator, voice(config));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (state, mut background) = match pipeline(&config, &db.pool)? {
+    let (state, mut background) = match pipeline(config, &db.pool)? {
         Some((pipeline, control)) => {
             let pipeline = Arc::new(pipeline);
             let operations = Operations {
@@ -170,10 +209,10 @@ async fn serve_with(
             .with_batch_size(VIEWS_BATCH)
             .run(until_stopped(&stopped)),
     ));
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("could not listen on {}", config.addr))?;
-    tracing::info!(addr = %config.addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
     if let Some(ready) = ready {
         let _ = ready.send(db.pool.clone());
     }
@@ -186,7 +225,7 @@ async fn serve_with(
     for task in background {
         let _ = task.await;
     }
-    db.close().await
+    Ok(())
 }
 
 /// How often the read side's projection may start a batch under load: analysts' views may lag by

@@ -26,7 +26,8 @@ pub const CRISIS: &str = "988";
 static ADMIN: tokio::sync::OnceCell<PgConnectOptions> = tokio::sync::OnceCell::const_new();
 /// The same, for `Drop`, which cannot await.
 static ADMIN_FOR_DROP: OnceLock<PgConnectOptions> = OnceLock::new();
-/// The embedded server, if one had to be started; kept for the life of the test process.
+/// The embedded server, if one had to be started; kept for the life of the test process, and
+/// stopped by its lifeline when that ends (statics are never dropped).
 static EMBEDDED: OnceLock<EmbeddedPostgres> = OnceLock::new();
 
 /// `TEST_DATABASE_URL` if set; else PostgreSQL on 127.0.0.1:5432 if it answers; else the same
