@@ -136,6 +136,7 @@ impl BenchDatabase {
     async fn create_on(
         admin: &crate::startup::Database,
     ) -> anyhow::Result<(String, PgPool, String)> {
+        admin.reachable().await?;
         let name = format!("hotline_bench_{}", std::process::id());
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&admin.pool)

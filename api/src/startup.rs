@@ -64,11 +64,15 @@ impl Database {
         Ok(Self { pool, embedded })
     }
 
+    /// Fails, naming the cause (for example "connection refused at 127.0.0.1:5432"), when the
+    /// database cannot be reached.
+    pub async fn reachable(&self) -> anyhow::Result<()> {
+        reachable(&self.pool).await
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        event_store::migrate(&self.pool)
-            .await
-            .context("migrations failed")
+        migrate_pool(&self.pool).await
     }
 
     /// Closes the pool and stops the embedded server if no other process uses it.
@@ -94,6 +98,21 @@ impl Database {
         closed?;
         Ok(value)
     }
+}
+
+async fn reachable(pool: &PgPool) -> anyhow::Result<()> {
+    event_store::reachable(pool)
+        .await
+        .context("the database is unreachable")
+}
+
+/// Migrates, first making sure the database answers, so that a database that does not is named
+/// rather than reported as a pool timeout.
+async fn migrate_pool(pool: &PgPool) -> anyhow::Result<()> {
+    reachable(pool).await?;
+    event_store::migrate(pool)
+        .await
+        .context("migrations failed")
 }
 
 /// `hotline migrate`: applies pending migrations and exits.
@@ -142,10 +161,18 @@ async fn serve_with(
     .await
 }
 
+/// Binds the service's address, naming it and the variable that sets it if that fails.
 async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("could not listen on {addr}"))
+    TcpListener::bind(addr).await.map_err(|error| {
+        let cause = if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!("port {} is already in use on {}", addr.port(), addr.ip())
+        } else {
+            error.to_string()
+        };
+        anyhow::anyhow!(
+            "could not listen on {addr}: {cause} (choose another address with HOTLINE_ADDR)"
+        )
+    })
 }
 
 async fn serve_on(
@@ -329,12 +356,12 @@ fn until_stopped(
 async fn retry_migrations(pool: PgPool) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        match event_store::migrate(&pool).await {
+        match migrate_pool(&pool).await {
             Ok(()) => {
                 tracing::info!("migrations applied");
                 return;
             }
-            Err(error) => tracing::warn!(error = %error, "migrations still failing"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "migrations still failing"),
         }
     }
 }

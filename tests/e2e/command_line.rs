@@ -1,8 +1,10 @@
-//! The `hotline` command line as a user meets it: stdout carries only what a command prints.
+//! The `hotline` command line as a user meets it: stdout carries only what a command prints, and
+//! a service that cannot start says why, naming the port, the variable or the database at fault,
+//! with nothing left running behind it.
 
 use infrastructure::twilio::signature::sign_request;
 
-use crate::helpers::{database_url, hotline_command, spawn_app};
+use crate::helpers::{database_url, free_port, hotline_command, spawn_app};
 
 /// Runs `hotline args…` with `env`, and returns (success, stdout, stderr).
 async fn hotline(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -62,4 +64,56 @@ async fn logs_go_to_stderr_and_commands_keep_quiet_unless_rust_log_says_otherwis
             "no colour off a terminal: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_taken_port_is_named_and_nothing_is_left_running() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = taken.local_addr().expect("an address").to_string();
+    let port = addr.rsplit(':').next().expect("a port");
+    for command in ["serve", "demo"] {
+        let dir = tempfile::tempdir().expect("a data directory");
+        let data_dir = dir.path().to_str().expect("UTF-8");
+        let (ok, stdout, stderr) = hotline(
+            &[command],
+            &[("HOTLINE_ADDR", &addr), ("HOTLINE_DATA_DIR", data_dir)],
+        )
+        .await;
+        assert!(!ok, "hotline {command} started on a taken port");
+        assert!(
+            stderr.contains(&format!("port {port} is already in use")),
+            "hotline {command}: {stderr}"
+        );
+        assert!(stderr.contains("HOTLINE_ADDR"), "{stderr}");
+        assert_eq!(stdout, "", "hotline {command}");
+        // The address is taken before anything is started: no database was.
+        assert!(
+            !dir.path().join("postgres").exists(),
+            "hotline {command} started its database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_value_in_the_environment_is_named_as_its_variable() {
+    let (ok, _, stderr) = hotline(&["migrate"], &[("HOTLINE_ADDR", "notanaddress")]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("HOTLINE_ADDR 'notanaddress' is invalid"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--addr"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_the_cause() {
+    let port = free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/hotline");
+    let (ok, _, stderr) = hotline(&["migrate"], &[("DATABASE_URL", &url)]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("connection refused at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("timed out"), "{stderr}");
 }

@@ -77,6 +77,15 @@ fn init_tracing() {
     });
 }
 
+/// A port of 127.0.0.1 that nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port()
+}
+
 /// The `hotline` command line as a separate process, with none of the test's environment but
 /// `PATH` (where PostgreSQL's binaries are found), killed if the test drops it.
 pub fn hotline_command() -> tokio::process::Command {
