@@ -118,6 +118,25 @@ struct BenchDatabase {
 impl BenchDatabase {
     async fn create(config: &Config) -> anyhow::Result<Self> {
         let admin = crate::startup::Database::open(config).await?;
+        match Self::create_on(&admin).await {
+            Ok((name, pool, url)) => Ok(Self {
+                admin,
+                name,
+                pool,
+                url,
+            }),
+            Err(error) => {
+                admin.close().await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// The run's database on `admin`'s server: its name, a pool and its URL.
+    async fn create_on(
+        admin: &crate::startup::Database,
+    ) -> anyhow::Result<(String, PgPool, String)> {
+        admin.reachable().await?;
         let name = format!("hotline_bench_{}", std::process::id());
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&admin.pool)
@@ -147,12 +166,7 @@ impl BenchDatabase {
         )
         .execute(&pool)
         .await?;
-        Ok(Self {
-            url: options.to_url_lossy().to_string(),
-            admin,
-            name,
-            pool,
-        })
+        Ok((name, pool, options.to_url_lossy().to_string()))
     }
 
     async fn drop(self) -> anyhow::Result<()> {

@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use infrastructure::config::Config;
-use tracing_subscriber::EnvFilter;
+
+use crate::telemetry::{self, Verbosity};
 
 /// Hotline answers a crisis line's phone calls through Twilio.
 #[derive(Debug, Parser)]
@@ -80,17 +81,17 @@ enum Command {
 pub async fn main() -> ExitCode {
     // A .env file is optional; the environment and flags win over it.
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return refused(&error),
+    };
     if let Err(error) = cli.config.check(std::env::vars().map(|(name, _)| name)) {
         eprintln!("hotline: configuration error: {error}");
         return ExitCode::from(2);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    telemetry::init(cli.config.log_format, command.verbosity());
+    let result = match command {
         Command::Serve => crate::startup::serve(cli.config).await,
         Command::Migrate => crate::startup::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
@@ -111,6 +112,77 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+impl Command {
+    /// The service logs what it does; the commands run by hand only what went wrong, so that
+    /// their own output (and the demo's story) reads on its own.
+    fn verbosity(&self) -> Verbosity {
+        match self {
+            Self::Serve | Self::BenchServer => Verbosity::Service,
+            _ => Verbosity::Command,
+        }
+    }
+}
+
+/// Reports a command line clap refused, and the exit code to leave with (0 for --help).
+fn refused(error: &clap::Error) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(message) = from_environment(error, &args, |name| std::env::var(name).ok()) {
+        eprintln!("hotline: configuration error: {message}");
+        return ExitCode::from(2);
+    }
+    let _ = error.print();
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+}
+
+/// When clap refuses a value that came from the environment, it names the flag (`--addr`), which
+/// was never given. This names the variable instead, with clap's reason.
+fn from_environment(
+    error: &clap::Error,
+    args: &[String],
+    environment: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    let given = |arg: &String| {
+        arg.strip_prefix("--")
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    };
+    if args.iter().any(given) {
+        return None;
+    }
+    let command = Cli::command();
+    let arg = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_str()?;
+    environment(variable)?;
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if !arg.is_hide_env_values_set() => {
+            format!(" '{value}'")
+        }
+        _ => String::new(),
+    };
+    let reason = match (
+        std::error::Error::source(error),
+        error.get(ContextKind::ValidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => format!("expected {}", valid.join(", ")),
+        _ => "not a valid value".to_owned(),
+    };
+    Some(format!("{variable}{value} is invalid: {reason}"))
 }
 
 fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
@@ -134,4 +206,64 @@ fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
         infrastructure::twilio::signature::sign_request(&token, url, &pairs)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    fn refusal(given: &[&str]) -> clap::Error {
+        Cli::try_parse_from(given).expect_err("refused")
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_is_named_as_its_variable() {
+        // clap reads HOTLINE_ADDR itself; the refusal is built here from the flag, as clap
+        // builds it for a variable, and the variable is then said to be set.
+        let error = refusal(&["hotline", "--addr", "notanaddress"]);
+        let message = from_environment(&error, &args(&["hotline"]), |name| {
+            (name == "HOTLINE_ADDR").then(|| "notanaddress".to_owned())
+        });
+        assert_eq!(
+            message.as_deref(),
+            Some("HOTLINE_ADDR 'notanaddress' is invalid: invalid socket address syntax")
+        );
+    }
+
+    #[test]
+    fn a_bad_flag_is_left_to_clap_which_names_it() {
+        let given = ["hotline", "--addr", "notanaddress"];
+        let error = refusal(&given);
+        assert_eq!(
+            from_environment(&error, &args(&given), |_| Some("x".to_owned())),
+            None
+        );
+        let given = ["hotline", "--addr=notanaddress"];
+        let error = refusal(&given);
+        assert_eq!(
+            from_environment(&error, &args(&given), |_| Some("x".to_owned())),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_choice_from_the_environment_lists_the_valid_ones() {
+        let error = refusal(&["hotline", "--log-format", "xml"]);
+        let message = from_environment(&error, &args(&["hotline"]), |_| Some("xml".to_owned()));
+        assert_eq!(
+            message.as_deref(),
+            Some("HOTLINE_LOG_FORMAT 'xml' is invalid: expected text, json")
+        );
+    }
+
+    #[test]
+    fn the_service_logs_and_the_commands_keep_quiet() {
+        assert_eq!(Command::Serve.verbosity(), Verbosity::Service);
+        assert_eq!(Command::Migrate.verbosity(), Verbosity::Command);
+        assert_eq!(Command::Demo.verbosity(), Verbosity::Command);
+    }
 }

@@ -6,7 +6,6 @@ use application::auth::Role;
 use domain::CallId;
 use infrastructure::audit;
 use infrastructure::config::Config;
-use infrastructure::event_store;
 use infrastructure::tokens::ApiTokens;
 use infrastructure::views;
 use secrecy::ExposeSecret;
@@ -43,13 +42,11 @@ where
     F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let db = Database::open(config).await?;
-    let result = match event_store::migrate(&db.pool).await {
-        Ok(()) => work(db.pool.clone()).await,
-        Err(error) => Err(anyhow::Error::new(error).context("migrations failed")),
-    };
-    db.close().await?;
-    result
+    Database::run(config, async |db| {
+        db.migrate().await?;
+        work(db.pool.clone()).await
+    })
+    .await
 }
 
 /// A call named by its id or its CallSid.

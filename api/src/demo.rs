@@ -279,19 +279,18 @@ pub async fn demo(mut config: Config) -> anyhow::Result<()> {
         config.counselor_number = Some(domain::DialNumber::parse("+15005550001")?);
     }
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let mut service = tokio::spawn(crate::startup::serve_until(
+    let service = tokio::spawn(crate::startup::serve_until(
         config,
         crate::startup::shutdown_signal(),
         Some(ready_tx),
     ));
-    let pool = tokio::select! {
-        pool = ready => pool.context("the service did not start")?,
-        failed = &mut service => {
-            return Err(match failed {
-                Ok(Err(error)) => error,
-                _ => anyhow::anyhow!("the service stopped"),
-            });
-        }
+    // A service that fails to start drops `ready` as it returns: its error says why.
+    let Ok(pool) = ready.await else {
+        return Err(match service.await {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => anyhow::anyhow!("the service stopped before it was ready"),
+            Err(panicked) => anyhow::Error::new(panicked).context("the service failed"),
+        });
     };
     println!(
         "\nHotline is answering at {base_url}, with a simulated Twilio at {}.\n\

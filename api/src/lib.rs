@@ -17,6 +17,7 @@ pub mod read_api;
 pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod twilio;
 
 use std::sync::Arc;

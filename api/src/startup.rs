@@ -2,6 +2,7 @@
 //! migrations, the webhook signature keys, the router, and a clean stop on Ctrl-C or SIGTERM.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use application::Lines;
 use infrastructure::audio_store::ObjectAudioStore;
-use infrastructure::config::Config;
+use infrastructure::config::{Config, LogFormat};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
 use infrastructure::twilio::signature::SignatureValidator;
@@ -41,7 +42,9 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL when there is none.
+    /// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL when there is none. Every
+    /// `open` must end in `close`, which stops the embedded server (were it only dropped, its
+    /// lifeline would stop it once this process ends).
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let (options, embedded) = match &config.database_url {
             Some(url) => (
@@ -61,7 +64,18 @@ impl Database {
         Ok(Self { pool, embedded })
     }
 
-    /// Closes the pool and stops the embedded server if this process started it.
+    /// Fails, naming the cause (for example "connection refused at 127.0.0.1:5432"), when the
+    /// database cannot be reached.
+    pub async fn reachable(&self) -> anyhow::Result<()> {
+        reachable(&self.pool).await
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrate_pool(&self.pool).await
+    }
+
+    /// Closes the pool and stops the embedded server if no other process uses it.
     pub async fn close(self) -> anyhow::Result<()> {
         self.pool.close().await;
         if let Some(pg) = self.embedded {
@@ -71,17 +85,40 @@ impl Database {
         }
         Ok(())
     }
+
+    /// Runs `work` on the database, then closes it whatever `work` returned.
+    pub async fn run<T>(
+        config: &Config,
+        work: impl AsyncFnOnce(&Self) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let db = Self::open(config).await?;
+        let result = work(&db).await;
+        let closed = db.close().await;
+        let value = result?;
+        closed?;
+        Ok(value)
+    }
+}
+
+async fn reachable(pool: &PgPool) -> anyhow::Result<()> {
+    event_store::reachable(pool)
+        .await
+        .context("the database is unreachable")
+}
+
+/// Migrates, first making sure the database answers, so that a database that does not is named
+/// rather than reported as a pool timeout.
+async fn migrate_pool(pool: &PgPool) -> anyhow::Result<()> {
+    reachable(pool).await?;
+    event_store::migrate(pool)
+        .await
+        .context("migrations failed")
 }
 
 /// `hotline migrate`: applies pending migrations and exits.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
-    let result = event_store::migrate(&db.pool)
-        .await
-        .context("migrations failed");
-    db.close().await?;
-    result?;
-    tracing::info!("database is up to date");
+    Database::run(&config, async |db| db.migrate().await).await?;
+    println!("the database is up to date");
     Ok(())
 }
 
@@ -116,17 +153,46 @@ async fn serve_with(
     ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
     extra: axum::Router<AppState>,
 ) -> anyhow::Result<()> {
-    let db = Database::open(&config).await?;
+    // The address first: if it is taken, nothing has been started that would need stopping.
+    let listener = listen(config.addr).await?;
+    Database::run(&config, async |db| {
+        serve_on(&config, db, listener, shutdown, ready, extra).await
+    })
+    .await
+}
+
+/// Binds the service's address, naming it and the variable that sets it if that fails.
+async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let cause = if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!("port {} is already in use on {}", addr.port(), addr.ip())
+        } else {
+            error.to_string()
+        };
+        anyhow::anyhow!(
+            "could not listen on {addr}: {cause} (choose another address with HOTLINE_ADDR)"
+        )
+    })
+}
+
+async fn serve_on(
+    config: &Config,
+    db: &Database,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<PgPool>>,
+    extra: axum::Router<AppState>,
+) -> anyhow::Result<()> {
     // Callers must be answered even while the database is down, so a failed migration does not
     // stop the service: it is retried in the background while webhooks answer the fallback.
-    if let Err(error) = event_store::migrate(&db.pool).await {
-        tracing::error!(error = %error, "migrations failed; retrying in the background");
+    if let Err(error) = db.migrate().await {
+        tracing::error!(error = format!("{error:#}"), "retrying the migrations in the background; until they apply, callers hear the fallback");
         tokio::spawn(retry_migrations(db.pool.clone()));
     }
-    let validator = signature_validator(&config)?;
-    let state = AppState::new(db.pool.clone(), validator, voice(&config));
+    let validator = signature_validator(config)?;
+    let state = AppState::new(db.pool.clone(), validator, voice(config));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (state, mut background) = match pipeline(&config, &db.pool)? {
+    let (state, mut background) = match pipeline(config, &db.pool)? {
         Some((pipeline, control)) => {
             let pipeline = Arc::new(pipeline);
             let operations = Operations {
@@ -170,10 +236,10 @@ async fn serve_with(
             .with_batch_size(VIEWS_BATCH)
             .run(until_stopped(&stopped)),
     ));
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("could not listen on {}", config.addr))?;
-    tracing::info!(addr = %config.addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%addr, public_base_url = %config.public_base_url(), "Hotline is answering calls");
     if let Some(ready) = ready {
         let _ = ready.send(db.pool.clone());
     }
@@ -186,7 +252,7 @@ async fn serve_with(
     for task in background {
         let _ = task.await;
     }
-    db.close().await
+    Ok(())
 }
 
 /// How often the read side's projection may start a batch under load: analysts' views may lag by
@@ -290,12 +356,12 @@ fn until_stopped(
 async fn retry_migrations(pool: PgPool) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        match event_store::migrate(&pool).await {
+        match migrate_pool(&pool).await {
             Ok(()) => {
                 tracing::info!("migrations applied");
                 return;
             }
-            Err(error) => tracing::warn!(error = %error, "migrations still failing"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "migrations still failing"),
         }
     }
 }
@@ -322,18 +388,33 @@ fn signature_validator(config: &Config) -> anyhow::Result<SignatureValidator> {
         config.secret_auth_tokens()
     } else {
         let token = development_token(&config.data_dir)?;
-        eprintln!(
-            "\n  ┌───────────────────────────────────────────────────────────────────────────┐\n  \
+        announce_development_mode(config, &token);
+        vec![SecretString::from(token)]
+    };
+    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+}
+
+/// Says that no real call can reach the service. On a terminal (text logs) the banner shows the
+/// development token to sign requests with; JSON logs are for machines, and never carry it.
+fn announce_development_mode(config: &Config, token: &str) {
+    if config.log_format == LogFormat::Json {
+        tracing::warn!(
+            token_file = %config.data_dir.join("dev-auth-token").display(),
+            public_base_url = %config.public_base_url(),
+            "development mode: no Twilio credentials are configured, so no real call can reach \
+             this service; webhooks are checked against the development auth token"
+        );
+        return;
+    }
+    eprintln!(
+        "\n  ┌───────────────────────────────────────────────────────────────────────────┐\n  \
              │ DEVELOPMENT MODE: no TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN configured.   │\n  \
              │ No real call can reach this service. Webhooks are checked against the     │\n  \
              │ development auth token below; sign test requests with it (see README.md). │\n  \
              └───────────────────────────────────────────────────────────────────────────┘\n  \
              development auth token: {token}\n  public base URL: {}\n",
-            config.public_base_url()
-        );
-        vec![SecretString::from(token)]
-    };
-    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+        config.public_base_url()
+    );
 }
 
 /// The development auth token under `data_dir`, created on first use.

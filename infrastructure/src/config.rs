@@ -16,6 +16,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_DATA_DIR",
     "HOTLINE_DB_MAX_CONNECTIONS",
     "HOTLINE_JOB_LEASE_SECS",
+    "HOTLINE_LOG_FORMAT",
     "PUBLIC_BASE_URL",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -36,6 +37,11 @@ pub const KNOWN_VARIABLES: &[&str] = &[
 /// Hotline's configuration.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// How logs are written (always to stderr): text, coloured when stderr is a terminal; or json,
+    /// one object per line, for production. RUST_LOG chooses what is logged.
+    #[arg(long, env = "HOTLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// PostgreSQL connection URL. When absent, Hotline starts a private PostgreSQL from the
     /// installed binaries under HOTLINE_DATA_DIR.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -127,6 +133,15 @@ pub struct Config {
     /// The numbers `POST /api/test-call/` may call (E.164, comma-separated). Empty: no test calls.
     #[arg(long, env = "TEST_CALL_ALLOWED_NUMBERS", value_delimiter = ',', value_parser = parse_dial_number)]
     pub test_call_allowed_numbers: Vec<DialNumber>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A configuration that cannot work.

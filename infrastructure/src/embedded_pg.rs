@@ -1,15 +1,25 @@
 //! A private PostgreSQL for when no `DATABASE_URL` is given, so that the service runs on a fresh
 //! machine with no setup. It uses the PostgreSQL binaries installed on the machine, keeps its
-//! cluster under the data directory, listens on a Unix socket only (no port to collide with), and is
-//! stopped when the service stops. A cluster left running by a killed service is reused.
+//! cluster under the data directory, and listens on a Unix socket only (no port to collide with).
+//!
+//! The server lives only as long as the processes that use it (the service, and commands such as
+//! `hotline tokens create` run beside it). Each holds a shared lock on `users.lock` while it does,
+//! and the last to let go stops the server. A process that is killed cannot stop anything, so each
+//! also starts a *lifeline*: a shell reading a pipe that only this process writes to. However the
+//! process ends, `kill -9` included, the kernel closes the pipe, and the lifeline then stops the
+//! server unless another process still uses it. Should the lifeline be killed too, the server is
+//! found running with no user at the next start (its `postmaster.pid` says it runs, and nobody
+//! holds `users.lock`): that process adopts it, and stops it when it is done.
 //!
 //! `initdb` refuses to run as root, so as root the cluster is owned and run by an unprivileged
 //! account (`postgres` if it exists, else `nobody`), which std's `CommandExt::uid` switches to
 //! without any unsafe code.
 
+use std::fs::{File, TryLockError};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -23,6 +33,19 @@ const SUPERUSER: &str = "hotline";
 const PORT: u16 = 5432;
 /// Unix socket paths are limited to 107 bytes on Linux.
 const MAX_SOCKET_PATH: usize = 100;
+/// Held exclusively while a process starts, adopts or stops the server.
+const START_LOCK: &str = "start.lock";
+/// Held shared by every process that uses the server.
+const USERS_LOCK: &str = "users.lock";
+
+/// The lifeline, run by `sh -c` with the cluster's root, `pg_ctl` and the cluster directory as
+/// `$0`, `$1` and `$2`. It ignores the signals a terminal or a service manager sends to a whole
+/// group (its process stops the server itself then), waits for the end of its input, and stops
+/// the server if no process uses it any more. Waiting a moment for `users.lock` lets the kernel
+/// release the lock of a process that was just killed.
+const LIFELINE: &str = r#"trap '' HUP INT QUIT TERM
+while read -r _; do :; done
+exec flock "$0/start.lock" flock -w 2 "$0/users.lock" "$1" stop -D "$2" -m fast -w"#;
 
 /// Why the private PostgreSQL could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -54,23 +77,113 @@ struct RunAs {
     gid: u32,
 }
 
-/// A running private PostgreSQL.
+/// The private cluster on disk, and how to drive it.
 #[derive(Debug)]
-pub struct EmbeddedPostgres {
+struct Cluster {
     bin_dir: PathBuf,
-    cluster_dir: PathBuf,
+    /// `data_dir/postgres`: the cluster, its socket, its log and the locks.
+    root: PathBuf,
+    data: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<RunAs>,
-    started_here: bool,
+}
+
+/// This process's use of the private PostgreSQL, which runs until its last user is done.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    cluster: Cluster,
+    /// This process's shared lock on `users.lock`. Declared before the lifeline, so that when the
+    /// two are dropped the lock is released first and the lifeline finds this process gone.
+    user: File,
+    /// Stops the server after this process if it ends without `stop`.
+    lifeline: std::process::Child,
 }
 
 impl EmbeddedPostgres {
-    /// Starts (or reuses) the cluster under `data_dir/postgres` and makes sure the service's
-    /// database exists.
+    /// Starts the cluster under `data_dir/postgres` (creating it on first use), or joins the
+    /// process already running it, or adopts a server that a killed process left running; then
+    /// makes sure the service's database exists.
     pub async fn start(data_dir: &Path) -> Result<Self, EmbeddedError> {
+        let cluster = Cluster::prepare(data_dir)?;
+        // Several processes may start at once (two services, or a test runner's processes):
+        // one initialises and starts the cluster while the others wait, then find it running.
+        let starting = lock(&cluster.path(START_LOCK)).await?;
+        cluster.grant_access()?;
+        if !cluster.data.join("PG_VERSION").exists() {
+            cluster.init().await?;
+        }
+        let user = open(&cluster.path(USERS_LOCK))?;
+        let running = cluster.is_running().await;
+        if running {
+            match user.try_lock() {
+                Ok(()) => tracing::warn!(
+                    postmaster_pid = cluster.postmaster_pid(),
+                    "adopting the embedded PostgreSQL that a killed process left running; \
+                     it stops when this process is done with it"
+                ),
+                Err(TryLockError::WouldBlock) => {
+                    tracing::info!("using the embedded PostgreSQL that another process runs");
+                }
+                Err(TryLockError::Error(source)) => return Err(cluster.io(USERS_LOCK, source)),
+            }
+        }
+        user.lock_shared()
+            .map_err(|source| cluster.io(USERS_LOCK, source))?;
+        let lifeline = cluster.lifeline()?;
+        let pg = Self {
+            cluster,
+            user,
+            lifeline,
+        };
+        let started = if running {
+            Ok(())
+        } else {
+            pg.cluster.start().await
+        };
+        drop(starting);
+        let ready = match started {
+            Ok(()) => pg.cluster.create_database().await,
+            Err(error) => Err(error),
+        };
+        match ready {
+            Ok(()) => Ok(pg),
+            Err(error) => {
+                if let Err(stop) = pg.stop().await {
+                    tracing::warn!(error = %stop, "could not stop the embedded PostgreSQL");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// How to connect to the service's database.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.cluster.options_for(DATABASE)
+    }
+
+    /// Lets go of the server, and stops it if no other process uses it.
+    pub async fn stop(mut self) -> Result<(), EmbeddedError> {
+        // This process stops the server itself: its lifeline has nothing left to do.
+        let _ = self.lifeline.kill();
+        let _ = self.lifeline.wait();
+        let _stopping = lock(&self.cluster.path(START_LOCK)).await?;
+        let last = match self.user.try_lock() {
+            Ok(()) => true,
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(source)) => return Err(self.cluster.io(USERS_LOCK, source)),
+        };
+        if last && self.cluster.is_running().await {
+            self.cluster.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Finds the binaries and the account to run as, and creates the directories.
+    fn prepare(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let bin_dir = find_binaries().ok_or(EmbeddedError::BinariesNotFound)?;
         let root = absolute(&data_dir.join("postgres"))?;
-        let cluster_dir = root.join("data");
         let socket_dir = root.join("run");
         let socket_len = socket_dir
             .join(format!(".s.PGSQL.{PORT}"))
@@ -90,41 +203,41 @@ impl EmbeddedPostgres {
                 source,
             })?;
         }
-        // Several processes may start at once (two services, or a test runner's processes):
-        // one initialises and starts the cluster while the others wait, then find it running.
-        let _starting = lock_file(&root.join("start.lock")).await?;
-        if let Some(user) = &run_as {
-            check_traversable(&root, user)?;
-            for dir in [&root, &socket_dir] {
-                std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(
-                    |source| EmbeddedError::Io {
-                        path: dir.clone(),
-                        source,
-                    },
-                )?;
-            }
-        }
-        let mut pg = Self {
+        Ok(Self {
             bin_dir,
-            cluster_dir,
+            data: root.join("data"),
+            root,
             socket_dir,
             run_as,
-            started_here: false,
-        };
-        if !pg.cluster_dir.join("PG_VERSION").exists() {
-            pg.init_cluster().await?;
-        }
-        if !pg.is_running().await {
-            pg.start_server(&root.join("postgres.log")).await?;
-            pg.started_here = true;
-        }
-        pg.create_database().await?;
-        Ok(pg)
+        })
     }
 
-    /// How to connect to the service's database.
-    pub fn connect_options(&self) -> PgConnectOptions {
-        self.options_for(DATABASE)
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn io(&self, name: &str, source: std::io::Error) -> EmbeddedError {
+        EmbeddedError::Io {
+            path: self.path(name),
+            source,
+        }
+    }
+
+    /// As root, hands the cluster's directories to the account PostgreSQL runs as.
+    fn grant_access(&self) -> Result<(), EmbeddedError> {
+        let Some(user) = &self.run_as else {
+            return Ok(());
+        };
+        check_traversable(&self.root, user)?;
+        for dir in [&self.root, &self.socket_dir] {
+            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(|source| {
+                EmbeddedError::Io {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     fn options_for(&self, database: &str) -> PgConnectOptions {
@@ -135,23 +248,14 @@ impl EmbeddedPostgres {
             .database(database)
     }
 
-    /// Stops the server if this process started it.
-    pub async fn stop(self) -> Result<(), EmbeddedError> {
-        if !self.started_here {
-            return Ok(());
-        }
-        let data = self.cluster_dir.display().to_string();
-        self.run(
-            "pg_ctl stop",
-            "pg_ctl",
-            &["stop", "-D", &data, "-m", "fast", "-w"],
-        )
-        .await
-        .map(|_| ())
+    /// The server's process id, from its `postmaster.pid`.
+    fn postmaster_pid(&self) -> Option<u32> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
     }
 
-    async fn init_cluster(&self) -> Result<(), EmbeddedError> {
-        let data = self.cluster_dir.display().to_string();
+    async fn init(&self) -> Result<(), EmbeddedError> {
+        let data = self.data.display().to_string();
         self.run(
             "initdb",
             "initdb",
@@ -170,20 +274,22 @@ impl EmbeddedPostgres {
         .map(|_| ())
     }
 
+    /// Whether a server runs on the cluster: `pg_ctl status` reads its `postmaster.pid` and
+    /// checks that the process it names is alive.
     async fn is_running(&self) -> bool {
-        let data = self.cluster_dir.display().to_string();
+        let data = self.data.display().to_string();
         self.run("pg_ctl status", "pg_ctl", &["status", "-D", &data])
             .await
             .is_ok()
     }
 
-    async fn start_server(&self, log: &Path) -> Result<(), EmbeddedError> {
-        let data = self.cluster_dir.display().to_string();
+    async fn start(&self) -> Result<(), EmbeddedError> {
+        let data = self.data.display().to_string();
         let options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT}",
             self.socket_dir.display()
         );
-        let log = log.display().to_string();
+        let log = self.path("postgres.log").display().to_string();
         self.run(
             "pg_ctl start",
             "pg_ctl",
@@ -193,6 +299,41 @@ impl EmbeddedPostgres {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn stop(&self) -> Result<(), EmbeddedError> {
+        let data = self.data.display().to_string();
+        self.run(
+            "pg_ctl stop",
+            "pg_ctl",
+            &["stop", "-D", &data, "-m", "fast", "-w"],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts this process's lifeline (see the module's documentation).
+    fn lifeline(&self) -> Result<std::process::Child, EmbeddedError> {
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(LIFELINE)
+            .arg(&self.root)
+            .arg(self.bin_dir.join("pg_ctl"))
+            .arg(&self.data)
+            .env("LC_ALL", "C")
+            // `flock` is util-linux's; it is found where the system keeps it even with no PATH.
+            .env("PATH", with_system_path(std::env::var_os("PATH")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(user) = &self.run_as {
+            command.uid(user.uid).gid(user.gid).current_dir("/");
+        }
+        command.spawn().map_err(|e| EmbeddedError::Command {
+            step: "starting the embedded PostgreSQL's lifeline",
+            detail: e.to_string(),
+        })
     }
 
     async fn create_database(&self) -> Result<(), EmbeddedError> {
@@ -236,22 +377,36 @@ impl EmbeddedPostgres {
     }
 }
 
+/// `path` followed by the system's own directories.
+fn with_system_path(path: Option<std::ffi::OsString>) -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = path
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/bin", "/bin"].map(PathBuf::from));
+    std::env::join_paths(dirs).unwrap_or_else(|_| "/usr/bin:/bin".into())
+}
+
+/// Opens (creating it if need be) a lock file, not yet locked.
+fn open(path: &Path) -> Result<File, EmbeddedError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| EmbeddedError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// An exclusive lock on `path`, held until the returned file is dropped.
-async fn lock_file(path: &Path) -> Result<std::fs::File, EmbeddedError> {
+async fn lock(path: &Path) -> Result<File, EmbeddedError> {
+    let file = open(path)?;
     let path = path.to_owned();
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EmbeddedError::Io { path, source }
-    };
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.lock().map_err(io(&path))?;
-        Ok(file)
+        file.lock()
+            .map(|()| file)
+            .map_err(|source| EmbeddedError::Io { path, source })
     })
     .await
     .map_err(|e| EmbeddedError::Command {

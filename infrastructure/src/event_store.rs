@@ -11,7 +11,7 @@ use domain::Call;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::appended::{Appended, Notifier};
 
@@ -211,6 +211,48 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The call store over `pool`.
 pub fn call_store(pool: PgPool) -> CallStore {
     PersistedEventStore::new_event_store(AppendingRepository::new(pool))
+}
+
+/// Why the database cannot be reached. The pool cannot say: it retries a refused connection
+/// until its acquire timeout, and then reports only that it timed out.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("connection refused at {0}")]
+    Refused(String),
+    #[error("no answer from {0} within {secs} s", secs = CONNECT_TIMEOUT.as_secs())]
+    NoAnswer(String),
+    #[error("could not connect to {at}: {source}")]
+    Failed { at: String, source: sqlx::Error },
+}
+
+/// How long `reachable` waits for the database to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects once, outside the pool, and says why that failed if it did.
+pub async fn reachable(pool: &PgPool) -> Result<(), Unreachable> {
+    let options = pool.connect_options();
+    let at = address(&options);
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Io(error)))
+            if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Err(Unreachable::Refused(at))
+        }
+        Ok(Err(source)) => Err(Unreachable::Failed { at, source }),
+        Err(_) => Err(Unreachable::NoAnswer(at)),
+    }
+}
+
+/// Where `options` connect: host and port, or the Unix socket (never the credentials).
+fn address(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(dir) => format!("{}/.s.PGSQL.{}", dir.display(), options.get_port()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    }
 }
 
 /// Whether the database answers (for health checks).

@@ -8,7 +8,8 @@ use crate::helpers::*;
 #[tokio::test]
 async fn hotline_bench_runs_every_workload_and_prints_its_table() {
     // The bench creates (and drops) a database of its own on the server this one lives on.
-    let (_pool, name) = fresh_database().await;
+    let (pool, name) = fresh_database().await;
+    let _cleanup = TestApp::owning(pool, name.clone()).await;
     let output = Command::new(env!("CARGO_BIN_EXE_hotline-under-test"))
         .args(["bench", "--quick", "--seconds", "0.3", "--events", "2000"])
         .env_clear()

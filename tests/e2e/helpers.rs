@@ -26,7 +26,8 @@ pub const CRISIS: &str = "988";
 static ADMIN: tokio::sync::OnceCell<PgConnectOptions> = tokio::sync::OnceCell::const_new();
 /// The same, for `Drop`, which cannot await.
 static ADMIN_FOR_DROP: OnceLock<PgConnectOptions> = OnceLock::new();
-/// The embedded server, if one had to be started; kept for the life of the test process.
+/// The embedded server, if one had to be started; kept for the life of the test process, and
+/// stopped by its lifeline when that ends (statics are never dropped).
 static EMBEDDED: OnceLock<EmbeddedPostgres> = OnceLock::new();
 
 /// `TEST_DATABASE_URL` if set; else PostgreSQL on 127.0.0.1:5432 if it answers; else the same
@@ -74,6 +75,27 @@ fn init_tracing() {
                 .init();
         }
     });
+}
+
+/// A port of 127.0.0.1 that nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port()
+}
+
+/// The `hotline` command line as a separate process, with none of the test's environment but
+/// `PATH` (where PostgreSQL's binaries are found), killed if the test drops it.
+pub fn hotline_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hotline-under-test"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// A running Hotline on its own database.

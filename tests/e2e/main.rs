@@ -5,6 +5,7 @@ mod ai_services;
 mod audit;
 mod bench;
 mod calls;
+mod command_line;
 mod dashboard;
 mod durable;
 mod embedded;

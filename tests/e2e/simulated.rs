@@ -12,14 +12,6 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port()
-}
-
 fn target(base_url: &str) -> Target {
     Target {
         base_url: base_url.to_owned(),

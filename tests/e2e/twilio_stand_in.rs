@@ -14,7 +14,7 @@ use axum::Router;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Prism, mocking Twilio's API v2010 from `shared/twilio/twilio_api_v2010.json`.
+/// Prism, mocking Twilio's API v2010 from Twilio's own OpenAPI spec.
 pub struct Prism {
     pub base_url: String,
     _child: Child,
@@ -24,17 +24,31 @@ fn mock_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("twilio-mock")
 }
 
-/// Installs Prism from the npm registry the first time (pinned in `tests/twilio-mock`).
+fn prism_bin() -> PathBuf {
+    mock_dir().join("node_modules/.bin/prism")
+}
+
+/// Twilio's OpenAPI spec of API v2010 (Apache-2.0, from twilio/twilio-oai), as the npm package
+/// `@twilio-alpha/mcp` ships it.
+fn twilio_spec() -> PathBuf {
+    mock_dir().join("node_modules/@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json")
+}
+
+fn installed() -> bool {
+    prism_bin().exists() && twilio_spec().exists()
+}
+
+/// Installs Prism and Twilio's spec from the npm registry the first time, as pinned in
+/// `tests/twilio-mock/package-lock.json`.
 async fn ensure_prism_installed() -> PathBuf {
-    let bin = mock_dir().join("node_modules/.bin/prism");
-    if bin.exists() {
-        return bin;
+    if installed() {
+        return prism_bin();
     }
     // One test process installs while the others wait on the lock.
     let lock = std::fs::File::create(mock_dir().join(".install.lock")).expect("lock file");
     tokio::task::spawn_blocking(move || {
         lock.lock().expect("locks");
-        if !mock_dir().join("node_modules/.bin/prism").exists() {
+        if !installed() {
             let status = std::process::Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
                 .current_dir(mock_dir())
@@ -46,20 +60,14 @@ async fn ensure_prism_installed() -> PathBuf {
     })
     .await
     .expect("installs");
-    bin
+    prism_bin()
 }
 
 impl Prism {
     /// Starts Prism on a free port of 127.0.0.1 and waits until it says it is listening.
     pub async fn start() -> Self {
         let bin = ensure_prism_installed().await;
-        let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/twilio/twilio_api_v2010.json");
-        assert!(
-            spec.exists(),
-            "Twilio's OpenAPI spec is expected at {}",
-            spec.display()
-        );
+        let spec = twilio_spec();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("binds")
             .local_addr()
