@@ -170,11 +170,6 @@ impl<ES: EventStore<Call>> CallService<ES> {
         self
     }
 
-    /// The numbers callers are sent to.
-    pub fn lines(&self) -> &Lines {
-        &self.lines
-    }
-
     async fn run(
         &self,
         id: CallId,

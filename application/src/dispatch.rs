@@ -145,14 +145,9 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES>
 where
     ES::AC: Resume,
 {
-    /// A dispatcher over `store` that keeps the state of calls in progress (see the type's
-    /// documentation). Only for stores whose appends fail on a taken sequence, as postgres-es's
-    /// do (cqrs-es's `MemStore` does not check).
-    pub fn cached(store: ES) -> Self {
-        Self::new(store).caching()
-    }
-
-    /// This dispatcher, caching from now on.
+    /// This dispatcher, caching from now on: it keeps the state of calls in progress (see the
+    /// type's documentation). Only for stores whose appends fail on a taken sequence, as
+    /// postgres-es's do (cqrs-es's `MemStore` does not check).
     #[must_use]
     pub fn caching(mut self) -> Self {
         self.resuming = Some(Resuming {

@@ -207,13 +207,6 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
-    /// Whether turns are processed by the pipeline: it needs Twilio's REST API (to fetch
-    /// recordings and steer the call); speech is transcribed by the configured service, or by
-    /// Twilio when there is none.
-    pub fn pipeline_enabled(&self) -> bool {
-        self.has_twilio_credentials()
-    }
-
     /// The counselor line, or the crisis line when none is configured.
     pub fn counselor_line(&self) -> DialNumber {
         self.counselor_number
