@@ -1002,3 +1002,33 @@ async fn a_write_that_outlives_the_webhook_is_abandoned_and_never_answered_into_
     stage.settle(&app, 0).await;
     assert!(no_update_sent(&stage), "{:?}", stage.twilio.received());
 }
+
+/// The same when the person was reached on an earlier turn: a later turn's analysis is recorded,
+/// and nothing is played into the call (only the rule "no REST update once the caller was sent to
+/// a person" stops it: the caller asked for no one during turn 2).
+#[tokio::test]
+async fn a_turn_after_the_caller_was_sent_to_a_person_is_never_played_by_rest_update() {
+    let app = spawn_app().await;
+    let stage = pipeline_for(
+        &app,
+        vec![wav(), wav(), updated(), updated()],
+        Some("I had a rough day at work."),
+    )
+    .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    assert_eq!(app.choose(&sid, "0").await.dialled(), [COUNSELOR]);
+    app.recording_from(&stage.twilio.base_url, &sid, 2, "#")
+        .await;
+    stage.settle(&app, 2).await;
+    assert!(no_update_sent(&stage), "{:?}", stage.twilio.received());
+    let types = app.event_types(&sid).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "Analyzed").count(),
+        2,
+        "{types:?}"
+    );
+    assert!(!types.contains(&"ResponsePlayed".to_owned()), "{types:?}");
+}
