@@ -20,17 +20,17 @@ use domain::{CallCommand, CallId, CallSid, CallStatus};
 use futures_util::TryStreamExt;
 use infrastructure::config::Config;
 use infrastructure::event_store;
+use infrastructure::event_store::subscription::{self, Consumer};
 use infrastructure::pipeline::PipelineConsumer;
-use infrastructure::subscription::{self, Consumer};
-use infrastructure::twilio::signature::sign_request;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
+use twilio_signature::sign_request;
 
-use crate::simulator::scenario::{self};
-use crate::simulator::{new_sid, Simulator, Target};
 use crate::state::AppState;
 use crate::twilio::extract::TwilioRequest;
+use twilio_sim::scenario::{self};
+use twilio_sim::{new_sid, Simulator, Target};
 
 /// The baselines, served by `hotline bench-server` through the same stack as the webhooks:
 /// the same signature check and form parsing, and the same TwiML rendering.

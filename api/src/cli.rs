@@ -201,10 +201,7 @@ fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
         Some(token) => token.expose_secret().to_owned(),
         None => crate::startup::development_token(&config.data_dir)?,
     };
-    println!(
-        "{}",
-        infrastructure::twilio::signature::sign_request(&token, url, &pairs)
-    );
+    println!("{}", twilio_signature::sign_request(&token, url, &pairs));
     Ok(())
 }
 

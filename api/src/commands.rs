@@ -4,8 +4,8 @@
 use anyhow::Context;
 use application::auth::Role;
 use domain::CallId;
-use infrastructure::audit;
 use infrastructure::config::Config;
+use infrastructure::event_store::audit;
 use infrastructure::tokens::ApiTokens;
 use infrastructure::views;
 use secrecy::ExposeSecret;

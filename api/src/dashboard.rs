@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use chrono::{Duration, Utc};
 use domain::CallId;
-use infrastructure::audit;
+use infrastructure::event_store::audit;
 use infrastructure::queries::{self, CallQuery, CallRow, TurnRow};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

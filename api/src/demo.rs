@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use application::auth::Role;
-use infrastructure::audit;
 use infrastructure::config::Config;
+use infrastructure::event_store::audit;
 use infrastructure::tokens::ApiTokens;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::simulator::scenario::{self, Scenario, Step};
-use crate::simulator::{CallReport, Simulator, Target};
+use twilio_sim::scenario::{self, Scenario, Step};
+use twilio_sim::{CallReport, Simulator, Target};
 
 /// `hotline simulate`'s options.
 #[derive(Debug, clap::Args)]

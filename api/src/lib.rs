@@ -14,7 +14,6 @@ pub mod json;
 pub mod openapi;
 pub mod operator;
 pub mod read_api;
-pub mod simulator;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::Aggregate;
 use domain::risk::RiskLevel;
 use domain::{Call, CallEvent, CallId};
-use infrastructure::audit;
+use infrastructure::event_store::audit;
 use infrastructure::queries::{self, CallQuery, CallRow, Cursor, SortKey};
 use serde_json::json;
 

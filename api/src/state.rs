@@ -8,8 +8,8 @@ use application::CallService;
 use infrastructure::event_store::{self, CallStore};
 use infrastructure::tokens::ApiTokens;
 pub use infrastructure::twilio::answers::Voice;
-use infrastructure::twilio::signature::SignatureValidator;
 use sqlx::PgPool;
+use twilio_signature::SignatureValidator;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]

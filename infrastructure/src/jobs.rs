@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use sqlx::{PgConnection, PgPool};
 
-use crate::wakeup::Wakeup;
+use crate::event_store::wakeup::Wakeup;
 
 /// The channel the `jobs` trigger notifies when a job is enqueued.
 pub const JOBS_CHANNEL: &str = "hotline_jobs";

@@ -1,11 +1,9 @@
-//! Hotline's adapters: the PostgreSQL event store (postgres-es over sqlx), Twilio's webhook
-//! signatures and TwiML, the embedded PostgreSQL used when no database is configured, and the
-//! service's configuration.
+//! Hotline's adapters: the PostgreSQL event store (postgres-es over sqlx) and its subscriptions,
+//! the read side, the conversation pipeline's workers and clients, Twilio's REST API and TwiML,
+//! the embedded PostgreSQL used when no database is configured, and the service's configuration.
 #![forbid(unsafe_code)]
 
-pub mod appended;
 pub mod audio_store;
-pub mod audit;
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
@@ -13,8 +11,6 @@ pub mod jobs;
 pub mod openai;
 pub mod pipeline;
 pub mod queries;
-pub mod subscription;
 pub mod tokens;
 pub mod twilio;
 pub mod views;
-pub mod wakeup;

@@ -10,8 +10,8 @@ use domain::call::Stage;
 use domain::{Call, CallId};
 use sqlx::PgConnection;
 
+use crate::event_store::subscription::{Consumer, ConsumerError, StoredEvent};
 use crate::jobs::{self, ClaimedJob, JobError, JobHandler, NewJob};
-use crate::subscription::{Consumer, ConsumerError, StoredEvent};
 
 /// The kind of job that processes a turn.
 pub const PROCESS_TURN: &str = "process_turn";

@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
-use crate::subscription::{Consumer, ConsumerError, StoredEvent};
+use crate::event_store::subscription::{Consumer, ConsumerError, StoredEvent};
 
 /// The projection's subscription name. Never rename it: it would start over.
 pub const CALL_VIEWS: &str = "call_views";

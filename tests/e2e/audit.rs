@@ -3,7 +3,7 @@
 //! behind the service's back.
 
 use domain::{CallId, CallSid};
-use infrastructure::audit::{self, BrokenReason};
+use infrastructure::event_store::audit::{self, BrokenReason};
 use sqlx::PgPool;
 
 use crate::helpers::*;

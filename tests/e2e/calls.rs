@@ -520,8 +520,8 @@ async fn an_incoming_call_retried_to_an_instance_that_never_saw_it_starts_nothin
 
 #[tokio::test]
 async fn a_two_turn_call_placed_by_the_simulator_stores_each_turn_and_ends_cleanly() {
-    use api::simulator::scenario::Scenario;
-    use api::simulator::{Simulator, Target};
+    use twilio_sim::scenario::Scenario;
+    use twilio_sim::{Simulator, Target};
 
     let app = spawn_app().await;
     let mut simulator = Simulator::start(

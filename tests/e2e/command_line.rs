@@ -2,7 +2,7 @@
 //! a service that cannot start says why, naming the port, the variable or the database at fault,
 //! with nothing left running behind it.
 
-use infrastructure::twilio::signature::sign_request;
+use twilio_signature::sign_request;
 
 use crate::helpers::{database_url, free_port, hotline_command, spawn_app};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use application::auth::Role;
 use domain::CallId;
 use fantoccini::{ClientBuilder, Locator};
-use infrastructure::subscription::SubscriptionRunner;
+use infrastructure::event_store::subscription::SubscriptionRunner;
 use infrastructure::views::CallViewsProjection;
 
 use crate::helpers::*;

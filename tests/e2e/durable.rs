@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use infrastructure::jobs::{self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob};
-use infrastructure::subscription::{
+use infrastructure::event_store::subscription::{
     Batch, Consumer, ConsumerError, StoredEvent, SubscriptionRunner,
 };
+use infrastructure::jobs::{self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob};
 use sqlx::{PgConnection, PgPool};
 
 use crate::helpers::*;
@@ -244,7 +244,7 @@ async fn a_consumer_skipped_to_the_end_takes_only_later_events() {
     with_seen_table(&app.pool).await;
     place_call(&app).await;
     let before = all_positions(&app.pool).await;
-    infrastructure::subscription::skip_to_end(&app.pool, Recorder::new().name())
+    infrastructure::event_store::subscription::skip_to_end(&app.pool, Recorder::new().name())
         .await
         .expect("skips");
     place_call(&app).await;
@@ -267,7 +267,7 @@ async fn appends_are_announced_to_other_processes_after_they_commit() {
         .await
         .expect("listens");
     listener
-        .listen(infrastructure::subscription::EVENTS_CHANNEL)
+        .listen(infrastructure::event_store::subscription::EVENTS_CHANNEL)
         .await
         .expect("listens");
     let sid = new_call_sid();

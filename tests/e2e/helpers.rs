@@ -9,13 +9,13 @@ use application::Lines;
 use domain::{CallId, CallSid, DialNumber};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
-use infrastructure::twilio::signature::{sign_request, SignatureValidator};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
+use twilio_signature::{sign_request, SignatureValidator};
 
 pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -147,9 +147,9 @@ pub async fn database_url(name: &str) -> String {
 /// Runs `runner` until its checkpoint (subscription `name`) reaches the last stored event, so
 /// that what it did not do is known too (bounded: the horizon is cluster-wide, so another test's
 /// open transaction can hold it back for a moment).
-pub async fn drain<C: infrastructure::subscription::Consumer>(
+pub async fn drain<C: infrastructure::event_store::subscription::Consumer>(
     pool: &PgPool,
-    runner: &infrastructure::subscription::SubscriptionRunner<C>,
+    runner: &infrastructure::event_store::subscription::SubscriptionRunner<C>,
     name: &str,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -4,10 +4,10 @@
 //! question once; a late analysis still reaches the caller; words at the choice prompt are
 //! screened; and a caller with a person is never touched by automation again.
 
-use api::simulator::scenario::Scenario;
-use api::simulator::{CallReport, Line};
 use domain::{script, CallSid};
 use futures::future::join_all;
+use twilio_sim::scenario::Scenario;
+use twilio_sim::{CallReport, Line};
 
 use crate::helpers::*;
 use crate::simulated::{serve_with_simulated_twilio, types};

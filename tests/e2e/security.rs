@@ -2,7 +2,7 @@
 //! and nothing a request carries can break or inject into the TwiML answer.
 
 use domain::CallId;
-use infrastructure::twilio::signature::sign_request;
+use twilio_signature::sign_request;
 
 use crate::helpers::*;
 

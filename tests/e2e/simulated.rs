@@ -5,10 +5,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use api::simulator::scenario::{self, Scenario};
-use api::simulator::{SimError, Simulator, Target};
 use domain::CallSid;
 use tokio::process::Command;
+use twilio_sim::scenario::{self, Scenario};
+use twilio_sim::{SimError, Simulator, Target};
 
 use crate::helpers::*;
 

@@ -8,7 +8,7 @@ use domain::call::{Analysis, RecordAnalysis, StageTimings};
 use domain::risk;
 use domain::{CallCommand, CallId, CallSid};
 use infrastructure::event_store;
-use infrastructure::subscription::SubscriptionRunner;
+use infrastructure::event_store::subscription::SubscriptionRunner;
 use infrastructure::views::{self, CallViewsProjection, CALL_VIEWS};
 
 use crate::helpers::*;

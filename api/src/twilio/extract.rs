@@ -94,9 +94,7 @@ impl FromRequest<AppState> for TwilioRequest {
                 header(&headers, SIGNATURE_SETTINGS),
             )
             .map_err(|error| match error {
-                infrastructure::twilio::signature::SignatureError::Missing => {
-                    ApiError::MissingSignature
-                }
+                twilio_signature::SignatureError::Missing => ApiError::MissingSignature,
                 _ => ApiError::BadSignature,
             })?;
         let metadata = CommandMetadata {

@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use domain::{CallEvent, CallId};
+use serde::Deserialize;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::appended::Appended;
-use crate::wakeup::Wakeup;
+use crate::event_store::appended::Appended;
+use crate::event_store::wakeup::Wakeup;
 
 /// The channel appends are announced on to other processes (see `appended`).
 pub const EVENTS_CHANNEL: &str = "hotline_events";
@@ -35,6 +37,24 @@ pub struct StoredEvent {
     pub global_position: i64,
     pub recorded_at: DateTime<Utc>,
 }
+
+impl StoredEvent {
+    /// The call this event belongs to and the event itself, decoded as the aggregate wrote it;
+    /// `None` for an event of another aggregate.
+    pub fn call_event(&self) -> Result<Option<(CallId, CallEvent)>, ConsumerError> {
+        if self.aggregate_type != CALL_AGGREGATE {
+            return Ok(None);
+        }
+        let id = CallId::parse(&self.aggregate_id)
+            .map_err(|_| ConsumerError::Decode("a call id that is not a UUID".into()))?;
+        let event = CallEvent::deserialize(&self.payload)
+            .map_err(|e| ConsumerError::Decode(format!("{}: {e}", self.event_type)))?;
+        Ok(Some((id, event)))
+    }
+}
+
+/// The `aggregate_type` the `Call` aggregate's events are stored under.
+pub const CALL_AGGREGATE: &str = "Call";
 
 /// Why a consumer could not take an event into account.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::subscription::EVENTS_CHANNEL;
+use crate::event_store::subscription::EVENTS_CHANNEL;
 
 /// The shortest time between two cross-process notifications from one store: under load, one
 /// notification covers many appends, so the notifications' cost stays a few hundred transactions

@@ -145,13 +145,13 @@ impl Scenario {
     }
 }
 
-/// The example scenarios, committed with the code (`api/scenarios/`).
+/// The example scenarios, committed with the code (`twilio-sim/scenarios/`).
 pub fn examples() -> Vec<Scenario> {
     [
-        include_str!("../../scenarios/low-risk.yaml"),
-        include_str!("../../scenarios/asks-for-counselor.yaml"),
-        include_str!("../../scenarios/high-risk.yaml"),
-        include_str!("../../scenarios/silent-caller.yaml"),
+        include_str!("../scenarios/low-risk.yaml"),
+        include_str!("../scenarios/asks-for-counselor.yaml"),
+        include_str!("../scenarios/high-risk.yaml"),
+        include_str!("../scenarios/silent-caller.yaml"),
     ]
     .iter()
     .map(|text| Scenario::parse(text).unwrap_or_else(|e| panic!("a committed example: {e}")))

@@ -14,9 +14,9 @@ pub mod twiml;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use infrastructure::twilio::signature::sign_request;
 use rand::Rng;
 use tokio::sync::mpsc;
+use twilio_signature::sign_request;
 
 use self::rest::Registry;
 use self::scenario::{Afterwards, DialAnswer, Scenario, Step, Transcription};

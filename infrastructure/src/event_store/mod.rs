@@ -1,4 +1,12 @@
-//! The event store: postgres-es over a sqlx pool, with the schema in `migrations/`.
+//! The event store: postgres-es over a sqlx pool, with the schema in `migrations/`. Beside the
+//! store itself: `appended` (how appends wake readers), `subscription` (durable consumers reading
+//! from their checkpoints), `wakeup` (notifications from other processes) and `audit` (a call's
+//! history and the verification of its hash chain).
+
+pub mod appended;
+pub mod audit;
+pub mod subscription;
+pub mod wakeup;
 
 use std::time::Duration;
 
@@ -13,7 +21,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::appended::{Appended, Notifier};
+use crate::event_store::appended::{Appended, Notifier};
 
 /// The store the application dispatches call commands through.
 pub type CallStore = PersistedEventStore<AppendingRepository, Call>;
