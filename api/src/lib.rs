@@ -1,133 +1,21 @@
-//! Hotline's HTTP surface and its wiring. `app` builds the whole router so that tests can drive it
-//! exactly as the binary serves it; `startup` turns a `Config` into a running service.
+//! Hotline's HTTP surface and the `hotline` command line. `app` is the router with its layers,
+//! `wiring` the composition root that `hotline serve` and the tests' `spawn_app()` both build a
+//! service through, `cli` the commands; the other modules are the routes.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod cli;
-pub mod commands;
 pub mod dashboard;
-pub mod demo;
 pub mod error;
 pub mod health;
 pub mod json;
 pub mod openapi;
 pub mod operator;
 pub mod read_api;
-pub mod startup;
 pub mod state;
-pub mod telemetry;
 pub mod twilio;
+pub mod wiring;
 
-use std::sync::Arc;
-
-use application::CallAnswer;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
-use axum::response::Response;
-use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
-
+pub use app::{app, app_with, MAX_BODY_BYTES, REQUEST_ID};
 pub use state::AppState;
-
-/// The largest request body accepted. Twilio's webhooks are a few kilobytes; anything near this is
-/// not Twilio.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The header carrying each request's id, set when the client did not send one.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The whole application.
-pub fn app(state: AppState) -> Router {
-    app_with(state, Router::new())
-}
-
-/// The whole application, with `extra` routes served through the same stack (the benchmark's
-/// baselines).
-pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
-    let voice = state.voice.clone();
-    Router::new()
-        .merge(extra)
-        .merge(twilio::router())
-        .merge(health::router())
-        .merge(operator::router())
-        .merge(read_api::router())
-        .merge(openapi::router())
-        .merge(dashboard::router())
-        .fallback(twilio::unknown_route)
-        .layer(safety_net(voice))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Logs method, path and request id only: query strings and bodies may carry caller data.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::INFO)))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
-}
-
-/// The last line of defence: a handler that panics would drop the connection, and Twilio would
-/// play its application-error message. Instead the caller hears the trouble message and is
-/// connected to a person.
-pub fn safety_net(
-    voice: Arc<state::Voice>,
-) -> CatchPanicLayer<impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone> {
-    CatchPanicLayer::custom(move |_panic: Box<dyn std::any::Any + Send>| {
-        tracing::error!("a handler panicked; the caller was connected to a person");
-        twilio::render::respond(&twilio::render::twiml(&CallAnswer::Trouble, None, &voice))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::routing::post;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_handler_still_puts_a_person_on_the_line() {
-        let voice = Arc::new(state::Voice {
-            public_base_url: "https://hotline.example.org".into(),
-            lines: application::Lines {
-                counselor: domain::DialNumber::parse("+15005550001").expect("valid"),
-                crisis: domain::DialNumber::parse("988").expect("valid"),
-            },
-            voice: "Polly.Joanna".into(),
-            language: "en-US".into(),
-            transcribe: false,
-        });
-        let router: Router = Router::new()
-            .route(
-                "/twilio/voice/",
-                post(|| async {
-                    if std::hint::black_box(true) {
-                        panic!("a bug");
-                    }
-                    "unreachable"
-                }),
-            )
-            .layer(safety_net(voice));
-        let request = Request::post("/twilio/voice/")
-            .body(Body::empty())
-            .expect("a request");
-        let response = router.oneshot(request).await.expect("answers");
-        assert_eq!(response.status(), 200);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("a body");
-        let xml = String::from_utf8(body.to_vec()).expect("UTF-8");
-        assert!(xml.contains("<Number>+15005550001</Number>"), "{xml}");
-        assert!(xml.contains("9 8 8"), "{xml}");
-    }
-}

@@ -18,6 +18,9 @@ pub struct AppState {
     pub validator: Arc<SignatureValidator>,
     pub voice: Arc<Voice>,
     pub pool: PgPool,
+    /// The pool webhooks write through, whose statements the database cuts off before the
+    /// webhook's deadline (see `event_store::webhook_pool`).
+    webhooks: PgPool,
     pub tokens: ApiTokens,
     /// What operators can do; `None` when the pipeline is off (no Twilio credentials).
     pub operations: Option<Arc<Operations>>,
@@ -36,7 +39,7 @@ impl AppState {
     #[must_use]
     pub fn with_pipeline(mut self) -> Self {
         let calls = CallService::new(
-            event_store::call_store(self.pool.clone()),
+            event_store::call_store(self.webhooks.clone()),
             self.voice.lines.clone(),
         )
         .caching()
@@ -57,14 +60,18 @@ impl AppState {
         // Webhooks write through their own pool, whose statements the database cuts off before
         // the webhook's deadline (see `event_store::webhook_pool`).
         let webhooks = event_store::webhook_pool(&pool);
-        let calls =
-            CallService::new(event_store::call_store(webhooks), voice.lines.clone()).caching();
+        let calls = CallService::new(
+            event_store::call_store(webhooks.clone()),
+            voice.lines.clone(),
+        )
+        .caching();
         Self {
             calls: Arc::new(calls),
             validator: Arc::new(validator),
             voice: Arc::new(voice),
             tokens: ApiTokens::new(pool.clone()),
             pool,
+            webhooks,
             operations: None,
         }
     }

@@ -1,4 +1,4 @@
-//! A smoke run of `hotline bench`, so the benchmark cannot rot. Its figures mean nothing here
+//! A smoke run of the benchmark (`cargo run -p bench`), so it cannot rot. Its figures mean nothing here
 //! (seconds of load on a shared machine) and nothing about them is asserted but their presence.
 
 use tokio::process::Command;
@@ -6,18 +6,18 @@ use tokio::process::Command;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn hotline_bench_runs_every_workload_and_prints_its_table() {
+async fn the_bench_runs_every_workload_and_prints_its_table() {
     // The bench creates (and drops) a database of its own on the server this one lives on.
     let (pool, name) = fresh_database().await;
     let _cleanup = TestApp::owning(pool, name.clone()).await;
-    let output = Command::new(env!("CARGO_BIN_EXE_hotline-under-test"))
-        .args(["bench", "--quick", "--seconds", "0.3", "--events", "2000"])
+    let output = Command::new(env!("CARGO_BIN_EXE_bench-under-test"))
+        .args(["--quick", "--seconds", "0.3", "--events", "2000"])
         .env_clear()
         .env("DATABASE_URL", database_url(&name).await)
         .env("RUST_LOG", "error")
         .output()
         .await
-        .expect("hotline bench runs");
+        .expect("the bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");

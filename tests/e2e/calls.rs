@@ -404,7 +404,7 @@ async fn two_instances_racing_on_one_call_lose_nothing() {
     // Two services on one database: their writes to the same call conflict on the event store's
     // primary key and are retried, so every callback is stored exactly once.
     let first = spawn_app().await;
-    let second = spawn_with_pool(first.pool.clone()).await;
+    let second = TestApp::builder().over(first.pool.clone()).spawn().await;
     let sid = new_call_sid();
     first.voice(&sid).await;
     let statuses = (1..=24u32).map(|n| {
@@ -440,7 +440,7 @@ async fn a_call_changed_by_another_instance_is_never_answered_from_this_one_s_ca
     // without loading the call. Here the first instance's copy is one event behind: the second
     // instance took the recording webhook, and Twilio's retry of it reaches the first.
     let first = spawn_app().await;
-    let second = spawn_with_pool(first.pool.clone()).await;
+    let second = TestApp::builder().over(first.pool.clone()).spawn().await;
     let sid = new_call_sid();
     first.voice(&sid).await;
     let taken = second.recording(&sid, 1, "").await;
@@ -471,7 +471,7 @@ async fn a_duplicate_on_a_cached_call_is_answered_from_the_stored_call_even_when
     // change nothing there; but the call ended meanwhile through the second instance, and the
     // answer must say so (not hold a caller who hung up).
     let first = spawn_app().await;
-    let second = spawn_with_pool(first.pool.clone()).await;
+    let second = TestApp::builder().over(first.pool.clone()).spawn().await;
     let sid = new_call_sid();
     first.voice(&sid).await;
     let held = first.recording(&sid, 1, "").await;
@@ -497,7 +497,7 @@ async fn an_incoming_call_retried_to_an_instance_that_never_saw_it_starts_nothin
     // A call's first webhook is appended without a load (the call cannot exist yet, usually);
     // when it does exist, the append is refused and the command runs on the stored call.
     let first = spawn_app().await;
-    let fresh = spawn_with_pool(first.pool.clone()).await;
+    let fresh = TestApp::builder().over(first.pool.clone()).spawn().await;
     let sid = new_call_sid();
     let answer = first.voice(&sid).await;
     first.recording(&sid, 1, "").await;

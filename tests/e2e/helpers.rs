@@ -3,19 +3,22 @@
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
-use api::state::Voice;
-use api::AppState;
-use application::Lines;
+use std::sync::Arc;
+
+use api::wiring::{Service, Timings, DEVELOPMENT_TOKEN_FILE};
+use application::pipeline::MODEL_TIMEOUT;
 use domain::{CallId, CallSid, DialNumber};
+use infrastructure::config::{Config, LogFormat};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
+use infrastructure::twilio::rest::RetryPolicy;
+use infrastructure::twilio::routes::Webhook;
 use quick_xml::events::Event;
 use quick_xml::Reader;
-use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
-use twilio_signature::{sign_request, SignatureValidator};
+use twilio_signature::sign_request;
 
 pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -103,36 +106,13 @@ pub struct TestApp {
     pub base_url: String,
     pub pool: PgPool,
     pub client: reqwest::Client,
+    /// The service as the composition root built it, for the tests that run its background work
+    /// (the projection, the pipeline's subscription and workers) step by step.
+    pub service: Option<Arc<Service>>,
     /// The database dropped when the app is, if this app owns one.
     pub database: Option<String>,
-}
-
-/// How the test apps speak: the test lines, at `base_url`; `transcribe` asks Twilio to transcribe.
-pub fn test_voice(base_url: &str, transcribe: bool) -> Voice {
-    Voice {
-        public_base_url: base_url.to_owned(),
-        lines: Lines {
-            counselor: DialNumber::parse(COUNSELOR).expect("valid"),
-            crisis: DialNumber::parse(CRISIS).expect("valid"),
-        },
-        voice: "Polly.Joanna".into(),
-        language: "en-US".into(),
-        transcribe,
-    }
-}
-
-/// A REST client of the test account at `api_base`, retrying quickly.
-pub fn test_rest(api_base: &str) -> infrastructure::twilio::rest::TwilioRest {
-    infrastructure::twilio::rest::TwilioRest::new(
-        api_base,
-        domain::AccountSid::parse(ACCOUNT_SID).expect("valid"),
-        SecretString::from("rest-token"),
-    )
-    .with_retry(infrastructure::twilio::rest::RetryPolicy {
-        attempts: 2,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(2),
-    })
+    /// The service's data directory (its development token, its recordings).
+    pub data_dir: Option<tempfile::TempDir>,
 }
 
 /// The URL of test database `name`, for a service started as a separate process.
@@ -155,15 +135,10 @@ pub async fn drain<C: infrastructure::event_store::subscription::Consumer>(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         runner.catch_up().await.expect("the subscription runs");
-        let (read, last): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = $1),
-                    (SELECT max(global_position) FROM events)",
-        )
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .expect("reads");
-        if read.is_some() && read >= last {
+        let progress = infrastructure::event_store::subscription::progress(pool, name)
+            .await
+            .expect("reads");
+        if progress.read.is_some() && progress.caught_up() {
             return;
         }
         assert!(
@@ -196,77 +171,144 @@ pub async fn fresh_database() -> (PgPool, String) {
     (pool, name)
 }
 
-/// Serves the real application on 127.0.0.1 over a fresh database.
+/// Serves the real application on 127.0.0.1 over a fresh database, as `hotline serve` builds it
+/// with no Twilio account (development mode).
 pub async fn spawn_app() -> TestApp {
-    let (pool, name) = fresh_database().await;
-    let mut app = spawn_with_pool(pool).await;
-    app.database = Some(name);
-    app
+    TestApp::builder().spawn().await
 }
 
-/// Serves the real application, with turns answered by the pipeline, over a fresh database.
-pub async fn spawn_app_with_pipeline() -> TestApp {
-    let (pool, name) = fresh_database().await;
-    let mut app = serve(pool, true).await;
-    app.database = Some(name);
-    app
+/// How a test app is configured: everything goes through `Config` and the composition root
+/// (`api::wiring::Service::build`), as in `hotline serve`; only the retries are made immediate.
+#[derive(Debug, Default)]
+pub struct TestAppBuilder {
+    pool: Option<PgPool>,
+    twilio: Option<String>,
+    speech_to_text: Option<String>,
+    model: Option<(String, Duration)>,
+    test_calls: bool,
 }
 
-/// Serves the real application over `pool`, whatever state its database is in.
-pub async fn spawn_with_pool(pool: PgPool) -> TestApp {
-    serve(pool, false).await
-}
-
-/// Serves the real application with the operator API on `operations`, made for the app's base
-/// URL and pool, over a fresh database.
-pub async fn spawn_app_with_operations(
-    operations: impl FnOnce(&str, &PgPool) -> api::state::Operations,
-) -> TestApp {
-    let (pool, name) = fresh_database().await;
-    let mut app = serve_with(pool, true, Some(operations)).await;
-    app.database = Some(name);
-    app
-}
-
-async fn serve(pool: PgPool, pipeline: bool) -> TestApp {
-    serve_with(
-        pool,
-        pipeline,
-        None::<fn(&str, &PgPool) -> api::state::Operations>,
-    )
-    .await
-}
-
-async fn serve_with(
-    pool: PgPool,
-    pipeline: bool,
-    operations: Option<impl FnOnce(&str, &PgPool) -> api::state::Operations>,
-) -> TestApp {
-    init_tracing();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let base_url = format!("http://{}", listener.local_addr().expect("has an address"));
-    let validator = SignatureValidator::new(&base_url, vec![SecretString::from(AUTH_TOKEN)]);
-    let voice = test_voice(&base_url, pipeline);
-    let state = AppState::new(pool.clone(), validator, voice);
-    let state = if pipeline {
-        state.with_pipeline()
-    } else {
-        state
-    };
-    let state = match operations {
-        Some(make) => state.with_operations(make(&base_url, &pool)),
-        None => state,
-    };
-    tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
-    TestApp {
-        base_url,
-        pool,
-        client: reqwest::Client::new(),
-        database: None,
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
     }
 }
+
+impl TestAppBuilder {
+    /// Serves over `pool`, whatever state its database is in, instead of a fresh database.
+    pub fn over(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// With the test account's credentials and Twilio's REST API at `api_base`: the conversation
+    /// pipeline is on, and without a speech-to-text service it reads Twilio's transcriptions.
+    pub fn twilio(mut self, api_base: &str) -> Self {
+        self.twilio = Some(api_base.to_owned());
+        self
+    }
+
+    /// With the speech-to-text service at `base_url`.
+    pub fn speech_to_text(mut self, base_url: &str) -> Self {
+        self.speech_to_text = Some(base_url.to_owned());
+        self
+    }
+
+    /// With the language model at `base_url`, given `timeout` to answer.
+    pub fn model(mut self, base_url: &str, timeout: Duration) -> Self {
+        self.model = Some((base_url.to_owned(), timeout));
+        self
+    }
+
+    /// With a phone number of its own and `ALLOWED_TEST_NUMBER` allowed for test calls.
+    pub fn test_calls(mut self) -> Self {
+        self.test_calls = true;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        init_tracing();
+        let (pool, database) = match self.pool.clone() {
+            Some(pool) => (pool, None),
+            None => {
+                let (pool, name) = fresh_database().await;
+                (pool, Some(name))
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("has an address");
+        let data_dir = tempfile::tempdir().expect("a data directory");
+        // Development mode checks signatures with the token under the data directory.
+        std::fs::write(data_dir.path().join(DEVELOPMENT_TOKEN_FILE), AUTH_TOKEN)
+            .expect("the development token");
+        let config = self.config(addr, data_dir.path());
+        let timings = Timings {
+            twilio_retry: RetryPolicy {
+                attempts: 2,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(2),
+            },
+            model_timeout: self.model.as_ref().map_or(MODEL_TIMEOUT, |(_, t)| *t),
+            job_backoff: Some((Duration::ZERO, Duration::ZERO)),
+        };
+        let service = Service::build(&config, pool.clone(), &timings).expect("the service builds");
+        let router = service.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        TestApp {
+            base_url: format!("http://{addr}"),
+            pool,
+            client: reqwest::Client::new(),
+            service: Some(Arc::new(service)),
+            database,
+            data_dir: Some(data_dir),
+        }
+    }
+
+    /// The configuration `hotline serve` would read for this app.
+    fn config(&self, addr: std::net::SocketAddr, data_dir: &std::path::Path) -> Config {
+        let number = |n: &str| DialNumber::parse(n).expect("valid");
+        Config {
+            log_format: LogFormat::Text,
+            database_url: None,
+            addr,
+            data_dir: data_dir.to_owned(),
+            db_max_connections: 8,
+            job_lease_secs: 60,
+            public_base_url: None,
+            twilio_account_sid: self
+                .twilio
+                .as_ref()
+                .map(|_| domain::AccountSid::parse(ACCOUNT_SID).expect("valid")),
+            twilio_auth_token: self.twilio.as_ref().map(|_| AUTH_TOKEN.to_owned()),
+            twilio_phone_number: self.test_calls.then(|| number(TWILIO_NUMBER)),
+            counselor_number: Some(number(COUNSELOR)),
+            crisis_line_number: number(CRISIS),
+            twilio_api_base: self
+                .twilio
+                .clone()
+                .unwrap_or_else(|| "https://api.twilio.com".into()),
+            stt_base_url: self.speech_to_text.clone(),
+            stt_api_key: None,
+            stt_model: "whisper-1".into(),
+            llm_base_url: self.model.as_ref().map(|(url, _)| url.clone()),
+            llm_api_key: None,
+            llm_model: "gpt-test".into(),
+            audio_store_url: None,
+            test_call_allowed_numbers: if self.test_calls {
+                vec![number(ALLOWED_TEST_NUMBER)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// The number test apps call from, when they place test calls.
+pub const TWILIO_NUMBER: &str = "+15005550006";
+/// The one number test apps may place test calls to.
+pub const ALLOWED_TEST_NUMBER: &str = "+15005550010";
 
 impl TestApp {
     /// A new live API token with `role`.
@@ -302,8 +344,24 @@ impl TestApp {
             base_url: String::new(),
             pool,
             client: reqwest::Client::new(),
+            service: None,
             database: Some(name),
+            data_dir: None,
         }
+    }
+
+    /// The service as the composition root built it.
+    pub fn service(&self) -> &Service {
+        self.service.as_deref().expect("an app with a service")
+    }
+
+    /// Where the service keeps callers' recordings.
+    pub fn audio_dir(&self) -> std::path::PathBuf {
+        self.data_dir
+            .as_ref()
+            .expect("an app with a data directory")
+            .path()
+            .join("recordings")
     }
 }
 
@@ -398,7 +456,8 @@ impl TestApp {
 
     /// The incoming-call webhook for `sid`.
     pub async fn voice(&self, sid: &CallSid) -> Twiml {
-        self.twiml("/twilio/voice/", &voice_params(sid)).await
+        self.twiml(&Webhook::Voice.path(None), &voice_params(sid))
+            .await
     }
 
     /// The recording webhook for turn `n`.
@@ -425,7 +484,7 @@ impl TestApp {
             ("Digits", digits),
         ]);
         self.twiml(
-            &format!("/twilio/recording/{}/", CallId::for_call_sid(sid)),
+            &Webhook::Recording.path(Some(CallId::for_call_sid(sid))),
             &params,
         )
         .await
@@ -440,8 +499,8 @@ impl TestApp {
     pub async fn continue_after(&self, sid: &CallSid, waited: u32) -> Twiml {
         let params = form(&[("CallSid", sid.as_str()), ("AccountSid", ACCOUNT_SID)]);
         let path = format!(
-            "/twilio/continue/{}/?wait={waited}",
-            CallId::for_call_sid(sid)
+            "{}?wait={waited}",
+            Webhook::Continue.path(Some(CallId::for_call_sid(sid)))
         );
         self.twiml(&path, &params).await
     }
@@ -454,7 +513,7 @@ impl TestApp {
             ("Digits", digits),
         ]);
         self.twiml(
-            &format!("/twilio/user-choice/{}/", CallId::for_call_sid(sid)),
+            &Webhook::UserChoice.path(Some(CallId::for_call_sid(sid))),
             &params,
         )
         .await
@@ -469,7 +528,7 @@ impl TestApp {
             ("Confidence", "0.9"),
         ]);
         self.twiml(
-            &format!("/twilio/user-choice/{}/", CallId::for_call_sid(sid)),
+            &Webhook::UserChoice.path(Some(CallId::for_call_sid(sid))),
             &params,
         )
         .await
@@ -490,7 +549,7 @@ impl TestApp {
             fields.push(("Digits", digits));
         }
         self.twiml(
-            &format!("/twilio/question/{}/", CallId::for_call_sid(sid)),
+            &Webhook::Question.path(Some(CallId::for_call_sid(sid))),
             &form(&fields),
         )
         .await
@@ -507,7 +566,7 @@ impl TestApp {
             ("CallDuration", "42"),
             ("CallbackSource", "call-progress-events"),
         ]);
-        self.post_signed("/twilio/status/", &params)
+        self.post_signed(&Webhook::Status.path(None), &params)
             .await
             .status()
             .as_u16()

@@ -1,57 +1,16 @@
 //! The operator API: bearer tokens with roles, re-processing a recording, and test calls placed
 //! through Twilio's REST API (checked by Prism against Twilio's spec).
 
-use std::sync::Arc;
-
-use api::state::Operations;
 use application::auth::Role;
-use application::operations::TestCalls;
-use application::pipeline::Pipeline;
-use domain::{CallId, DialNumber};
-use infrastructure::event_store;
-use infrastructure::openai::{Endpoint, OpenAiSpeechToText};
-use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
+use domain::CallId;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 use crate::twilio_stand_in::{Canned, Prism, ScriptedServer};
 
-const ALLOWED: &str = "+15005550010";
-
-/// Operations against the Twilio at `twilio_base` and the speech-to-text service at `stt`.
-fn operations(twilio_base: String, stt: String) -> impl FnOnce(&str, &PgPool) -> Operations {
-    move |base_url, pool| {
-        let rest = test_rest(&twilio_base);
-        let voice = Arc::new(test_voice(base_url, false));
-        let control = TwilioCallControl {
-            rest: rest.clone(),
-            voice: voice.clone(),
-        };
-        let pipeline = Pipeline::new(
-            event_store::call_store(pool.clone()),
-            Arc::new(TwilioRecordings(rest)),
-            Some(Arc::new(OpenAiSpeechToText::new(Endpoint {
-                base_url: stt,
-                api_key: None,
-                model: "whisper-1".into(),
-            }))),
-            None,
-            Arc::new(control.clone()),
-            voice.lines.clone(),
-        );
-        Operations {
-            pipeline: Arc::new(pipeline),
-            test_calls: TestCalls::new(
-                Arc::new(control),
-                Some(DialNumber::parse("+15005550006").expect("valid")),
-                vec![DialNumber::parse(ALLOWED).expect("valid")],
-            ),
-        }
-    }
-}
+const ALLOWED: &str = ALLOWED_TEST_NUMBER;
 
 async fn speech_saying(answer: ResponseTemplate) -> MockServer {
     let speech = MockServer::start().await;
@@ -71,7 +30,12 @@ async fn operator_app(recording: Canned, transcript: ResponseTemplate) -> Stand 
     )
     .await;
     let speech = speech_saying(transcript).await;
-    let app = spawn_app_with_operations(operations(twilio.base_url.clone(), speech.uri())).await;
+    let app = TestApp::builder()
+        .twilio(&twilio.base_url)
+        .speech_to_text(&speech.uri())
+        .test_calls()
+        .spawn()
+        .await;
     Stand {
         app,
         twilio,
@@ -288,7 +252,12 @@ async fn failures_of_the_services_behind_process_audio_are_named() {
 async fn a_test_call_is_placed_to_an_allowed_number_with_a_request_twilio_s_spec_accepts() {
     let prism = Prism::start().await;
     let speech = speech_saying(said("hello")).await;
-    let app = spawn_app_with_operations(operations(prism.base_url.clone(), speech.uri())).await;
+    let app = TestApp::builder()
+        .twilio(&prism.base_url)
+        .speech_to_text(&speech.uri())
+        .test_calls()
+        .spawn()
+        .await;
     let token = app.token(Role::Operator).await;
 
     let response = app

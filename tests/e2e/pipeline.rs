@@ -3,18 +3,13 @@
 //! it with a wiremock speech-to-text service, assesses it, and plays the answer through a REST
 //! update of the live call.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use application::pipeline::Pipeline;
 use domain::CallId;
-use infrastructure::audio_store::ObjectAudioStore;
 use infrastructure::event_store;
 use infrastructure::event_store::subscription::SubscriptionRunner;
 use infrastructure::jobs::{self, JobQueue};
-use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
-use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -22,20 +17,16 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::*;
 use crate::twilio_stand_in::{Canned, ScriptedServer};
 
+/// The pipeline of a test app, whose background work the test runs step by step: the parts are
+/// the ones `hotline serve` runs (`api::wiring`), built from the app's configuration.
 struct Stage {
     twilio: ScriptedServer,
     runner: SubscriptionRunner<PipelineConsumer>,
     queue: JobQueue,
     jobs: PipelineJobs<event_store::CallStore>,
-    /// The audio store's directory, removed with the stage.
+    /// Where the service keeps recordings.
     audio_dir: std::path::PathBuf,
     _speech: MockServer,
-}
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.audio_dir);
-    }
 }
 
 /// A language model stand-in for the pipeline, and how long the pipeline waits for it.
@@ -44,100 +35,83 @@ struct Model {
     timeout: Duration,
 }
 
-/// The pipeline of `app`, with Twilio answering from `twilio_script` and speech-to-text saying
-/// `transcript` (or failing with 503 when it is `None`).
-async fn pipeline_for(
-    app: &TestApp,
-    twilio_script: Vec<Canned>,
-    transcript: Option<&str>,
-) -> Stage {
-    pipeline_with(app, twilio_script, transcript, false).await
-}
-
-/// As `pipeline_for`; with `twilio_transcribes`, there is no speech-to-text service and the
-/// pipeline reads Twilio's transcription callbacks instead.
-async fn pipeline_with(
-    app: &TestApp,
-    twilio_script: Vec<Canned>,
-    transcript: Option<&str>,
-    twilio_transcribes: bool,
-) -> Stage {
-    let twilio = ScriptedServer::start(twilio_script).await;
-    pipeline_on(app, twilio, transcript, twilio_transcribes).await
-}
-
-/// The pipeline of `app` against the Twilio stand-in `twilio`.
-async fn pipeline_on(
-    app: &TestApp,
+/// What a pipeline test runs against: a Twilio stand-in, a speech-to-text service saying
+/// `transcript` (failing with 503 when it is `None`) unless Twilio transcribes the turns, and a
+/// language model if one is asked.
+struct Setup<'a> {
     twilio: ScriptedServer,
-    transcript: Option<&str>,
+    transcript: Option<&'a str>,
     twilio_transcribes: bool,
-) -> Stage {
-    pipeline_built(app, twilio, transcript, twilio_transcribes, None).await
+    model: Option<&'a Model>,
 }
 
-/// As `pipeline_on`, asking `model` for its opinion and replies.
-async fn pipeline_built(
-    app: &TestApp,
-    twilio: ScriptedServer,
-    transcript: Option<&str>,
-    twilio_transcribes: bool,
-    model: Option<&Model>,
-) -> Stage {
-    let speech = MockServer::start().await;
-    let answer = match transcript {
-        Some(text) => ResponseTemplate::new(200).set_body_json(json!({ "text": text })),
-        None => ResponseTemplate::new(503),
-    };
-    Mock::given(method("POST"))
-        .and(path("/v1/audio/transcriptions"))
-        .respond_with(answer)
-        .mount(&speech)
-        .await;
-    let rest = test_rest(&twilio.base_url);
-    let voice = Arc::new(test_voice(&app.base_url, false));
-    let audio_dir =
-        std::env::temp_dir().join(format!("hotline-e2e-audio-{}", uuid::Uuid::new_v4()));
-    let pipeline = Pipeline::new(
-        event_store::call_store(app.pool.clone()),
-        Arc::new(TwilioRecordings(rest.clone())),
-        (!twilio_transcribes).then(|| {
-            Arc::new(OpenAiSpeechToText::new(Endpoint {
-                base_url: speech.uri(),
-                api_key: None,
-                model: "whisper-1".into(),
-            })) as Arc<dyn application::ports::SpeechToText>
-        }),
-        model.map(|model| {
-            Arc::new(OpenAiChat::new(Endpoint {
-                base_url: model.server.uri(),
-                api_key: None,
-                model: "gpt-test".into(),
-            })) as Arc<dyn application::ports::LanguageModel>
-        }),
-        Arc::new(TwilioCallControl {
-            rest,
-            voice: voice.clone(),
-        }),
-        voice.lines.clone(),
-    )
-    .with_model_timeout(model.map_or(Duration::from_secs(5), |m| m.timeout))
-    .with_audio_store(Arc::new(
-        ObjectAudioStore::local(&audio_dir).expect("the audio directory"),
-    ));
-    Stage {
-        twilio,
-        runner: SubscriptionRunner::new(
-            app.pool.clone(),
-            PipelineConsumer {
-                on_transcription: twilio_transcribes,
-            },
-        ),
-        queue: JobQueue::new(app.pool.clone(), "test-worker", Duration::from_secs(60))
-            .with_backoff(Duration::ZERO, Duration::ZERO),
-        jobs: PipelineJobs::new(Arc::new(pipeline)),
-        audio_dir,
-        _speech: speech,
+impl<'a> Setup<'a> {
+    /// Against a Twilio stand-in answering from `script`, in order.
+    async fn answering(script: Vec<Canned>) -> Self {
+        Self::on(ScriptedServer::start(script).await)
+    }
+
+    /// Against the Twilio stand-in `twilio`.
+    fn on(twilio: ScriptedServer) -> Self {
+        Self {
+            twilio,
+            transcript: None,
+            twilio_transcribes: false,
+            model: None,
+        }
+    }
+
+    fn hearing(mut self, transcript: Option<&'a str>) -> Self {
+        self.transcript = transcript;
+        self
+    }
+
+    /// No speech-to-text service: the pipeline reads Twilio's transcription callbacks instead.
+    fn twilio_transcribing(mut self) -> Self {
+        self.twilio_transcribes = true;
+        self
+    }
+
+    /// Asking `model` for its opinion and replies, if there is one.
+    fn asking_if(mut self, model: Option<&'a Model>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The app, wired as `hotline serve` wires it for this setup, and its pipeline.
+    async fn spawn(self) -> (TestApp, Stage) {
+        let speech = MockServer::start().await;
+        let answer = match self.transcript {
+            Some(text) => ResponseTemplate::new(200).set_body_json(json!({ "text": text })),
+            None => ResponseTemplate::new(503),
+        };
+        Mock::given(method("POST"))
+            .and(path("/v1/audio/transcriptions"))
+            .respond_with(answer)
+            .mount(&speech)
+            .await;
+        let mut app = TestApp::builder().twilio(&self.twilio.base_url);
+        if !self.twilio_transcribes {
+            app = app.speech_to_text(&speech.uri());
+        }
+        if let Some(model) = self.model {
+            app = app.model(&model.server.uri(), model.timeout);
+        }
+        let app = app.spawn().await;
+        let service = app.service();
+        let runner = service.turn_subscription().expect("the pipeline is on");
+        let (queue, jobs) = service
+            .turn_worker("test-worker")
+            .expect("the pipeline is on");
+        let stage = Stage {
+            twilio: self.twilio,
+            runner,
+            queue,
+            jobs,
+            audio_dir: app.audio_dir(),
+            _speech: speech,
+        };
+        (app, stage)
     }
 }
 
@@ -266,13 +240,11 @@ async fn a_low_risk_turn_is_answered_through_the_live_call() {
 
 #[tokio::test]
 async fn a_high_risk_turn_goes_to_a_counselor_without_an_automated_reply() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(
-        &app,
-        vec![wav(), updated()],
-        Some("I'm going to kill myself tonight."),
-    )
-    .await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(Some("I'm going to kill myself tonight."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -297,8 +269,11 @@ async fn a_high_risk_turn_goes_to_a_counselor_without_an_automated_reply() {
 
 #[tokio::test]
 async fn each_turn_is_enqueued_once_and_a_request_for_a_person_is_left_alone() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(&app, vec![wav(), updated()], Some("Hello.")).await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(Some("Hello."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -319,11 +294,10 @@ async fn each_turn_is_enqueued_once_and_a_request_for_a_person_is_left_alone() {
 
 #[tokio::test]
 async fn when_speech_to_text_stays_down_the_caller_is_taken_to_a_person() {
-    let app = spawn_app().await;
     // The recording downloads each time; speech-to-text fails every attempt; then the REST
     // update connects the caller to a counselor.
     let script = vec![wav(), wav(), wav(), wav(), updated()];
-    let stage = pipeline_for(&app, script, None).await;
+    let (app, stage) = Setup::answering(script).await.hearing(None).spawn().await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -363,8 +337,11 @@ async fn when_speech_to_text_stays_down_the_caller_is_taken_to_a_person() {
 
 #[tokio::test]
 async fn a_recording_outside_the_account_is_refused_and_the_caller_goes_to_a_person_at_once() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(&app, vec![updated()], Some("Hello.")).await;
+    let (app, stage) = Setup::answering(vec![updated()])
+        .await
+        .hearing(Some("Hello."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     // Not the configured Twilio API: never fetched, and no retry can mend it.
@@ -395,8 +372,11 @@ async fn a_recording_outside_the_account_is_refused_and_the_caller_goes_to_a_per
 
 #[tokio::test]
 async fn the_caller_is_held_a_bounded_time_then_hears_the_fallback_and_nothing_twice() {
-    let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(Some("I had a rough day."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -453,9 +433,12 @@ async fn the_caller_is_held_a_bounded_time_then_hears_the_fallback_and_nothing_t
 
 #[tokio::test]
 async fn when_the_rest_update_fails_the_continue_webhook_plays_the_answer() {
-    let app = spawn_app_with_pipeline().await;
     let failing = Canned::twilio_error(500, 20500, "Internal Server Error");
-    let stage = pipeline_for(&app, vec![wav(), failing], Some("I had a rough day.")).await;
+    let (app, stage) = Setup::answering(vec![wav(), failing])
+        .await
+        .hearing(Some("I had a rough day."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -491,14 +474,12 @@ async fn when_the_rest_update_fails_the_continue_webhook_plays_the_answer() {
 
 #[tokio::test]
 async fn a_high_risk_answer_played_by_the_continue_webhook_dials_a_counselor() {
-    let app = spawn_app_with_pipeline().await;
     let failing = Canned::twilio_error(503, 20503, "Service Unavailable");
-    let stage = pipeline_for(
-        &app,
-        vec![wav(), failing],
-        Some("I'm going to end my life tonight."),
-    )
-    .await;
+    let (app, stage) = Setup::answering(vec![wav(), failing])
+        .await
+        .hearing(Some("I'm going to end my life tonight."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -546,8 +527,12 @@ impl TestApp {
 
 #[tokio::test]
 async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
-    let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_with(&app, vec![wav(), updated()], None, true).await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(None)
+        .twilio_transcribing()
+        .spawn()
+        .await;
     let sid = new_call_sid();
     let greeting = app.voice(&sid).await;
     let record = greeting.first("Record");
@@ -605,8 +590,12 @@ async fn without_speech_to_text_twilio_s_transcription_drives_the_turn() {
 
 #[tokio::test]
 async fn a_turn_twilio_could_not_transcribe_goes_to_a_person() {
-    let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let (app, stage) = Setup::answering(vec![updated()])
+        .await
+        .hearing(None)
+        .twilio_transcribing()
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording(&sid, 1, "#").await;
@@ -624,7 +613,11 @@ async fn a_turn_twilio_could_not_transcribe_goes_to_a_person() {
 
 #[tokio::test]
 async fn a_transcription_callback_is_checked_like_every_webhook() {
-    let app = spawn_app_with_pipeline().await;
+    let (app, _stage) = Setup::answering(Vec::new())
+        .await
+        .twilio_transcribing()
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     let unsigned = app
@@ -649,8 +642,11 @@ async fn a_transcription_callback_is_checked_like_every_webhook() {
 
 #[tokio::test]
 async fn a_turn_whose_worker_died_is_finished_by_another_and_played_once() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(Some("I had a rough day."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -690,11 +686,16 @@ async fn a_turn_whose_worker_died_is_finished_by_another_and_played_once() {
 
 #[tokio::test]
 async fn two_instances_workers_share_the_queue_and_do_each_turn_once() {
-    let app = spawn_app().await;
     // Downloads and updates from two workers interleave: the stand-in answers each by its kind.
     let twilio = ScriptedServer::by_method(wav(), updated()).await;
-    let first = pipeline_on(&app, twilio, Some("I had a rough day."), false).await;
-    let second_queue = JobQueue::new(app.pool.clone(), "second-instance", Duration::from_secs(60));
+    let (app, first) = Setup::on(twilio)
+        .hearing(Some("I had a rough day."))
+        .spawn()
+        .await;
+    let (second_queue, _) = app
+        .service()
+        .turn_worker("second-instance")
+        .expect("the pipeline is on");
     let mut calls = Vec::new();
     for _ in 0..5 {
         let sid = new_call_sid();
@@ -740,8 +741,10 @@ async fn two_instances_workers_share_the_queue_and_do_each_turn_once() {
 async fn a_two_turn_call_plays_each_reply_once_with_requests_twilio_s_spec_accepts() {
     let prism = crate::twilio_stand_in::Prism::start().await;
     let twilio = ScriptedServer::fronting_prism(wav(), &prism).await;
-    let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_on(&app, twilio, Some("I had a rough day at work."), false).await;
+    let (app, stage) = Setup::on(twilio)
+        .hearing(Some("I had a rough day at work."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
 
     app.voice(&sid).await;
@@ -787,8 +790,12 @@ async fn a_two_turn_call_plays_each_reply_once_with_requests_twilio_s_spec_accep
 
 #[tokio::test]
 async fn a_turn_ended_with_zero_is_never_played_even_when_its_transcription_arrives() {
-    let app = spawn_app_with_pipeline().await;
-    let stage = pipeline_with(&app, vec![updated()], None, true).await;
+    let (app, stage) = Setup::answering(vec![updated()])
+        .await
+        .hearing(None)
+        .twilio_transcribing()
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     // The caller pressed 0: they are being connected to a counselor…
@@ -841,16 +848,12 @@ const REPLIED: [&str; 5] = [
 
 /// One low-risk turn, processed with `model` if there is one.
 async fn one_turn(model: Option<&Model>) -> (TestApp, Stage, domain::CallSid) {
-    let app = spawn_app().await;
     let twilio = ScriptedServer::start(vec![wav(), updated()]).await;
-    let stage = pipeline_built(
-        &app,
-        twilio,
-        Some("I had a rough day at work."),
-        false,
-        model,
-    )
-    .await;
+    let (app, stage) = Setup::on(twilio)
+        .hearing(Some("I had a rough day at work."))
+        .asking_if(model)
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -951,8 +954,11 @@ fn no_update_sent(stage: &Stage) -> bool {
 #[tokio::test]
 async fn a_caller_put_through_to_a_person_gets_no_rest_update_whatever_the_pipeline_finds() {
     for words in ["I had a rough day at work.", "i took 30 tylenol"] {
-        let app = spawn_app().await;
-        let stage = pipeline_for(&app, vec![wav(), updated()], Some(words)).await;
+        let (app, stage) = Setup::answering(vec![wav(), updated()])
+            .await
+            .hearing(Some(words))
+            .spawn()
+            .await;
         let sid = new_call_sid();
         app.voice(&sid).await;
         app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
@@ -983,8 +989,11 @@ async fn a_caller_put_through_to_a_person_gets_no_rest_update_whatever_the_pipel
 /// appears later for the pipeline to answer into a call that is with a counselor.
 #[tokio::test]
 async fn a_write_that_outlives_the_webhook_is_abandoned_and_never_answered_into_the_call() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(&app, vec![wav(), updated()], Some("I had a rough day.")).await;
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(Some("I had a rough day."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     let mut stall = app.pool.begin().await.expect("a transaction");
@@ -1008,13 +1017,11 @@ async fn a_write_that_outlives_the_webhook_is_abandoned_and_never_answered_into_
 /// a person" stops it: the caller asked for no one during turn 2).
 #[tokio::test]
 async fn a_turn_after_the_caller_was_sent_to_a_person_is_never_played_by_rest_update() {
-    let app = spawn_app().await;
-    let stage = pipeline_for(
-        &app,
-        vec![wav(), wav(), updated(), updated()],
-        Some("I had a rough day at work."),
-    )
-    .await;
+    let (app, stage) = Setup::answering(vec![wav(), wav(), updated(), updated()])
+        .await
+        .hearing(Some("I had a rough day at work."))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     app.recording_from(&stage.twilio.base_url, &sid, 1, "#")

@@ -108,7 +108,9 @@ impl World {
             base_url,
             pool: self.pool.clone(),
             client: reqwest::Client::new(),
+            service: None,
             database: None,
+            data_dir: None,
         };
         wait_for("the instance to answer /health", || async {
             app.client

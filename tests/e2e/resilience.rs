@@ -30,7 +30,10 @@ async fn with_the_database_unreachable_callers_still_get_a_person() {
         .port(1)
         .username("nobody")
         .database("none");
-    let app = spawn_with_pool(event_store::pool(unreachable, 4)).await;
+    let app = TestApp::builder()
+        .over(event_store::pool(unreachable, 4))
+        .spawn()
+        .await;
     let sid = new_call_sid();
     let id = CallId::for_call_sid(&sid);
 
@@ -73,7 +76,7 @@ async fn with_the_pool_exhausted_callers_still_get_a_person() {
     let (pool, name) = fresh_database().await;
     let options = (*pool.connect_options()).clone();
     let small = event_store::pool(options, 1);
-    let mut app = spawn_with_pool(small.clone()).await;
+    let mut app = TestApp::builder().over(small.clone()).spawn().await;
     app.database = Some(name);
     // Hold the only connection: the webhook cannot get one within the acquire timeout.
     let _held = small.acquire().await.expect("the one connection");

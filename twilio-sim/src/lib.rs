@@ -7,6 +7,7 @@
 //! HTTP error, invalid TwiML, a webhook slower than Twilio's 15 s, or a caller left in silence
 //! for longer than that.
 
+pub mod load;
 pub mod rest;
 pub mod scenario;
 pub mod twiml;

@@ -19,25 +19,32 @@ use domain::CallId;
 use crate::error::ApiError;
 use crate::state::AppState;
 use extract::{CallPath, TwilioRequest};
+use infrastructure::twilio::routes::{self, Webhook};
 
 /// The webhook routes. The voice and status URLs are also served without their trailing slash,
 /// because a redirect would make Twilio retry with GET and lose the parameters.
 pub fn router() -> Router<AppState> {
+    let [voice_route, voice_bare] = Webhook::Voice.routes();
+    let [status_route, status_bare] = Webhook::Status.routes();
+    let [dial_status_route, _] = Webhook::DialStatus.routes();
     Router::new()
-        .route("/twilio/voice/", post(voice))
-        .route("/twilio/voice", post(voice))
-        .route("/twilio/recording/{call_id}/", post(recording))
-        .route("/twilio/continue/{call_id}/", post(continue_call))
-        .route("/twilio/user-choice/{call_id}/", post(user_choice))
-        .route("/twilio/question/{call_id}/", post(question))
-        .route("/twilio/dial-status/{call_id}/", post(dial_status))
-        .route("/twilio/dial-status/", post(dial_status_unknown_call))
-        .route("/twilio/transcription/{call_id}/", post(transcription))
-        .route("/twilio/status/", post(status))
-        .route("/twilio/status", post(status))
+        .route(&voice_route, post(voice))
+        .route(&voice_bare, post(voice))
+        .route(&Webhook::Recording.per_call_route(), post(recording))
+        .route(&Webhook::Continue.per_call_route(), post(continue_call))
+        .route(&Webhook::UserChoice.per_call_route(), post(user_choice))
+        .route(&Webhook::Question.per_call_route(), post(question))
+        .route(&Webhook::DialStatus.per_call_route(), post(dial_status))
+        .route(&dial_status_route, post(dial_status_unknown_call))
+        .route(
+            &Webhook::Transcription.per_call_route(),
+            post(transcription),
+        )
+        .route(&status_route, post(status))
+        .route(&status_bare, post(status))
 }
 
-pub(crate) fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
+pub fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
     render::respond(&render::twiml(answer, id, &state.voice))
 }
 
@@ -172,7 +179,7 @@ pub async fn unknown_route(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Response {
-    if !request.uri().path().starts_with("/twilio/") {
+    if !request.uri().path().starts_with(routes::PREFIX) {
         return ApiError::NotFound.into_response();
     }
     let path = request.uri().path().to_owned();

@@ -1,10 +1,12 @@
 //! The event store: postgres-es over a sqlx pool, with the schema in `migrations/`. Beside the
 //! store itself: `appended` (how appends wake readers), `subscription` (durable consumers reading
 //! from their checkpoints), `wakeup` (notifications from other processes) and `audit` (a call's
-//! history and the verification of its hash chain).
+//! history and the verification of its hash chain); `bulk` is the benchmark's and operations'
+//! work on the store in bulk.
 
 pub mod appended;
 pub mod audit;
+pub mod bulk;
 pub mod subscription;
 pub mod wakeup;
 

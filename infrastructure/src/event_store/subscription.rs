@@ -56,6 +56,34 @@ impl StoredEvent {
 /// The `aggregate_type` the `Call` aggregate's events are stored under.
 pub const CALL_AGGREGATE: &str = "Call";
 
+/// How far a subscription has read the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The last position it took into account; `None` before its first batch.
+    pub read: Option<i64>,
+    /// The store's last position; `None` while it is empty.
+    pub last: Option<i64>,
+}
+
+impl Progress {
+    /// Whether it has read every stored event.
+    pub fn caught_up(&self) -> bool {
+        self.read.unwrap_or(0) >= self.last.unwrap_or(0)
+    }
+}
+
+/// How far subscription `name` has read.
+pub async fn progress(pool: &PgPool, name: &str) -> Result<Progress, sqlx::Error> {
+    let (read, last) = sqlx::query_as(
+        "SELECT (SELECT last_position FROM subscription_checkpoints WHERE name = $1),
+                (SELECT max(global_position) FROM events)",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await?;
+    Ok(Progress { read, last })
+}
+
 /// Why a consumer could not take an event into account.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {

@@ -5,6 +5,8 @@
 use application::{CallAnswer, Lines};
 use domain::{script, CallId};
 
+use super::routes::Webhook;
+
 use super::twiml::{Dial, Gather, Record, Say, Verb, VoiceResponse};
 
 /// How TwiML is written for this deployment.
@@ -42,7 +44,7 @@ pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceRes
             };
             w.say(VoiceResponse::new(), line)
                 .pause(2)
-                .redirect(format!("{}?wait={waited}", w.url("continue")))
+                .redirect(format!("{}?wait={waited}", w.url(Webhook::Continue)))
         }
         CallAnswer::Reply { text } => w.offer_choice(w.say(VoiceResponse::new(), text)),
         CallAnswer::Question { reply } => w.ask_question(w.say(VoiceResponse::new(), reply)),
@@ -83,12 +85,9 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// The absolute URL of a per-call webhook (`/twilio/{kind}/{call_id}/`).
-    fn url(&self, kind: &str) -> String {
-        match self.id {
-            Some(id) => format!("{}/twilio/{kind}/{id}/", self.voice.public_base_url),
-            None => format!("{}/twilio/{kind}/", self.voice.public_base_url),
-        }
+    /// The absolute URL of `webhook`, for this call if it is known.
+    fn url(&self, webhook: Webhook) -> String {
+        format!("{}{}", self.voice.public_base_url, webhook.path(self.id))
     }
 
     fn say(&self, doc: VoiceResponse, text: &str) -> VoiceResponse {
@@ -106,7 +105,7 @@ impl Writer<'_> {
     /// The greeting can be interrupted with a key (0 for a counselor), then the first turn.
     fn greeting(&self) -> VoiceResponse {
         let doc = VoiceResponse::new().verb(Verb::Gather(Gather {
-            action: self.url("user-choice"),
+            action: self.url(Webhook::UserChoice),
             input: Some("dtmf".into()),
             num_digits: Some(1),
             timeout: Some(1),
@@ -124,7 +123,7 @@ impl Writer<'_> {
         }
         let doc = doc
             .verb(Verb::Record(Record {
-                action: self.url("recording"),
+                action: self.url(Webhook::Recording),
                 // 0 ends the recording and asks for a counselor; # just ends it.
                 finish_on_key: Some("0#".into()),
                 max_length: Some(MAX_TURN_SECS),
@@ -132,11 +131,14 @@ impl Writer<'_> {
                 timeout: Some(5),
                 trim: Some("trim-silence".into()),
                 transcribe: self.voice.transcribe.then_some(true),
-                transcribe_callback: self.voice.transcribe.then(|| self.url("transcription")),
+                transcribe_callback: self
+                    .voice
+                    .transcribe
+                    .then(|| self.url(Webhook::Transcription)),
                 ..Record::default()
             }))
             .verb(Verb::Gather(Gather {
-                action: self.url("user-choice"),
+                action: self.url(Webhook::UserChoice),
                 input: Some("dtmf".into()),
                 num_digits: Some(1),
                 timeout: Some(8),
@@ -149,7 +151,7 @@ impl Writer<'_> {
     /// The choice after a reply; with no answer, the conversation simply goes on.
     fn offer_choice(&self, doc: VoiceResponse) -> VoiceResponse {
         let doc = doc.verb(Verb::Gather(Gather {
-            action: self.url("user-choice"),
+            action: self.url(Webhook::UserChoice),
             hints: Some("continue, goodbye, counselor".into()),
             input: Some("dtmf speech".into()),
             language: Some(self.voice.language.clone()),
@@ -170,7 +172,7 @@ impl Writer<'_> {
             return self.dial_counselor(doc);
         }
         let doc = doc.verb(Verb::Gather(Gather {
-            action: self.url("question"),
+            action: self.url(Webhook::Question),
             action_on_empty_result: Some(true),
             hints: Some("yes, no, not sure, maybe, sí, no sé".into()),
             input: Some("dtmf speech".into()),
@@ -191,7 +193,7 @@ impl Writer<'_> {
         }
         doc.verb(Verb::Dial(Dial {
             number: lines.counselor.as_str().to_owned(),
-            action: Some(self.url("dial-status")),
+            action: Some(self.url(Webhook::DialStatus)),
             timeout: Some(COUNSELOR_RING_SECS),
             ..Dial::default()
         }))
@@ -202,7 +204,7 @@ impl Writer<'_> {
     fn dial_crisis_line(&self, doc: VoiceResponse) -> VoiceResponse {
         doc.verb(Verb::Dial(Dial {
             number: self.voice.lines.crisis.as_str().to_owned(),
-            action: Some(format!("{}?line=crisis", self.url("dial-status"))),
+            action: Some(format!("{}?line=crisis", self.url(Webhook::DialStatus))),
             timeout: Some(CRISIS_RING_SECS),
             ..Dial::default()
         }))

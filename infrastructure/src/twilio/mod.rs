@@ -4,4 +4,5 @@
 pub mod adapters;
 pub mod answers;
 pub mod rest;
+pub mod routes;
 pub mod twiml;

@@ -1,14 +1,20 @@
-//! `hotline bench`: starts its own database and servers, runs each workload for a bounded time,
-//! and prints one table in which every figure stands next to a baseline measured in the same run
-//! on the same machine, as a ratio (these machines are shared; absolute numbers move).
+//! Hotline's benchmark (`cargo run -p bench --release`): starts its own database and servers, runs
+//! each workload for a bounded time, and prints one table in which every figure stands next to a
+//! baseline measured in the same run on the same machine, as a ratio (these machines are shared;
+//! absolute numbers move).
 //!
-//! The servers are separate processes (`hotline bench-server`, the service plus two baseline
-//! routes), so the load generator's own work and memory are not counted as the service's.
+//! The servers are separate processes (this program's `server` command: the service as `hotline
+//! serve` builds it, plus two baseline routes), so the load generator's own work and memory are
+//! not counted as the service's.
 
-use std::process::Stdio;
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use api::cli::serve::Database;
+use api::state::AppState;
+use api::twilio::extract::TwilioRequest;
+use api::wiring::DEVELOPMENT_TOKEN_FILE;
 use application::{CallAnswer, CommandDispatcher, CommandMetadata};
 use axum::extract::State;
 use axum::response::Response;
@@ -16,23 +22,20 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use domain::call::UpdateStatus;
-use domain::{CallCommand, CallId, CallSid, CallStatus};
-use futures_util::TryStreamExt;
+use domain::{CallCommand, CallEvent, CallId, CallSid, CallStatus};
 use infrastructure::config::Config;
-use infrastructure::event_store;
 use infrastructure::event_store::subscription::{self, Consumer};
+use infrastructure::event_store::{self, bulk};
 use infrastructure::pipeline::PipelineConsumer;
+use infrastructure::twilio::routes::Webhook;
+use infrastructure::views::CALL_VIEWS;
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use twilio_signature::sign_request;
-
-use crate::state::AppState;
-use crate::twilio::extract::TwilioRequest;
-use twilio_sim::scenario::{self};
+use twilio_sim::scenario;
 use twilio_sim::{new_sid, Simulator, Target};
 
-/// The baselines, served by `hotline bench-server` through the same stack as the webhooks:
+/// The baselines, served by the bench's server through the same stack as the webhooks:
 /// the same signature check and form parsing, and the same TwiML rendering.
 pub fn baseline_routes() -> Router<AppState> {
     Router::new()
@@ -42,7 +45,7 @@ pub fn baseline_routes() -> Router<AppState> {
 
 /// Baseline (1): no database at all.
 async fn fixed(State(state): State<AppState>, _request: TwilioRequest) -> Response {
-    crate::twilio::answer(&state, &CallAnswer::Greeting, None)
+    api::twilio::answer(&state, &CallAnswer::Greeting, None)
 }
 
 /// Baseline (2): one plain `INSERT` of a row like an event, through the same pool.
@@ -53,20 +56,63 @@ async fn insert(State(state): State<AppState>, request: TwilioRequest) -> Respon
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let inserted =
-        sqlx::query("INSERT INTO bench_rows (call_sid, payload, metadata) VALUES ($1, $2, $3)")
-            .bind(request.params.get("CallSid").unwrap_or_default())
-            .bind(sqlx::types::Json(params))
-            .bind(sqlx::types::Json(request.metadata.to_map()))
-            .execute(&state.pool)
-            .await;
+    let inserted = bulk::insert_baseline_row(
+        &state.pool,
+        request.params.get("CallSid").unwrap_or_default(),
+        &serde_json::Value::Object(params),
+        &json!(request.metadata.to_map()),
+    )
+    .await;
     match inserted {
-        Ok(_) => crate::twilio::answer(&state, &CallAnswer::Greeting, None),
-        Err(_) => crate::twilio::answer(&state, &CallAnswer::Trouble, None),
+        Ok(()) => api::twilio::answer(&state, &CallAnswer::Greeting, None),
+        Err(_) => api::twilio::answer(&state, &CallAnswer::Trouble, None),
     }
 }
 
-/// `hotline bench`'s options.
+/// The benchmark's command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: BenchArgs,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The service with the baseline routes beside it (what the bench starts; not run by hand).
+    #[command(hide = true)]
+    Server,
+}
+
+/// Runs the benchmark, or with `server`, one of its servers.
+pub async fn main() -> ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    let result = match cli.command {
+        Some(Command::Server) => {
+            api::cli::serve::serve_with(
+                cli.config,
+                api::cli::serve::shutdown_signal(),
+                None,
+                baseline_routes(),
+            )
+            .await
+        }
+        None => bench(cli.config, cli.args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The benchmark's options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// A smoke run of seconds (the test suite runs this; its figures mean little).
@@ -109,7 +155,7 @@ const ACCOUNT: &str = "AC0be0c0000000000000000000000000be";
 
 /// A database of the run's own, on the configured server or the embedded one.
 struct BenchDatabase {
-    admin: crate::startup::Database,
+    admin: Database,
     name: String,
     pool: PgPool,
     url: String,
@@ -117,13 +163,20 @@ struct BenchDatabase {
 
 impl BenchDatabase {
     async fn create(config: &Config) -> anyhow::Result<Self> {
-        let admin = crate::startup::Database::open(config).await?;
-        match Self::create_on(&admin).await {
-            Ok((name, pool, url)) => Ok(Self {
+        let admin = Database::open(config).await?;
+        let name = format!("hotline_bench_{}", std::process::id());
+        let created = async {
+            admin.reachable().await?;
+            bulk::create_database(&admin.pool, &name, 8)
+                .await
+                .context("could not create the benchmark's database")
+        };
+        match created.await {
+            Ok((pool, options)) => Ok(Self {
                 admin,
+                url: options.to_url_lossy().to_string(),
                 name,
                 pool,
-                url,
             }),
             Err(error) => {
                 admin.close().await?;
@@ -132,56 +185,14 @@ impl BenchDatabase {
         }
     }
 
-    /// The run's database on `admin`'s server: its name, a pool and its URL.
-    async fn create_on(
-        admin: &crate::startup::Database,
-    ) -> anyhow::Result<(String, PgPool, String)> {
-        admin.reachable().await?;
-        let name = format!("hotline_bench_{}", std::process::id());
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin.pool)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin.pool)
-            .await
-            .context("could not create the benchmark's database")?;
-        let options: PgConnectOptions = admin
-            .pool
-            .connect_options()
-            .as_ref()
-            .clone()
-            .database(&name)
-            // The bench's own bulk statements (generating and scanning a million events) are slow
-            // by design; sqlx's warnings about them would bury the table.
-            .disable_statement_logging();
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.clone())
-            .await?;
-        event_store::migrate(&pool).await?;
-        sqlx::query(
-            "CREATE TABLE bench_rows (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                 call_sid text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
-                 recorded_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .execute(&pool)
-        .await?;
-        Ok((name, pool, options.to_url_lossy().to_string()))
-    }
-
     async fn drop(self) -> anyhow::Result<()> {
         self.pool.close().await;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&self.admin.pool)
-        .await?;
+        bulk::drop_database(&self.admin.pool, &self.name).await?;
         self.admin.close().await
     }
 }
 
-/// A `hotline bench-server` process.
+/// A server process: the service and the baselines.
 struct Server {
     child: tokio::process::Child,
     base_url: String,
@@ -195,10 +206,10 @@ impl Server {
             .local_addr()?
             .port();
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("dev-auth-token"), TOKEN)?;
+        std::fs::write(dir.path().join(DEVELOPMENT_TOKEN_FILE), TOKEN)?;
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
-            .arg("bench-server")
+            .arg("server")
             .env_clear()
             .env("DATABASE_URL", &db.url)
             .env("HOTLINE_ADDR", format!("127.0.0.1:{port}"))
@@ -218,7 +229,7 @@ impl Server {
         }
         let child = command
             .spawn()
-            .context("could not start hotline bench-server")?;
+            .context("could not start the bench's server")?;
         let base_url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !reqwest::get(format!("{base_url}/health"))
@@ -227,7 +238,7 @@ impl Server {
         {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "hotline bench-server did not start"
+                "the bench's server did not start"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -325,9 +336,9 @@ async fn hammer(base_url: &str, paths: Paths, connections: usize, seconds: f64) 
                 let Ok(id) = id else { continue };
                 let recording = new_sid("RE");
                 let steps: [(String, Vec<(&str, String)>); 3] = [
-                    ("/twilio/voice/".into(), vec![("CallStatus", "ringing".into()), ("From", "+14155550123".into()), ("To", "+15005550006".into()), ("Direction", "inbound".into())]),
-                    (format!("/twilio/recording/{id}/"), vec![("RecordingSid", recording.clone()), ("RecordingUrl", format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording}")), ("RecordingDuration", "4".into()), ("Digits", "#".into())]),
-                    ("/twilio/status/".into(), vec![("CallStatus", "completed".into()), ("CallDuration", "30".into()), ("SequenceNumber", "3".into())]),
+                    (Webhook::Voice.path(None), vec![("CallStatus", "ringing".into()), ("From", "+14155550123".into()), ("To", "+15005550006".into()), ("Direction", "inbound".into())]),
+                    (Webhook::Recording.path(Some(id)), vec![("RecordingSid", recording.clone()), ("RecordingUrl", format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording}")), ("RecordingDuration", "4".into()), ("Digits", "#".into())]),
+                    (Webhook::Status.path(None), vec![("CallStatus", "completed".into()), ("CallDuration", "30".into()), ("SequenceNumber", "3".into())]),
                 ];
                 for (path, extra) in steps {
                     let path = match paths {
@@ -380,12 +391,10 @@ async fn hammer(base_url: &str, paths: Paths, connections: usize, seconds: f64) 
 /// checkpoint's worth of writes behind, and the autovacuum and the checkpoint they would set off
 /// in the middle of this workload belong to theirs.
 async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query("VACUUM (ANALYZE)")
-        .execute(pool)
+    let skipped = bulk::vacuum(pool)
         .await
         .context("could not vacuum the bench's database")?;
-    // Needs a superuser (the embedded server's is one); on another server, best effort.
-    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+    if let Some(error) = skipped {
         eprintln!("bench: no CHECKPOINT before the workload ({error})");
     }
     Ok(())
@@ -395,14 +404,8 @@ async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
 async fn settle(pool: &PgPool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let caught_up: bool = sqlx::query_scalar(
-            "SELECT coalesce((SELECT last_position FROM subscription_checkpoints WHERE name = 'call_views'), 0)
-                    >= coalesce((SELECT max(global_position) FROM events), 0)",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap_or(true);
-        if caught_up {
+        let read = subscription::progress(pool, CALL_VIEWS).await;
+        if read.is_err() || read.is_ok_and(|p| p.caught_up()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -417,12 +420,12 @@ fn ratio(value: f64, baseline: f64) -> String {
     }
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
+async fn stored_events(pool: &PgPool) -> i64 {
+    bulk::count_call_events(pool).await.unwrap_or(-1)
 }
 
-/// `hotline bench`.
-pub async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+/// The benchmark.
+async fn bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 8.0 });
     let events = args
         .events
@@ -475,14 +478,14 @@ async fn webhooks(db: &BenchDatabase, seconds: f64, rows: &mut Vec<Row>) -> anyh
         let mut stored = 0;
         let slice = seconds / WEBHOOK_SLICES as f64;
         for _ in 0..WEBHOOK_SLICES {
-            let stored_before = count(&db.pool, "SELECT count(*) FROM events").await;
+            let stored_before = stored_events(&db.pool).await;
             let load = hammer(&server.base_url, Paths::Webhooks, connections, slice).await;
             // The server's projection catches up before the baselines run, so that its work is
             // not charged to them; the time it takes is charged to the service's run.
             let catching_up = Instant::now();
             settle(&db.pool).await;
             real.add(load, catching_up.elapsed());
-            stored += count(&db.pool, "SELECT count(*) FROM events").await - stored_before;
+            stored += stored_events(&db.pool).await - stored_before;
             fixed.add(
                 hammer(&server.base_url, Paths::Fixed, connections, slice).await,
                 Duration::ZERO,
@@ -545,8 +548,16 @@ async fn memory(db: &BenchDatabase, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     .await?;
     simulator.pace = 0.0;
     let example = scenario::examples().remove(0);
-    let calls = crate::demo::run_calls(&simulator, &example, 200, 200).await;
-    let failed = calls.calls.iter().filter(|c| c.outcome.is_err()).count();
+    let calls = twilio_sim::load::run_calls(&simulator, &example, 200, 200).await;
+    let failures: Vec<_> = calls
+        .calls
+        .iter()
+        .filter_map(|c| c.outcome.as_ref().err())
+        .collect();
+    let failed = failures.len();
+    if let Some(first) = failures.first() {
+        eprintln!("bench: {failed} calls failed, the first with: {first}");
+    }
     rows.push(Row {
         workload: "memory, 200 concurrent calls".into(),
         figure: format!(
@@ -641,12 +652,16 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
             );
             p
         };
-        post("/twilio/voice/".into(), base(&[("CallStatus", "ringing")])).await?;
+        post(
+            Webhook::Voice.path(None),
+            base(&[("CallStatus", "ringing")]),
+        )
+        .await?;
         let recording = new_sid("RE");
         let url = simulator.add_recording(&recording, "I had a rough day at work.");
         let sent = Instant::now();
         post(
-            format!("/twilio/recording/{id}/"),
+            Webhook::Recording.path(Some(id)),
             base(&[
                 ("RecordingSid", &recording),
                 ("RecordingUrl", &url),
@@ -666,7 +681,10 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
     let mut round_trips = Load::default();
     for _ in 0..200 {
         let sent = Instant::now();
-        sqlx::query("SELECT 1").execute(&db.pool).await?;
+        anyhow::ensure!(
+            event_store::ping(&db.pool).await,
+            "the database stopped answering"
+        );
         round_trips.latencies.push(sent.elapsed());
     }
     let (p50, p99) = (load.quantile_ms(0.5), load.quantile_ms(0.99));
@@ -719,24 +737,7 @@ async fn aggregate_load(pool: &PgPool, commands: u32) -> anyhow::Result<Row> {
             duration_secs: None,
             at: Utc::now(),
         }));
-        let (types, payloads): (Vec<String>, Vec<String>) = history
-            .iter()
-            .map(|e| {
-                use cqrs_es::DomainEvent;
-                (e.event_type(), serde_json::to_string(e).unwrap_or_default())
-            })
-            .unzip();
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'Call', $1, t.ord, t.event_type, '1', t.payload::json, '{}'::json
-               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(event_type, payload, ord)
-              ORDER BY t.ord",
-        )
-        .bind(id.to_string())
-        .bind(&types)
-        .bind(&payloads)
-        .execute(pool)
-        .await?;
+        bulk::store_history(pool, id, &history).await?;
         let started = Instant::now();
         for n in length..length + commands {
             dispatcher.execute(id, status(n), &metadata).await?;
@@ -757,70 +758,12 @@ async fn aggregate_load(pool: &PgPool, commands: u32) -> anyhow::Result<Row> {
 /// How many times the replay and its baseline each run, in turns.
 const REPLAY_ROUNDS: u32 = 2;
 
-/// The replay's baseline: every call event read in order and decoded; returns how many.
-async fn scan_events(pool: &PgPool) -> anyhow::Result<u64> {
-    let mut conn = pool.acquire().await?;
-    let mut rows = sqlx::query_as::<_, (String, i64, sqlx::types::Json<domain::CallEvent>)>(
-        "SELECT aggregate_id, sequence, payload::jsonb FROM events
-          WHERE aggregate_type = 'Call' ORDER BY aggregate_id, sequence",
-    )
-    .fetch(&mut *conn);
-    let mut scanned = 0u64;
-    while rows.try_next().await?.is_some() {
-        scanned += 1;
-    }
-    Ok(scanned)
-}
-
 async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     // Calls of ten events each, as webhooks and the pipeline would store them.
     let template = template_call();
-    let per_call = template.len() as u64;
-    let calls = events.div_ceil(per_call);
-    let (seqs, types, payloads): (Vec<i64>, Vec<String>, Vec<String>) = template
-        .iter()
-        .enumerate()
-        .map(|(i, (t, p))| {
-            (
-                i64::try_from(i).unwrap_or_default() + 1,
-                t.clone(),
-                p.clone(),
-            )
-        })
-        .fold(
-            (vec![], vec![], vec![]),
-            |(mut a, mut b, mut c), (x, y, z)| {
-                a.push(x);
-                b.push(y);
-                c.push(z);
-                (a, b, c)
-            },
-        );
-    let chunk = 10_000u64;
-    let mut done = 0u64;
-    while done < calls {
-        let n = chunk.min(calls - done);
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'Call', md5('bench' || g::text)::uuid::text, t.seq, t.event_type, '1', t.payload::json, '{}'::json
-               FROM generate_series($1::bigint, $2::bigint) g
-              CROSS JOIN unnest($3::bigint[], $4::text[], $5::text[]) AS t(seq, event_type, payload)
-              ORDER BY g, t.seq",
-        )
-        .bind(i64::try_from(done)?)
-        .bind(i64::try_from(done + n - 1)?)
-        .bind(&seqs)
-        .bind(&types)
-        .bind(&payloads)
-        .execute(pool)
-        .await?;
-        done += n;
-    }
-    let stored = count(
-        pool,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'Call'",
-    )
-    .await;
+    let calls = events.div_ceil(template.len() as u64);
+    bulk::store_copies(pool, &template, calls).await?;
+    let stored = bulk::count_call_events(pool).await?;
 
     // Freshly inserted rows get their hint bits set, and the table its statistics, by whichever
     // reads them first; vacuumed, neither side pays for that, and autovacuum does not start on
@@ -831,7 +774,7 @@ async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     let (mut scanned, mut report) = (0u64, None);
     for _ in 0..REPLAY_ROUNDS {
         let started = Instant::now();
-        scanned += scan_events(pool).await?;
+        scanned += bulk::scan_call_events(pool).await?;
         scan += started.elapsed();
         let started = Instant::now();
         report = Some(infrastructure::views::rebuild_all(pool).await?);
@@ -858,9 +801,8 @@ async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
     })
 }
 
-/// A ten-event call, as (type, payload JSON).
-fn template_call() -> Vec<(String, String)> {
-    use cqrs_es::DomainEvent;
+/// A ten-event call.
+fn template_call() -> Vec<CallEvent> {
     use domain::call::{Analysis, PlayedVia, RecordingUrl, StageTimings};
     use domain::{AccountSid, CallEvent, CallerId, Choice, RecordingSid};
     let at = Utc::now();
@@ -927,14 +869,6 @@ fn template_call() -> Vec<(String, String)> {
         ended_at: at,
     });
     events
-        .into_iter()
-        .map(|e| {
-            (
-                e.event_type(),
-                serde_json::to_string(&e).unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 fn print_table(rows: &[Row]) {

@@ -1,12 +1,19 @@
 //! The `hotline` command line: the service and its operations tool in one binary. Kept in the
-//! library so that the end-to-end tests can build and run the very same program.
+//! library so that the end-to-end tests can build and run the very same program. `serve` runs the
+//! service, `ops` the commands that work on its database, `demo` the simulated calls, and
+//! `telemetry` sets up the logs.
+
+pub mod demo;
+pub mod ops;
+pub mod serve;
+pub mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use infrastructure::config::Config;
 
-use crate::telemetry::{self, Verbosity};
+use self::telemetry::Verbosity;
 
 /// Hotline answers a crisis line's phone calls through Twilio.
 #[derive(Debug, Parser)]
@@ -35,16 +42,10 @@ enum Command {
     /// Place calls against a running Hotline exactly as Twilio would, and print what the caller
     /// hears; with --calls N, print calls/s and webhook latency. Exits non-zero if a call goes
     /// wrong.
-    Simulate(crate::demo::SimulateArgs),
+    Simulate(demo::SimulateArgs),
     /// Start Hotline on its embedded database with a simulated Twilio, run the example calls,
     /// print each conversation and its events, and leave the dashboard running.
     Demo,
-    /// Measure the webhook path, a turn's overhead, replay, aggregate load and memory against
-    /// baselines taken in the same run, on a database and servers of its own; print one table.
-    Bench(crate::bench::BenchArgs),
-    /// The service with the benchmark's baseline routes (started by `hotline bench`).
-    #[command(hide = true)]
-    BenchServer,
     /// Print a call's whole event history, one JSON object per line.
     Events {
         /// The call's id, or its CallSid.
@@ -68,12 +69,12 @@ enum Command {
     /// held-out parts) and exits non-zero if the gate fails.
     Eval {
         #[command(subcommand)]
-        command: crate::commands::EvalCommand,
+        command: ops::EvalCommand,
     },
     /// Manage the bearer tokens of /api/* and the dashboard.
     Tokens {
         #[command(subcommand)]
-        command: crate::commands::TokensCommand,
+        command: ops::TokensCommand,
     },
 }
 
@@ -92,18 +93,16 @@ pub async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     telemetry::init(cli.config.log_format, command.verbosity());
     let result = match command {
-        Command::Serve => crate::startup::serve(cli.config).await,
-        Command::Migrate => crate::startup::migrate(cli.config).await,
+        Command::Serve => serve::serve(cli.config).await,
+        Command::Migrate => serve::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
-        Command::Simulate(args) => crate::demo::simulate(cli.config, args).await,
-        Command::Bench(args) => crate::bench::bench(cli.config, args).await,
-        Command::BenchServer => crate::startup::serve_bench(cli.config).await,
-        Command::Demo => crate::demo::demo(cli.config).await,
-        Command::Events { call } => crate::commands::events(cli.config, call).await,
-        Command::Verify { call } => crate::commands::verify(cli.config, call).await,
-        Command::Replay { swap } => crate::commands::replay(cli.config, swap).await,
-        Command::Tokens { command } => crate::commands::tokens(cli.config, command).await,
-        Command::Eval { command } => crate::commands::eval(command),
+        Command::Simulate(args) => demo::simulate(cli.config, args).await,
+        Command::Demo => demo::demo(cli.config).await,
+        Command::Events { call } => ops::events(cli.config, call).await,
+        Command::Verify { call } => ops::verify(cli.config, call).await,
+        Command::Replay { swap } => ops::replay(cli.config, swap).await,
+        Command::Tokens { command } => ops::tokens(cli.config, command).await,
+        Command::Eval { command } => ops::eval(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +118,7 @@ impl Command {
     /// their own output (and the demo's story) reads on its own.
     fn verbosity(&self) -> Verbosity {
         match self {
-            Self::Serve | Self::BenchServer => Verbosity::Service,
+            Self::Serve => Verbosity::Service,
             _ => Verbosity::Command,
         }
     }
@@ -199,7 +198,7 @@ fn sign(config: &Config, url: &str, params: &[String]) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let token = match config.secret_auth_tokens().first() {
         Some(token) => token.expose_secret().to_owned(),
-        None => crate::startup::development_token(&config.data_dir)?,
+        None => crate::wiring::development_token(&config.data_dir)?,
     };
     println!("{}", twilio_signature::sign_request(&token, url, &pairs));
     Ok(())

@@ -3,8 +3,6 @@
 //! example calls, and the dashboard left running).
 
 use std::ffi::OsString;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use application::auth::Role;
@@ -13,6 +11,7 @@ use infrastructure::event_store::audit;
 use infrastructure::tokens::ApiTokens;
 use secrecy::{ExposeSecret, SecretString};
 
+use twilio_sim::load::{print_figures, run_calls};
 use twilio_sim::scenario::{self, Scenario, Step};
 use twilio_sim::{CallReport, Simulator, Target};
 
@@ -85,7 +84,7 @@ fn steps_from(args: impl IntoIterator<Item = OsString>) -> Vec<Step> {
 fn signing_token(config: &Config) -> anyhow::Result<String> {
     Ok(match config.secret_auth_tokens().first() {
         Some(token) => token.expose_secret().to_owned(),
-        None => crate::startup::development_token(&config.data_dir)?,
+        None => crate::wiring::development_token(&config.data_dir)?,
     })
 }
 
@@ -165,87 +164,6 @@ pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Calls and how long they took together.
-#[derive(Debug)]
-pub struct Run {
-    pub calls: Vec<CallReport>,
-    pub elapsed: Duration,
-}
-
-/// Places `calls` calls of `scenario`, `concurrency` at a time.
-pub async fn run_calls(
-    simulator: &Simulator,
-    scenario: &Scenario,
-    calls: usize,
-    concurrency: usize,
-) -> Run {
-    let started = Instant::now();
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..calls {
-        let simulator = simulator.clone();
-        let scenario = scenario.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            simulator.call(&scenario).await
-        });
-    }
-    let mut reports = Vec::with_capacity(calls);
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(report) = done {
-            reports.push(report);
-        }
-    }
-    Run {
-        calls: reports,
-        elapsed: started.elapsed(),
-    }
-}
-
-/// The `q` quantile of sorted `values`.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
-/// Calls/s and webhook latency percentiles.
-pub fn print_figures(reports: &[CallReport], elapsed: Duration) {
-    let mut latencies: Vec<Duration> = reports
-        .iter()
-        .flat_map(|r| r.latencies.iter().copied())
-        .collect();
-    latencies.sort();
-    let failed = reports.iter().filter(|r| r.outcome.is_err()).count();
-    let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    #[allow(clippy::cast_precision_loss)]
-    let (calls_per_sec, webhooks_per_sec) =
-        (reports.len() as f64 / secs, latencies.len() as f64 / secs);
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "calls: {} ({} failed) in {:.2} s: {:.1} calls/s\n\
-         webhooks: {} at {:.1}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        reports.len(),
-        failed,
-        secs,
-        calls_per_sec,
-        latencies.len(),
-        webhooks_per_sec,
-        ms(quantile(&latencies, 0.5)),
-        ms(quantile(&latencies, 0.9)),
-        ms(quantile(&latencies, 0.99)),
-        ms(latencies.last().copied().unwrap_or_default()),
-    );
-}
-
 /// The demo's Twilio account: a fixed SID, so the demo's calls read alike run after run.
 const DEMO_ACCOUNT: &str = "AC0de0000000000000000000000000de00";
 
@@ -279,9 +197,9 @@ pub async fn demo(mut config: Config) -> anyhow::Result<()> {
         config.counselor_number = Some(domain::DialNumber::parse("+15005550001")?);
     }
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let service = tokio::spawn(crate::startup::serve_until(
+    let service = tokio::spawn(crate::cli::serve::serve_until(
         config,
-        crate::startup::shutdown_signal(),
+        crate::cli::serve::shutdown_signal(),
         Some(ready_tx),
     ));
     // A service that fails to start drops `ready` as it returns: its error says why.
@@ -378,14 +296,5 @@ mod tests {
                 Step::Say("bye".into())
             ]
         );
-    }
-
-    #[test]
-    fn quantiles_pick_the_value_at_or_above_the_share() {
-        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&values, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&values, 0.99), Duration::from_millis(99));
-        assert_eq!(quantile(&values, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 }

@@ -11,7 +11,7 @@ use infrastructure::views;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::startup::Database;
+use crate::cli::serve::Database;
 
 /// `hotline tokens …`.
 #[derive(Debug, clap::Subcommand)]

@@ -1,0 +1,324 @@
+//! The composition root: from a `Config` and a database pool to every part of a running service
+//! (the handlers' state, the read side's projection, the conversation pipeline and its workers).
+//! `hotline serve` and the tests' `spawn_app()` both build a service here, so a test exercises the
+//! wiring `main` runs; the tests only schedule the background work themselves, step by step.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use application::operations::TestCalls;
+use application::pipeline::{Pipeline, MODEL_TIMEOUT};
+use application::ports::{LanguageModel, SpeechToText};
+use application::Lines;
+use axum::Router;
+use infrastructure::audio_store::ObjectAudioStore;
+use infrastructure::config::Config;
+use infrastructure::event_store::subscription::SubscriptionRunner;
+use infrastructure::event_store::{self, CallStore};
+use infrastructure::jobs::{self, JobQueue};
+use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
+use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
+use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
+use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
+use infrastructure::views::CallViewsProjection;
+use rand::Rng;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use twilio_signature::SignatureValidator;
+
+use crate::state::{AppState, Operations, Voice};
+
+/// How often the read side's projection may start a batch under load: analysts' views may lag by
+/// this much (the dashboard refreshes every 2 s), and in return a batch takes many events at once,
+/// often several of one call, whose rows are then written once instead of once an event (see
+/// BENCHMARKS.md for what it did to the webhook path).
+const VIEWS_PACE: Duration = Duration::from_millis(250);
+
+/// Events per projection batch: a quarter of a second of a heavy load.
+const VIEWS_BATCH: u32 = 1000;
+
+/// The same for the pipeline's subscription, which a turn waits on: a few ms at most.
+const PIPELINE_PACE: Duration = Duration::from_millis(5);
+
+/// How many turns are processed at once: a slow transcription must not hold up other callers.
+pub const PIPELINE_WORKERS: usize = 4;
+
+/// How long an idle worker waits for a job before it looks again (it is woken at once by a
+/// notification; this only bounds a missed one).
+const WORKER_IDLE: Duration = Duration::from_secs(1);
+
+/// The timings of the service's retries and waits. Production runs on `Timings::default()`; the
+/// tests shorten them so that a retry happens at once, and change nothing else.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// Retries of Twilio's REST API.
+    pub twilio_retry: RetryPolicy,
+    /// How long the model may take before the vetted script answers instead.
+    pub model_timeout: Duration,
+    /// A failed job's first backoff, and the longest; `None`: the queue's own.
+    pub job_backoff: Option<(Duration, Duration)>,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            twilio_retry: RetryPolicy::default(),
+            model_timeout: MODEL_TIMEOUT,
+            job_backoff: None,
+        }
+    }
+}
+
+/// A service, built and not yet running.
+#[derive(Debug)]
+pub struct Service {
+    /// What the handlers share.
+    pub state: AppState,
+    pool: PgPool,
+    /// The conversation pipeline, when Twilio's REST API is configured.
+    turns: Option<Turns>,
+    job_lease: Duration,
+    job_backoff: Option<(Duration, Duration)>,
+}
+
+/// The conversation pipeline and the subscription that feeds it turns.
+#[derive(Debug)]
+struct Turns {
+    pipeline: Arc<Pipeline<CallStore>>,
+    consumer: PipelineConsumer,
+}
+
+impl Service {
+    /// Wires a service over `pool` as `config` says.
+    pub fn build(config: &Config, pool: PgPool, timings: &Timings) -> anyhow::Result<Self> {
+        let voice = voice(config);
+        let validator = signature_validator(config)?;
+        let state = AppState::new(pool.clone(), validator, voice.clone());
+        let (state, turns) = match pipeline(config, &pool, voice, timings)? {
+            Some((pipeline, control)) => {
+                let pipeline = Arc::new(pipeline);
+                let operations = Operations {
+                    pipeline: pipeline.clone(),
+                    test_calls: TestCalls::new(
+                        Arc::new(control),
+                        config.twilio_phone_number.clone(),
+                        config.test_call_allowed_numbers.clone(),
+                    ),
+                };
+                let turns = Turns {
+                    pipeline,
+                    // Without a speech-to-text service, turns wait for Twilio's transcription.
+                    consumer: PipelineConsumer {
+                        on_transcription: config.stt_base_url.is_none(),
+                    },
+                };
+                (
+                    state.with_pipeline().with_operations(operations),
+                    Some(turns),
+                )
+            }
+            None => (state, None),
+        };
+        Ok(Self {
+            state,
+            pool,
+            turns,
+            job_lease: Duration::from_secs(config.job_lease_secs),
+            job_backoff: timings.job_backoff,
+        })
+    }
+
+    /// The router serving this service.
+    pub fn router(&self) -> Router {
+        crate::app(self.state.clone())
+    }
+
+    /// The router, with `extra` routes served through the same layers.
+    pub fn router_with(&self, extra: Router<AppState>) -> Router {
+        crate::app_with(self.state.clone(), extra)
+    }
+
+    /// Whether turns are answered by the conversation pipeline.
+    pub fn has_pipeline(&self) -> bool {
+        self.turns.is_some()
+    }
+
+    /// Whether the pipeline waits for Twilio's transcriptions (no speech-to-text service).
+    pub fn on_transcription(&self) -> bool {
+        self.turns
+            .as_ref()
+            .is_some_and(|t| t.consumer.on_transcription)
+    }
+
+    /// The read side's projection. Every instance runs one; one at a time holds it.
+    pub fn projection(&self) -> SubscriptionRunner<CallViewsProjection> {
+        SubscriptionRunner::new(self.pool.clone(), CallViewsProjection)
+            .with_min_interval(VIEWS_PACE)
+            .with_batch_size(VIEWS_BATCH)
+    }
+
+    /// The subscription that enqueues a job for every turn, when the pipeline is on.
+    pub fn turn_subscription(&self) -> Option<SubscriptionRunner<PipelineConsumer>> {
+        let turns = self.turns.as_ref()?;
+        Some(
+            SubscriptionRunner::new(self.pool.clone(), turns.consumer)
+                .with_min_interval(PIPELINE_PACE),
+        )
+    }
+
+    /// A pipeline worker named `worker` (unique across processes): its queue and what it runs.
+    pub fn turn_worker(
+        &self,
+        worker: impl Into<String>,
+    ) -> Option<(JobQueue, PipelineJobs<CallStore>)> {
+        let turns = self.turns.as_ref()?;
+        let mut queue = JobQueue::new(self.pool.clone(), worker, self.job_lease);
+        if let Some((base, cap)) = self.job_backoff {
+            queue = queue.with_backoff(base, cap);
+        }
+        Some((queue, PipelineJobs::new(turns.pipeline.clone())))
+    }
+
+    /// Starts the background work until `stopped` turns true: the projection, and with the
+    /// pipeline on, its subscription and `PIPELINE_WORKERS` workers.
+    pub fn spawn_background(&self, stopped: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(self.projection().run(until(stopped)))];
+        if let Some(subscription) = self.turn_subscription() {
+            tasks.push(tokio::spawn(subscription.run(until(stopped))));
+        }
+        let instance = uuid::Uuid::new_v4();
+        for n in 0..PIPELINE_WORKERS {
+            if let Some((queue, handler)) = self.turn_worker(format!("{instance}-{n}")) {
+                tasks.push(tokio::spawn(jobs::run_worker(
+                    queue,
+                    handler,
+                    WORKER_IDLE,
+                    until(stopped),
+                )));
+            }
+        }
+        tasks
+    }
+}
+
+/// Completes when `stopped` turns true.
+fn until(
+    stopped: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = stopped.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The conversation pipeline, when Twilio's REST API is configured.
+fn pipeline(
+    config: &Config,
+    pool: &PgPool,
+    voice: Voice,
+    timings: &Timings,
+) -> anyhow::Result<Option<(Pipeline<CallStore>, TwilioCallControl)>> {
+    let (Some(account), Some(token)) = (
+        config.twilio_account_sid.clone(),
+        config.secret_auth_tokens().into_iter().next(),
+    ) else {
+        return Ok(None);
+    };
+    let audio_store = ObjectAudioStore::open(&config.audio_store_url())
+        .context("AUDIO_STORE_URL: could not open the audio store")?;
+    let rest =
+        TwilioRest::new(&config.twilio_api_base, account, token).with_retry(timings.twilio_retry);
+    // Without a speech-to-text service, Twilio transcribes each turn (see `voice`).
+    let speech = config.stt_base_url.clone().map(|base_url| {
+        Arc::new(OpenAiSpeechToText::new(Endpoint {
+            base_url,
+            api_key: config.stt_api_key.clone().map(SecretString::from),
+            model: config.stt_model.clone(),
+        })) as Arc<dyn SpeechToText>
+    });
+    let model = config.llm_base_url.clone().map(|base_url| {
+        Arc::new(OpenAiChat::new(Endpoint {
+            base_url,
+            api_key: config.llm_api_key.clone().map(SecretString::from),
+            model: config.llm_model.clone(),
+        })) as Arc<dyn LanguageModel>
+    });
+    let voice = Arc::new(voice);
+    let control = TwilioCallControl {
+        rest: rest.clone(),
+        voice: voice.clone(),
+    };
+    let pipeline = Pipeline::new(
+        event_store::call_store(pool.clone()),
+        Arc::new(TwilioRecordings(rest)),
+        speech,
+        model,
+        Arc::new(control.clone()),
+        voice.lines.clone(),
+    )
+    .with_model_timeout(timings.model_timeout)
+    .with_audio_store(Arc::new(audio_store));
+    Ok(Some((pipeline, control)))
+}
+
+/// How callers are spoken to, from the configuration.
+pub fn voice(config: &Config) -> Voice {
+    Voice {
+        public_base_url: config.public_base_url(),
+        lines: Lines {
+            counselor: config.counselor_line(),
+            crisis: config.crisis_line_number.clone(),
+        },
+        voice: "Polly.Joanna".to_owned(),
+        language: "en-US".to_owned(),
+        // Without a speech-to-text service, the pipeline reads Twilio's transcriptions.
+        transcribe: config.has_twilio_credentials() && config.stt_base_url.is_none(),
+    }
+}
+
+/// The webhook validator: the configured auth tokens, or in development a token kept under the
+/// data directory, so signed requests can be made by hand.
+fn signature_validator(config: &Config) -> anyhow::Result<SignatureValidator> {
+    let tokens = if config.has_twilio_credentials() {
+        config.secret_auth_tokens()
+    } else {
+        vec![SecretString::from(development_token(&config.data_dir)?)]
+    };
+    Ok(SignatureValidator::new(&config.public_base_url(), tokens))
+}
+
+/// The development auth token under `data_dir`, created on first use.
+pub fn development_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join(DEVELOPMENT_TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_owned();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("could not create {}", data_dir.display()))?;
+    let bytes: [u8; 16] = rand::rng().random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Readable by its owner only: it signs webhooks.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))?;
+    Ok(token)
+}
+
+/// The development token's file, under the data directory.
+pub const DEVELOPMENT_TOKEN_FILE: &str = "dev-auth-token";

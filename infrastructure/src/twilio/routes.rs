@@ -1,0 +1,89 @@
+//! The webhooks Twilio calls, spelled once: the router serves these paths, and the TwiML that
+//! names a webhook (a `<Gather>`'s action, a `<Record>`'s) builds its URL from the same ones.
+
+use domain::CallId;
+
+/// Every webhook of the service, as Twilio calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Webhook {
+    /// A call comes in (`/twilio/voice/`).
+    Voice,
+    /// A turn's recording ended.
+    Recording,
+    /// The holding prompt's redirect: is the answer ready?
+    Continue,
+    /// A key or words at a prompt.
+    UserChoice,
+    /// The answer to the direct question.
+    Question,
+    /// A `<Dial>` ended.
+    DialStatus,
+    /// Twilio's transcription of a turn.
+    Transcription,
+    /// The call's status changed (`/twilio/status/`).
+    Status,
+}
+
+impl Webhook {
+    /// The path segment after `/twilio/`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Voice => "voice",
+            Self::Recording => "recording",
+            Self::Continue => "continue",
+            Self::UserChoice => "user-choice",
+            Self::Question => "question",
+            Self::DialStatus => "dial-status",
+            Self::Transcription => "transcription",
+            Self::Status => "status",
+        }
+    }
+
+    /// The path of this webhook for call `id`, or without a call (`/twilio/status/`).
+    pub fn path(self, id: Option<CallId>) -> String {
+        match id {
+            Some(id) => format!("/twilio/{}/{id}/", self.name()),
+            None => format!("/twilio/{}/", self.name()),
+        }
+    }
+
+    /// The router's pattern for the per-call form (`/twilio/recording/{call_id}/`).
+    pub fn per_call_route(self) -> String {
+        format!("/twilio/{}/{{call_id}}/", self.name())
+    }
+
+    /// The router's pattern without a call, with and without the trailing slash Twilio's console
+    /// may leave off.
+    pub fn routes(self) -> [String; 2] {
+        [
+            format!("/twilio/{}/", self.name()),
+            format!("/twilio/{}", self.name()),
+        ]
+    }
+}
+
+/// Every webhook path starts with this.
+pub const PREFIX: &str = "/twilio/";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_per_call_path_is_what_its_route_matches() {
+        let id = CallId::parse("7b0d0f7e-8d6c-4d1e-9a53-0a1f0f0e0d0c").expect("a UUID");
+        assert_eq!(
+            Webhook::Recording.path(Some(id)),
+            "/twilio/recording/7b0d0f7e-8d6c-4d1e-9a53-0a1f0f0e0d0c/"
+        );
+        assert_eq!(
+            Webhook::Recording.per_call_route(),
+            "/twilio/recording/{call_id}/"
+        );
+        assert_eq!(
+            Webhook::Status.routes(),
+            ["/twilio/status/", "/twilio/status"]
+        );
+        assert!(Webhook::UserChoice.path(None).starts_with(PREFIX));
+    }
+}
