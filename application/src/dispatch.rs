@@ -324,8 +324,7 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use cqrs_es::mem_store::MemStore;
-    use domain::call::StartCall;
-    use domain::{AccountSid, CallSid, CallerId};
+    use domain::CallSid;
 
     fn metadata() -> CommandMetadata {
         CommandMetadata {
@@ -337,14 +336,7 @@ mod tests {
     }
 
     fn start(sid: &CallSid) -> CallCommand {
-        CallCommand::StartCall(StartCall {
-            call_sid: sid.clone(),
-            account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid"),
-            from: CallerId::new("+14155550123"),
-            to: "+15005550006".into(),
-            direction: "inbound".into(),
-            at: Utc::now(),
-        })
+        domain::fixtures::start_call(sid, Utc::now())
     }
 
     fn call_id(n: u32) -> CallId {
@@ -375,14 +367,7 @@ mod tests {
         // An ended call is not kept, and its older state is dropped.
         let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid");
         let mut call = Call::default();
-        call.apply(domain::CallEvent::CallStarted {
-            call_sid: sid.clone(),
-            account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid"),
-            from: CallerId::new("+14155550123"),
-            to: "+15005550006".into(),
-            direction: "inbound".into(),
-            started_at: Utc::now(),
-        });
+        call.apply(domain::fixtures::call_started(&sid, Utc::now()));
         stripe.keep(call_id(2), call.clone(), 1);
         assert!(
             stripe.take(call_id(2)).is_some(),

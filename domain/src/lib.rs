@@ -7,6 +7,8 @@
 
 pub mod call;
 pub mod choice;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod ids;
 pub mod phone;
 pub mod risk;

@@ -13,15 +13,14 @@ use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
 use infrastructure::twilio::rest::RetryPolicy;
 use infrastructure::twilio::routes::Webhook;
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use twilio_signature::sign_request;
+use twilio_sim::twiml::Verb;
 
 pub const AUTH_TOKEN: &str = "test-auth-token";
-pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const ACCOUNT_SID: &str = domain::fixtures::ACCOUNT_SID;
 pub const COUNSELOR: &str = "+15005550001";
 pub const CRISIS: &str = "988";
 
@@ -627,108 +626,55 @@ pub fn voice_params(sid: &CallSid) -> Vec<(String, String)> {
     ])
 }
 
-/// One element of a TwiML answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Element {
-    pub depth: usize,
-    pub name: String,
-    pub attrs: Vec<(String, String)>,
-    pub text: String,
-}
-
-/// A parsed TwiML answer. Parsing fails the test if the document is not well-formed XML.
+/// A parsed TwiML answer, read by the simulator's reader: the test fails if the document is not
+/// TwiML Twilio would accept.
 #[derive(Debug, Clone)]
 pub struct Twiml {
     pub xml: String,
-    pub elements: Vec<Element>,
+    /// The top-level verbs, with what they hold.
+    pub elements: Vec<Verb>,
 }
 
 impl Twiml {
     pub fn parse(xml: &str) -> Self {
-        let mut reader = Reader::from_str(xml);
-        let mut elements: Vec<Element> = Vec::new();
-        let mut depth = 0;
-        loop {
-            let event = reader
-                .read_event()
-                .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {xml}"));
-            match &event {
-                Event::Start(e) | Event::Empty(e) => {
-                    let attrs = e
-                        .attributes()
-                        .map(|a| {
-                            let a = a.expect("valid attribute");
-                            let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                            (key, a.unescape_value().expect("valid escape").into_owned())
-                        })
-                        .collect();
-                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    elements.push(Element {
-                        depth,
-                        name,
-                        attrs,
-                        text: String::new(),
-                    });
-                    if matches!(event, Event::Start(_)) {
-                        depth += 1;
-                    }
-                }
-                Event::Text(t) => {
-                    if let Some(last) = elements.last_mut() {
-                        last.text.push_str(&t.decode().expect("UTF-8"));
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    let resolved = match r.resolve_char_ref().expect("valid reference") {
-                        Some(c) => c.to_string(),
-                        None => quick_xml::escape::resolve_predefined_entity(
-                            &r.decode().expect("UTF-8"),
-                        )
-                        .expect("predefined entity")
-                        .to_owned(),
-                    };
-                    if let Some(last) = elements.last_mut() {
-                        last.text.push_str(&resolved);
-                    }
-                }
-                Event::End(_) => depth -= 1,
-                Event::Eof => break,
-                _ => {}
-            }
-        }
-        assert_eq!(depth, 0, "unbalanced: {xml}");
-        assert_eq!(
-            elements.first().map(|e| e.name.as_str()),
-            Some("Response"),
-            "{xml}"
-        );
+        let elements = twilio_sim::twiml::parse(xml)
+            .unwrap_or_else(|e| panic!("not TwiML Twilio would accept ({e}): {xml}"));
         Self {
             xml: xml.to_owned(),
             elements,
         }
     }
 
+    /// Every element below `<Response>`, in document order.
+    fn all(&self) -> Vec<&Verb> {
+        fn walk<'a>(verbs: &'a [Verb], out: &mut Vec<&'a Verb>) {
+            for verb in verbs {
+                out.push(verb);
+                walk(&verb.children, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.elements, &mut out);
+        out
+    }
+
     /// The top-level verbs, in order.
     pub fn verbs(&self) -> Vec<&str> {
-        self.elements
-            .iter()
-            .filter(|e| e.depth == 1)
-            .map(|e| e.name.as_str())
-            .collect()
+        self.elements.iter().map(|e| e.name.as_str()).collect()
     }
 
     /// The first element named `name`.
-    pub fn first(&self, name: &str) -> &Element {
-        self.elements
-            .iter()
+    pub fn first(&self, name: &str) -> &Verb {
+        self.all()
+            .into_iter()
             .find(|e| e.name == name)
             .unwrap_or_else(|| panic!("no <{name}> in {}", self.xml))
     }
 
     /// Everything said, joined.
     pub fn spoken(&self) -> String {
-        self.elements
-            .iter()
+        self.all()
+            .into_iter()
             .filter(|e| e.name == "Say")
             .map(|e| e.text.as_str())
             .collect::<Vec<_>>()
@@ -737,19 +683,10 @@ impl Twiml {
 
     /// The numbers dialled, in order.
     pub fn dialled(&self) -> Vec<&str> {
-        self.elements
-            .iter()
+        self.all()
+            .into_iter()
             .filter(|e| e.name == "Number")
             .map(|e| e.text.as_str())
             .collect()
-    }
-}
-
-impl Element {
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 }

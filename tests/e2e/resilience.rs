@@ -220,22 +220,11 @@ async fn twilio_calling_a_url_we_do_not_serve_still_puts_a_person_on_the_line() 
 #[tokio::test]
 async fn a_webhook_write_with_too_little_time_left_is_never_started() {
     use application::CommandDispatcher;
-    use domain::call::StartCall;
-    use domain::{AccountSid, CallCommand, CallerId};
 
     let app = spawn_app().await;
     let sid = new_call_sid();
     let id = CallId::for_call_sid(&sid);
-    let start = || {
-        CallCommand::StartCall(StartCall {
-            call_sid: sid.clone(),
-            account_sid: AccountSid::parse(ACCOUNT_SID).expect("valid"),
-            from: CallerId::new("+14155550123"),
-            to: "+15005550006".into(),
-            direction: "inbound".into(),
-            at: chrono::Utc::now(),
-        })
-    };
+    let start = || domain::fixtures::start_call(&sid, chrono::Utc::now());
     let dispatcher = CommandDispatcher::new(event_store::call_store(app.pool.clone()));
     let meta = application::CommandMetadata {
         request_id: "r".into(),

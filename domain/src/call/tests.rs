@@ -7,8 +7,9 @@ use cqrs_es::Aggregate;
 use super::*;
 use crate::call::{Analysis, RecordAnalysis, RecordFailure, ReplySource, Stage, StageTimings};
 use crate::choice::Choice;
+use crate::fixtures;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
-use crate::phone::{CallerId, DialNumber};
+use crate::phone::DialNumber;
 use crate::status::CallStatus;
 
 type CallTest = TestFramework<Call>;
@@ -25,7 +26,7 @@ fn other_call_sid() -> CallSid {
     CallSid::parse("CAffffffffffffffffffffffffffffffff").expect("valid")
 }
 fn account_sid() -> AccountSid {
-    AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid")
+    fixtures::account_sid()
 }
 fn recording_sid(n: u8) -> RecordingSid {
     RecordingSid::parse(&format!("RE0123456789abcdef0123456789abcd{n:02x}")).expect("valid")
@@ -46,24 +47,10 @@ fn crisis() -> DialNumber {
 }
 
 fn start() -> CallCommand {
-    CallCommand::StartCall(StartCall {
-        call_sid: call_sid(),
-        account_sid: account_sid(),
-        from: CallerId::new("+14155550123"),
-        to: "+15005550006".into(),
-        direction: "inbound".into(),
-        at: at(0),
-    })
+    fixtures::start_call(&call_sid(), at(0))
 }
 fn started() -> CallEvent {
-    CallEvent::CallStarted {
-        call_sid: call_sid(),
-        account_sid: account_sid(),
-        from: CallerId::new("+14155550123"),
-        to: "+15005550006".into(),
-        direction: "inbound".into(),
-        started_at: at(0),
-    }
+    fixtures::call_started(&call_sid(), at(0))
 }
 fn recording(n: u8, digits: Option<&str>) -> CallCommand {
     CallCommand::ReceiveRecording(ReceiveRecording {

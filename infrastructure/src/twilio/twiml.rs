@@ -270,70 +270,17 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
 
 #[cfg(test)]
 mod tests {
-    use quick_xml::events::Event;
-    use quick_xml::Reader;
+    use twilio_sim::twiml::{parse, Verb as Read};
 
     use super::*;
 
-    type Row = (usize, String, Vec<(String, String)>, String);
-
-    /// Parses a document into (depth, element, sorted attributes, text) rows with everything
-    /// unescaped, so that two documents can be compared for meaning rather than spelling. Panics on
-    /// anything that is not well-formed XML.
-    fn structure(xml: &str) -> Vec<Row> {
-        let mut reader = Reader::from_str(xml);
-        let mut rows: Vec<Row> = Vec::new();
-        let mut depth = 0;
-        loop {
-            let event = reader.read_event().expect("well-formed XML");
-            match &event {
-                Event::Start(e) | Event::Empty(e) => {
-                    let mut attrs: Vec<(String, String)> = e
-                        .attributes()
-                        .map(|a| {
-                            let a = a.expect("valid attribute");
-                            let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                            (key, a.unescape_value().expect("valid escape").into_owned())
-                        })
-                        .collect();
-                    attrs.sort();
-                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    rows.push((depth, name, attrs, String::new()));
-                    if matches!(event, Event::Start(_)) {
-                        depth += 1;
-                    }
-                }
-                Event::Text(t) => {
-                    let text = t.decode().expect("UTF-8");
-                    if let Some(last) = rows.last_mut() {
-                        last.3.push_str(&text);
-                    }
-                }
-                // quick-xml reports each entity reference (`&amp;`, `&#38;`) as its own event.
-                Event::GeneralRef(r) => {
-                    let resolved = match r.resolve_char_ref().expect("valid reference") {
-                        Some(c) => c.to_string(),
-                        None => {
-                            let name = r.decode().expect("UTF-8");
-                            quick_xml::escape::resolve_predefined_entity(&name)
-                                .expect("only predefined entities")
-                                .to_owned()
-                        }
-                    };
-                    if let Some(last) = rows.last_mut() {
-                        last.3.push_str(&resolved);
-                    }
-                }
-                Event::End(_) => depth -= 1,
-                Event::Eof => break,
-                _ => {}
-            }
-        }
-        assert_eq!(depth, 0, "unbalanced document");
-        rows
+    /// A document as Twilio reads it (the simulator's reader): verbs, attributes and text, all
+    /// unescaped, so that two documents can be compared for meaning rather than spelling.
+    fn structure(xml: &str) -> Vec<Read> {
+        parse(xml).unwrap_or_else(|e| panic!("not TwiML ({e}): {xml}"))
     }
 
-    /// The official Python SDK's output for the same document (shared/twilio/REFERENCE.md, §3).
+    /// What twilio-python's `VoiceResponse` writes for the same document.
     const SDK_REFERENCE: &str = r##"<?xml version="1.0" encoding="UTF-8"?><Response><Say language="en-US" voice="Polly.Joanna">You are not alone &amp; help is here. &lt;Press&gt; "1" 'now'</Say><Gather action="/twilio/gather?x=1&amp;y=2" actionOnEmptyResult="true" hints="help, crisis" input="dtmf speech" language="en-US" method="POST" numDigits="1" speechTimeout="auto" timeout="5"><Say>Press 1 or say help.</Say></Gather><Record action="/twilio/recorded" finishOnKey="#" maxLength="120" method="POST" playBeep="true" recordingStatusCallback="/twilio/rec-status" recordingStatusCallbackEvent="completed absent" timeout="5" transcribe="true" transcribeCallback="/twilio/transcribed" trim="trim-silence" /><Dial action="/twilio/dial-done" callerId="+15005550006" timeout="20"><Number>+15005550001</Number></Dial><Redirect method="POST">/twilio/voice?step=2</Redirect><Hangup /></Response>"##;
 
     fn sdk_equivalent() -> VoiceResponse {
@@ -413,18 +360,20 @@ mod tests {
             }));
         let xml = doc.to_xml();
         assert!(!xml.contains("]]>"), "{xml}");
-        let rows = structure(&xml);
-        let names: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        assert_eq!(names, ["Response", "Say", "Redirect", "Dial", "Number"]);
+        let verbs = structure(&xml);
+        let names: Vec<&str> = verbs.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["Say", "Redirect", "Dial"]);
         let expected_text = xml_safe(HOSTILE).into_owned();
         assert!(!expected_text.contains('\u{1}') && expected_text.contains("tab\tnew\nline é 🙂"));
-        assert_eq!(rows[1].3, expected_text);
+        assert_eq!(verbs[0].text, expected_text);
+        assert_eq!(verbs[0].attr("voice"), Some("Polly.Joanna\"><Hangup/>"));
         assert_eq!(
-            rows[1].2[1],
-            ("voice".to_owned(), "Polly.Joanna\"><Hangup/>".to_owned())
+            verbs[1].text,
+            format!("/twilio/continue/?x={expected_text}")
         );
-        assert_eq!(rows[2].3, format!("/twilio/continue/?x={expected_text}"));
-        assert_eq!(rows[4].3, expected_text);
+        let numbers: Vec<&str> = verbs[2].children.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(numbers, ["Number"]);
+        assert_eq!(verbs[2].children[0].text, expected_text);
     }
 
     #[test]
