@@ -2,7 +2,7 @@
 
 use application::ports::{Audio, LanguageModel, PortError, SpeechToText};
 use domain::risk::RiskLevel;
-use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
+use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use infrastructure::event_store::subscription::{
     Batch, Consumer, ConsumerError, StoredEvent, SubscriptionRunner,
 };
-use infrastructure::jobs::{self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob};
+use infrastructure::pipeline::jobs::{
+    self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob,
+};
 use sqlx::{PgConnection, PgPool};
 
 use crate::helpers::*;

@@ -9,7 +9,7 @@ use application::operations::TestCalls;
 use application::pipeline::Pipeline;
 use domain::{CallId, DialNumber};
 use infrastructure::event_store;
-use infrastructure::openai::{Endpoint, OpenAiSpeechToText};
+use infrastructure::pipeline::openai::{Endpoint, OpenAiSpeechToText};
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use serde_json::{json, Value};
 use sqlx::PgPool;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use application::pipeline::Pipeline;
 use domain::CallId;
-use infrastructure::audio_store::ObjectAudioStore;
 use infrastructure::event_store;
 use infrastructure::event_store::subscription::SubscriptionRunner;
-use infrastructure::jobs::{self, JobQueue};
-use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
+use infrastructure::pipeline::audio_store::ObjectAudioStore;
+use infrastructure::pipeline::jobs::{self, JobQueue};
+use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use serde_json::json;

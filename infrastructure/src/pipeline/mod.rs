@@ -1,7 +1,12 @@
-//! The conversation pipeline's durable wiring: a subscription that enqueues one job per recorded
-//! turn (in its checkpoint transaction, so no turn is lost or enqueued twice), and the job handler
-//! that runs the turn and, when its attempts run out, takes the caller to a person.
+//! The conversation pipeline's wing: its durable wiring here (a subscription that enqueues one job
+//! per recorded turn, in its checkpoint transaction, so no turn is lost or enqueued twice, and the
+//! job handler that runs the turn and, when its attempts run out, takes the caller to a person),
+//! the job queue it runs on, and the clients of the services a turn needs (speech-to-text and the
+//! language model, the audio store).
 
+pub mod audio_store;
+pub mod jobs;
+pub mod openai;
 use std::sync::Arc;
 
 use application::pipeline::{Pipeline, PipelineError};
@@ -10,8 +15,8 @@ use domain::call::Stage;
 use domain::{Call, CallId};
 use sqlx::PgConnection;
 
+use self::jobs::{ClaimedJob, JobError, JobHandler, NewJob};
 use crate::event_store::subscription::{Consumer, ConsumerError, StoredEvent};
-use crate::jobs::{self, ClaimedJob, JobError, JobHandler, NewJob};
 
 /// The kind of job that processes a turn.
 pub const PROCESS_TURN: &str = "process_turn";
