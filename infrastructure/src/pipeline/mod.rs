@@ -7,15 +7,17 @@
 pub mod audio_store;
 pub mod jobs;
 pub mod openai;
+
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use application::pipeline::{Pipeline, PipelineError};
 use cqrs_es::EventStore;
 use domain::call::Stage;
-use domain::{Call, CallId};
+use domain::{Call, CallEvent, CallId, Choice};
 use sqlx::PgConnection;
 
-use self::jobs::{ClaimedJob, JobError, JobHandler, NewJob};
+use self::jobs::{ClaimedJob, JobFailure, JobHandler, NewJob};
 use crate::event_store::subscription::{Consumer, ConsumerError, StoredEvent};
 
 /// The kind of job that processes a turn.
@@ -46,22 +48,27 @@ impl Consumer for PipelineConsumer {
         } else {
             "RecordingReceived"
         };
-        if event.aggregate_type != "Call" || event.event_type != trigger {
+        // Only the trigger is decoded: the other events of a call are no business of this one.
+        if event.event_type != trigger {
             return Ok(());
         }
-        let recorded = &event.payload[trigger];
-        let turn = recorded["turn"]
-            .as_i64()
-            .and_then(|t| i32::try_from(t).ok())
-            .ok_or_else(|| ConsumerError::Decode(format!("{trigger} without a turn")))?;
-        // A recording ended with 0 is the caller asking for a person: they are being connected,
-        // and a reply played now would interrupt that.
-        if recorded["digits"]
-            .as_str()
-            .is_some_and(|d| d.starts_with('0'))
-        {
+        let Some((_, recorded)) = event.call_event()? else {
             return Ok(());
-        }
+        };
+        let turn = match recorded {
+            // A recording ended with 0 is the caller asking for a person: they are being
+            // connected, and a reply played now would interrupt that.
+            CallEvent::RecordingReceived { digits, .. }
+                if Choice::keys_ask_for_person(digits.as_deref()) =>
+            {
+                return Ok(());
+            }
+            CallEvent::RecordingReceived { turn, .. }
+            | CallEvent::TranscriptionReceived { turn, .. } => turn,
+            _ => return Ok(()),
+        };
+        let turn = i32::try_from(turn)
+            .map_err(|_| ConsumerError::Decode(format!("{trigger} with turn {turn}")))?;
         let job = NewJob {
             call_id: event.aggregate_id.clone(),
             turn,
@@ -91,41 +98,50 @@ impl<ES: EventStore<Call>> PipelineJobs<ES> {
     }
 }
 
-fn target(job: &ClaimedJob) -> Result<(CallId, u32), JobError> {
-    let id = CallId::parse(&job.call_id)
-        .map_err(|_| JobError::permanent("delivery: job_without_call_id"))?;
-    let turn =
-        u32::try_from(job.turn).map_err(|_| JobError::permanent("delivery: job_without_turn"))?;
+/// Why a turn's job failed: the job names no turn, or the turn's processing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnJobError {
+    /// The job's call id or turn cannot be read (`job_without_call_id`, `job_without_turn`).
+    #[error("{0}")]
+    Unreadable(&'static str),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl TurnJobError {
+    fn stage(&self) -> Stage {
+        match self {
+            Self::Unreadable(_) => Stage::Delivery,
+            Self::Pipeline(error) => error.stage(),
+        }
+    }
+}
+
+impl JobFailure for TurnJobError {
+    fn stage(&self) -> Option<&'static str> {
+        Some(self.stage().as_str())
+    }
+
+    fn class(&self) -> Cow<'_, str> {
+        match self {
+            Self::Unreadable(class) => Cow::Borrowed(class),
+            Self::Pipeline(error) => error.class(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Unreadable(_) => false,
+            Self::Pipeline(error) => error.retryable(),
+        }
+    }
+}
+
+fn target(job: &ClaimedJob) -> Result<(CallId, u32), TurnJobError> {
+    let id =
+        CallId::parse(&job.call_id).map_err(|_| TurnJobError::Unreadable("job_without_call_id"))?;
+    let turn = u32::try_from(job.turn).map_err(|_| TurnJobError::Unreadable("job_without_turn"))?;
     Ok((id, turn))
-}
-
-/// Failures that no retry can mend: the caller goes to a person at once.
-const PERMANENT: &[&str] = &[
-    "foreign_recording_url",
-    "no_such_turn",
-    "no_such_call",
-    "bad_content_type",
-];
-
-/// The stage named at the start of a stored error (`transcription: http_503`).
-fn stage_of(error: &str) -> Stage {
-    match error.split(':').next().unwrap_or_default() {
-        "download" => Stage::Download,
-        "transcription" => Stage::Transcription,
-        "assessment" => Stage::Assessment,
-        "reply" => Stage::Reply,
-        _ => Stage::Delivery,
-    }
-}
-
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Download => "download",
-        Stage::Transcription => "transcription",
-        Stage::Assessment => "assessment",
-        Stage::Reply => "reply",
-        Stage::Delivery => "delivery",
-    }
 }
 
 impl<ES> JobHandler for PipelineJobs<ES>
@@ -133,48 +149,21 @@ where
     ES: EventStore<Call>,
     ES::AC: Send,
 {
-    async fn run(&self, job: &ClaimedJob) -> Result<(), JobError> {
+    type Failure = TurnJobError;
+
+    async fn run(&self, job: &ClaimedJob) -> Result<(), TurnJobError> {
         let (id, turn) = target(job)?;
-        match self.pipeline.process_turn(id, turn).await {
-            Ok(outcome) => {
-                tracing::info!(call_id = %id, turn, outcome = ?outcome, "turn processed");
-                Ok(())
-            }
-            Err(PipelineError::Stage { stage, error }) => {
-                let message = format!("{}: {error}", stage_name(stage));
-                Err(JobError {
-                    permanent: PERMANENT.contains(&error.0.as_str()),
-                    message,
-                })
-            }
-            Err(other) => {
-                let class = other_class(&other);
-                let message = format!("delivery: {class}");
-                Err(JobError {
-                    permanent: PERMANENT.contains(&class),
-                    message,
-                })
-            }
-        }
+        let outcome = self.pipeline.process_turn(id, turn).await?;
+        tracing::info!(call_id = %id, turn, outcome = ?outcome, "turn processed");
+        Ok(())
     }
 
-    async fn exhausted(&self, job: &ClaimedJob, error: &str) {
+    async fn exhausted(&self, job: &ClaimedJob, error: &TurnJobError) {
         let Ok((id, turn)) = target(job) else {
             return;
         };
-        let class = error.split_once(": ").map_or(error, |(_, class)| class);
         self.pipeline
-            .give_up(id, turn, stage_of(error), class)
+            .give_up(id, turn, error.stage(), &JobFailure::class(error))
             .await;
-    }
-}
-
-fn other_class(error: &PipelineError) -> &'static str {
-    match error {
-        PipelineError::Stage { .. } => "stage",
-        PipelineError::App(_) => "event_store",
-        PipelineError::NoSuchTurn(_) => "no_such_turn",
-        PipelineError::NoSuchCall => "no_such_call",
-        PipelineError::ForeignRecording => "foreign_recording_url",
     }
 }
