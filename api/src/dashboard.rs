@@ -64,36 +64,47 @@ fn session_token(parts: &Parts) -> Option<SecretString> {
         .map(|(_, value)| SecretString::from(value.to_owned()))
 }
 
-/// Not signed in: to the sign-in page. The database is down: a plain page that says so.
+/// Why a page is not shown: not signed in (to the sign-in page), no such call, or the database is
+/// down (a plain page that says so; the cause is logged, never shown).
 #[derive(Debug)]
-pub enum NotSignedIn {
+pub enum PageError {
     SignIn,
-    Unavailable,
+    NoSuchCall,
+    Unavailable(sqlx::Error),
 }
 
-impl IntoResponse for NotSignedIn {
+impl From<sqlx::Error> for PageError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unavailable(error)
+    }
+}
+
+impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             Self::SignIn => Redirect::to("/sign-in").into_response(),
-            Self::Unavailable => page_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The database is unavailable; try again shortly.",
-            ),
+            Self::NoSuchCall => page_error(StatusCode::NOT_FOUND, "There is no such call."),
+            Self::Unavailable(error) => {
+                tracing::error!(error = %error, "a dashboard page could not read the database");
+                page_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database is unavailable; try again shortly.",
+                )
+            }
         }
     }
 }
 
 impl FromRequestParts<AppState> for Viewer {
-    type Rejection = NotSignedIn;
+    type Rejection = PageError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NotSignedIn> {
-        let token = session_token(parts).ok_or(NotSignedIn::SignIn)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let token = session_token(parts).ok_or(PageError::SignIn)?;
         let role = state
             .tokens
             .authenticate(&token)
-            .await
-            .map_err(|_| NotSignedIn::Unavailable)?
-            .ok_or(NotSignedIn::SignIn)?;
+            .await?
+            .ok_or(PageError::SignIn)?;
         Ok(Self { role })
     }
 }
@@ -162,10 +173,7 @@ async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) ->
             }),
         )
             .into_response(),
-        Err(_) => page_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The database is unavailable; try again shortly.",
-        ),
+        Err(error) => PageError::from(error).into_response(),
     }
 }
 
@@ -219,14 +227,7 @@ struct DashboardPage {
     median_latency: String,
 }
 
-fn unavailable() -> Response {
-    page_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The database is unavailable; try again shortly.",
-    )
-}
-
-async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Response {
+async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Result<Response, PageError> {
     let pool = &state.pool;
     let since = Utc::now() - Duration::days(14);
     let live = CallQuery {
@@ -243,14 +244,10 @@ async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Response {
         limit: 20,
         ..CallQuery::default()
     };
-    let (Ok((live, _)), Ok((escalations, _)), Ok((recent, _)), Ok(stats)) = (
-        queries::list_calls(pool, &live).await,
-        queries::list_calls(pool, &escalated).await,
-        queries::list_calls(pool, &recent).await,
-        queries::stats(pool, Some(since), None).await,
-    ) else {
-        return unavailable();
-    };
+    let (live, _) = queries::list_calls(pool, &live).await?;
+    let (escalations, _) = queries::list_calls(pool, &escalated).await?;
+    let (recent, _) = queries::list_calls(pool, &recent).await?;
+    let stats = queries::stats(pool, Some(since), None).await?;
     let live = live.into_iter().filter(|c| c.outcome.is_none()).collect();
     let page = DashboardPage {
         role: viewer.role.to_string(),
@@ -280,7 +277,7 @@ async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Response {
             .median_ms
             .map_or_else(|| "—".into(), |ms| format!("{ms:.0} ms")),
     };
-    render(&page)
+    Ok(render(&page))
 }
 
 /// An event as the timeline shows it.
@@ -308,19 +305,13 @@ async fn timeline(
     viewer: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Response {
-    let Some(id) = CallId::from_id_or_sid(&id) else {
-        return page_error(StatusCode::NOT_FOUND, "There is no such call.");
-    };
+) -> Result<Response, PageError> {
+    let id = CallId::from_id_or_sid(&id).ok_or(PageError::NoSuchCall)?;
     let pool = &state.pool;
-    let call = match queries::get_call(pool, id).await {
-        Ok(Some(call)) => call,
-        Ok(None) => return page_error(StatusCode::NOT_FOUND, "There is no such call."),
-        Err(_) => return unavailable(),
-    };
-    let Ok(history) = audit::history(pool, &id.to_string()).await else {
-        return unavailable();
-    };
+    let call = queries::get_call(pool, id)
+        .await?
+        .ok_or(PageError::NoSuchCall)?;
+    let history = audit::history(pool, &id.to_string()).await?;
     let events = history
         .into_iter()
         .map(|e| TimelineEvent {
@@ -333,29 +324,23 @@ async fn timeline(
         })
         .collect();
     let turns = if viewer.sees_turns() {
-        match queries::turns(pool, id).await {
-            Ok(turns) => Some(turns),
-            Err(_) => return unavailable(),
-        }
+        Some(queries::turns(pool, id).await?)
     } else {
         None
     };
     let intact = if viewer.sees_events() {
-        match audit::verify(pool, Some(&id.to_string())).await {
-            Ok(found) => Some(found.intact()),
-            Err(_) => return unavailable(),
-        }
+        Some(audit::verify(pool, Some(&id.to_string())).await?.intact())
     } else {
         None
     };
-    render(&TimelinePage {
+    Ok(render(&TimelinePage {
         role: viewer.role.to_string(),
         live: call.outcome.is_none(),
         call,
         events,
         turns,
         intact,
-    })
+    }))
 }
 
 /// Refreshes the part of the page marked `data-refresh` while it says calls are live.

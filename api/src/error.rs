@@ -2,10 +2,17 @@
 //! webhooks answer TwiML whatever happens, and only requests that are not Twilio's (or that no
 //! caller hears, like status callbacks) get an error status.
 
+use application::operations::TestCallError;
+use application::pipeline::PipelineError;
+use application::AppError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::call::Stage;
 use serde_json::json;
+
+/// What the API's handlers return.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// The body of every error `/api/*` answers.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -46,6 +53,9 @@ pub enum ApiError {
     /// The store is unavailable; the client may retry. The cause is logged, never sent.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
+    /// As `Unavailable`, the error that caused it kept as its source: logged, never sent.
+    #[error("the service is temporarily unavailable")]
+    Dependency(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No bearer token, or not a live one.
     #[error("a valid bearer token is required (Authorization: Bearer hl_…)")]
     Unauthenticated,
@@ -81,7 +91,9 @@ impl ApiError {
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) | Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Dependency(_) | Self::NotConfigured(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
@@ -100,7 +112,7 @@ impl ApiError {
             Self::InvalidParameter { .. } => "invalid_parameter",
             Self::UnknownCall => "unknown_call",
             Self::NotFound => "not_found",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::Dependency(_) => "unavailable",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden { .. } => "forbidden",
             Self::Malformed(_) => "malformed_request",
@@ -116,10 +128,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         // Logged once here, without the request's body or any token.
-        if let Self::Unavailable(cause) = &self {
-            tracing::error!(code = self.code(), cause = %cause, "request failed");
-        } else {
-            tracing::warn!(code = self.code(), reason = %self, "request refused");
+        match &self {
+            Self::Unavailable(cause) => {
+                tracing::error!(code = self.code(), cause = %cause, "request failed");
+            }
+            Self::Dependency(cause) => {
+                tracing::error!(code = self.code(), cause = %cause, "request failed");
+            }
+            _ => tracing::warn!(code = self.code(), reason = %self, "request refused"),
         }
         let body = json!({ "code": self.code(), "message": self.to_string() });
         let mut response = (status, Json(body)).into_response();
@@ -130,5 +146,65 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A use case's failure: a webhook naming another call is the client's mistake; anything else
+/// (the store failed, timed out, or refused the command) is ours, and the client may retry.
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::WrongCall => Self::InvalidParameter {
+                name: "CallSid",
+                reason: "does not belong to the call in the URL".into(),
+            },
+            other => Self::Dependency(Box::new(other)),
+        }
+    }
+}
+
+/// Re-processing a recording: the class of a service's failure is shown, never its message.
+impl From<PipelineError> for ApiError {
+    fn from(error: PipelineError) -> Self {
+        match error {
+            PipelineError::ForeignRecording => Self::Invalid {
+                field: "audio_url",
+                reason: "must be one of this account's recordings \
+                         (TWILIO_API_BASE/2010-04-01/Accounts/{AccountSid}/Recordings/RE…)"
+                    .into(),
+            },
+            PipelineError::NoSuchCall | PipelineError::NoSuchTurn(_) => Self::UnknownCall,
+            PipelineError::SpeechToTextNotConfigured => Self::NotConfigured(
+                "re-processing needs a speech-to-text service (STT_BASE_URL)".into(),
+            ),
+            PipelineError::App(error) => error.into(),
+            // Only a turn's job waits for Twilio's transcription; re-processing never does.
+            error @ (PipelineError::Stage { .. } | PipelineError::TranscriptionPending) => {
+                Self::Upstream {
+                    service: match error.stage() {
+                        Stage::Download | Stage::Delivery => "Twilio",
+                        _ => "speech-to-text",
+                    },
+                    class: error.class().into_owned(),
+                }
+            }
+        }
+    }
+}
+
+impl From<TestCallError> for ApiError {
+    fn from(error: TestCallError) -> Self {
+        match error {
+            TestCallError::NotE164 => Self::Invalid {
+                field: "to_number",
+                reason: error.to_string(),
+            },
+            TestCallError::NotAllowed => Self::NotAllowed(error.to_string()),
+            TestCallError::NoCallerNumber => Self::NotConfigured(error.to_string()),
+            TestCallError::Twilio(error) => Self::Upstream {
+                service: "Twilio",
+                class: error.to_string(),
+            },
+        }
     }
 }

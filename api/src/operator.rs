@@ -1,19 +1,18 @@
 //! The operator API: re-process a recording, place a test call. Bearer token with the `operator`
 //! role; clear JSON errors (400 malformed, 401/403, 404 unknown call, 422 invalid values).
 
-use application::operations::TestCallError;
-use application::pipeline::{PipelineError, ProcessedAudio};
+use application::pipeline::ProcessedAudio;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use domain::call::{Analysis, RecordingUrl, Stage};
+use domain::call::{Analysis, RecordingUrl};
 use domain::risk::RiskLevel;
 use domain::{CallId, CallSid};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authorized, Operators};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, Result};
 use crate::json::ApiJson;
 use crate::state::{AppState, Operations};
 
@@ -56,7 +55,7 @@ impl From<ProcessedAudio> for Processed {
     }
 }
 
-fn operations(state: &AppState) -> Result<&Operations, ApiError> {
+fn operations(state: &AppState) -> Result<&Operations> {
     state.operations.as_deref().ok_or_else(|| {
         ApiError::NotConfigured(
             "the conversation pipeline is off: it needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
@@ -66,7 +65,7 @@ fn operations(state: &AppState) -> Result<&Operations, ApiError> {
 }
 
 /// A call named by its id or by its CallSid.
-fn call_id(value: &str) -> Result<CallId, ApiError> {
+fn call_id(value: &str) -> Result<CallId> {
     CallId::from_id_or_sid(value).ok_or(ApiError::Invalid {
         field: "call_id",
         reason: "must be a call id (UUID) or a CallSid (CA…)".into(),
@@ -92,44 +91,15 @@ pub(crate) async fn process_audio(
     _: Authorized<Operators>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ProcessAudio>,
-) -> Result<Json<Processed>, ApiError> {
+) -> Result<Json<Processed>> {
     let operations = operations(&state)?;
     let url = RecordingUrl::parse(&body.audio_url).map_err(|e| ApiError::Invalid {
         field: "audio_url",
         reason: e.to_string(),
     })?;
     let id = call_id(&body.call_id)?;
-    let processed = operations
-        .pipeline
-        .reprocess(&url, id)
-        .await
-        .map_err(pipeline_error)?;
+    let processed = operations.pipeline.reprocess(&url, id).await?;
     Ok(Json(processed.into()))
-}
-
-fn pipeline_error(error: PipelineError) -> ApiError {
-    match error {
-        PipelineError::ForeignRecording => ApiError::Invalid {
-            field: "audio_url",
-            reason: "must be one of this account's recordings \
-                     (TWILIO_API_BASE/2010-04-01/Accounts/{AccountSid}/Recordings/RE…)"
-                .into(),
-        },
-        PipelineError::NoSuchCall | PipelineError::NoSuchTurn(_) => ApiError::UnknownCall,
-        PipelineError::Stage { error, .. } if error.0 == "speech_to_text_not_configured" => {
-            ApiError::NotConfigured(
-                "re-processing needs a speech-to-text service (STT_BASE_URL)".into(),
-            )
-        }
-        PipelineError::Stage { stage, error } => ApiError::Upstream {
-            service: match stage {
-                Stage::Download | Stage::Delivery => "Twilio",
-                _ => "speech-to-text",
-            },
-            class: error.0,
-        },
-        PipelineError::App(error) => ApiError::Unavailable(error.to_string()),
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -164,25 +134,9 @@ pub(crate) async fn test_call(
     _: Authorized<Operators>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TestCall>,
-) -> Result<(StatusCode, Json<Placed>), ApiError> {
+) -> Result<(StatusCode, Json<Placed>)> {
     let operations = operations(&state)?;
-    let call_sid =
-        operations
-            .test_calls
-            .place(&body.to_number)
-            .await
-            .map_err(|error| match error {
-                TestCallError::NotE164 => ApiError::Invalid {
-                    field: "to_number",
-                    reason: error.to_string(),
-                },
-                TestCallError::NotAllowed => ApiError::NotAllowed(error.to_string()),
-                TestCallError::NoCallerNumber => ApiError::NotConfigured(error.to_string()),
-                TestCallError::Twilio(class) => ApiError::Upstream {
-                    service: "Twilio",
-                    class: class.0,
-                },
-            })?;
+    let call_sid = operations.test_calls.place(&body.to_number).await?;
     let call_id = CallId::for_call_sid(&call_sid);
     Ok((StatusCode::CREATED, Json(Placed { call_sid, call_id })))
 }

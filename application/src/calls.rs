@@ -250,8 +250,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         if CallId::for_call_sid(&done.call_sid) != id {
             return trouble(&AppError::WrongCall);
         }
-        let asked_for_human =
-            Choice::from_input(done.digits.as_deref(), None) == Some(Choice::Counselor);
+        let asked_for_human = Choice::keys_ask_for_person(done.digits.as_deref());
         let command = CallCommand::ReceiveRecording(ReceiveRecording {
             call_sid: done.call_sid,
             recording_sid: done.recording_sid,
@@ -547,6 +546,261 @@ fn trouble(error: &AppError) -> CallAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+    use cqrs_es::mem_store::MemStore;
+    use domain::call::{Analysis, RecordAnalysis, ReplySource, StageTimings};
+    use domain::{fixtures, risk};
+
+    const SID: &str = "CA0123456789abcdef0123456789abcdef";
+    const MODEL_REPLY: &str = "That sounds like a hard day. I'm here; tell me more.";
+
+    fn meta() -> CommandMetadata {
+        CommandMetadata {
+            request_id: "req-1".into(),
+            idempotency_token: None,
+            actor: "twilio".into(),
+            received_at: Utc::now(),
+        }
+    }
+
+    fn sid() -> CallSid {
+        CallSid::parse(SID).expect("valid")
+    }
+
+    fn id() -> CallId {
+        CallId::for_call_sid(&sid())
+    }
+
+    fn lines() -> Lines {
+        Lines {
+            counselor: DialNumber::parse("+15005550001").expect("valid"),
+            crisis: DialNumber::parse("988").expect("valid"),
+        }
+    }
+
+    fn service(pipeline: bool) -> CallService<MemStore<Call>> {
+        let service = CallService::new(MemStore::default(), lines());
+        if pipeline {
+            service.with_pipeline()
+        } else {
+            service
+        }
+    }
+
+    async fn started(service: &CallService<MemStore<Call>>) {
+        let call = IncomingCall {
+            call_sid: sid(),
+            account_sid: fixtures::account_sid(),
+            from: CallerId::new(fixtures::CALLER),
+            to: fixtures::HOTLINE_NUMBER.into(),
+            direction: "inbound".into(),
+        };
+        assert_eq!(
+            service.answer_call(call, &meta()).await,
+            CallAnswer::Greeting
+        );
+    }
+
+    /// A started call whose caller has just finished turn 1.
+    async fn after_one_turn(service: &CallService<MemStore<Call>>) {
+        started(service).await;
+        let done = RecordingDone {
+            call_sid: sid(),
+            recording_sid: RecordingSid::parse("RE0123456789abcdef0123456789abcdef")
+                .expect("valid"),
+            recording_url: RecordingUrl::parse("https://api.twilio.com/x").expect("valid"),
+            duration_secs: Some(5),
+            digits: Some("#".into()),
+        };
+        assert_eq!(
+            service.receive_recording(id(), done, &meta()).await,
+            CallAnswer::Hold { waited: 0 }
+        );
+    }
+
+    async fn execute(service: &CallService<MemStore<Call>>, command: CallCommand) {
+        service
+            .dispatcher
+            .execute(id(), command, &meta())
+            .await
+            .expect("runs");
+    }
+
+    /// The pipeline analysed turn 1 of what the caller said.
+    async fn analysed(service: &CallService<MemStore<Call>>, transcript: &str) {
+        let screening = risk::screen(transcript);
+        let assessment = risk::assess(&screening, None);
+        let reply = (assessment.route == Route::Reply).then(|| MODEL_REPLY.to_owned());
+        let analysis = Analysis {
+            transcript: transcript.into(),
+            screening,
+            assessment,
+            model: None,
+            reply_source: reply.as_ref().map(|_| ReplySource::Model),
+            reply,
+            timings: StageTimings::default(),
+            recording_key: None,
+        };
+        let command = CallCommand::RecordAnalysis(RecordAnalysis {
+            turn: 1,
+            analysis,
+            at: Utc::now(),
+        });
+        execute(service, command).await;
+    }
+
+    /// The pipeline claimed turn 1 to play it by a REST update.
+    async fn claimed_by_rest(service: &CallService<MemStore<Call>>) {
+        let command = CallCommand::PlayResponse(PlayResponse {
+            turn: Some(1),
+            via: PlayedVia::RestUpdate,
+            counselor_line: lines().counselor,
+            at: Utc::now(),
+        });
+        execute(service, command).await;
+    }
+
+    fn fallback() -> CallAnswer {
+        CallAnswer::Question {
+            reply: script::scripted_reply().to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_ended_hears_nothing() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        let report = StatusReport {
+            call_sid: sid(),
+            status: CallStatus::parse("completed"),
+            sequence_number: Some(5),
+            duration_secs: Some(30),
+        };
+        service.update_status(report, &meta()).await.expect("runs");
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Nothing
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_never_started_gets_a_person() {
+        let service = service(true);
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Trouble
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_without_a_turn_yet_listens() {
+        let service = service(true);
+        started(&service).await;
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Listen
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_pipeline_the_vetted_script_answers_at_once() {
+        let service = service(false);
+        after_one_turn(&service).await;
+
+        assert_eq!(service.continue_call(id(), 0, &meta()).await, fallback());
+    }
+
+    #[tokio::test]
+    async fn while_the_pipeline_works_the_caller_is_held_a_bounded_number_of_times() {
+        let service = service(true);
+        after_one_turn(&service).await;
+
+        for waited in 0..MAX_WAITS {
+            assert_eq!(
+                service.continue_call(id(), waited, &meta()).await,
+                CallAnswer::Hold { waited: waited + 1 }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_pipeline_takes_too_long_the_caller_hears_the_fallback() {
+        let service = service(true);
+        after_one_turn(&service).await;
+
+        assert_eq!(
+            service.continue_call(id(), MAX_WAITS, &meta()).await,
+            fallback()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retried_webhook_gets_the_answer_it_already_gave() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        let first = service.continue_call(id(), MAX_WAITS, &meta()).await;
+
+        // Twilio retries: the caller is not held again, and hears the same answer.
+        assert_eq!(service.continue_call(id(), 0, &meta()).await, first);
+    }
+
+    #[tokio::test]
+    async fn an_analysed_turn_is_answered_with_its_reply() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        analysed(&service, "I had a rough day at work.").await;
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Question {
+                reply: MODEL_REPLY.into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_analysed_turn_that_warrants_a_person_escalates() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        analysed(&service, "I'm going to kill myself tonight.").await;
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Escalating
+        );
+        assert!(service.call(id()).await.expect("loads").is_escalated());
+    }
+
+    #[tokio::test]
+    async fn while_the_rest_update_is_on_its_way_the_caller_is_held() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        analysed(&service, "I had a rough day at work.").await;
+        claimed_by_rest(&service).await;
+
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await,
+            CallAnswer::Hold { waited: 1 }
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_rest_update_never_arrives_the_webhook_plays_the_answer() {
+        let service = service(true);
+        after_one_turn(&service).await;
+        analysed(&service, "I had a rough day at work.").await;
+        claimed_by_rest(&service).await;
+
+        assert_eq!(
+            service.continue_call(id(), MAX_WAITS, &meta()).await,
+            CallAnswer::Question {
+                reply: MODEL_REPLY.into()
+            }
+        );
+    }
 
     #[test]
     fn after_a_dial_the_caller_is_never_hung_up_on() {

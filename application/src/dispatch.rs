@@ -247,7 +247,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                     return Err(AppError::Contended { attempts: attempt })
                 }
                 Err(AggregateError::UserError(rule)) => return Err(AppError::Rule(rule)),
-                Err(other) => return Err(AppError::Store(other.to_string())),
+                Err(other) => return Err(AppError::Store(other)),
                 Ok((Attempt::Done(call, appended), sequence)) => {
                     if let Some(sequence) = sequence {
                         stripe.keep(id, call.clone(), sequence + appended);
@@ -315,7 +315,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         self.store
             .load_aggregate(&id.to_string())
             .await
-            .map_err(|e| AppError::Store(e.to_string()))
+            .map_err(AppError::Store)
     }
 }
 

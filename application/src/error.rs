@@ -1,5 +1,6 @@
 //! The application's one error type.
 
+use cqrs_es::AggregateError;
 use domain::CallError;
 
 /// Why a use case could not do what was asked.
@@ -14,9 +15,9 @@ pub enum AppError {
     /// Concurrent writers kept winning the race for this call, even after retries.
     #[error("the call was changed concurrently {attempts} times in a row")]
     Contended { attempts: u32 },
-    /// The event store could not be reached or failed.
+    /// The event store could not be reached or failed; the store's error is kept as the source.
     #[error("the event store failed: {0}")]
-    Store(String),
+    Store(#[source] AggregateError<CallError>),
     /// The store failed moments ago, so this command was not attempted (see `breaker`).
     #[error("the event store failed moments ago; not attempted")]
     StoreSkipped,

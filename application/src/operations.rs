@@ -7,7 +7,7 @@ use domain::{CallSid, DialNumber};
 use crate::ports::{CallPlacer, PortError};
 
 /// Why a test call was not placed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TestCallError {
     /// The number is not in E.164 form.
     #[error("to_number must be an E.164 number: + and 8 to 15 digits")]
@@ -20,7 +20,7 @@ pub enum TestCallError {
     NoCallerNumber,
     /// Twilio refused or failed.
     #[error("Twilio did not place the call: {0}")]
-    Twilio(PortError),
+    Twilio(#[source] PortError),
 }
 
 /// Places test calls: only to the configured numbers, from the line's own number.

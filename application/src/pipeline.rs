@@ -8,6 +8,7 @@
 //! over a call only rises). Once the caller was sent to a person, nothing here touches the live
 //! call again; a late analysis that warrants a person still reaches the caller.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,12 +35,23 @@ pub const KEEP_RECORDING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the model may take for each of its answers before it counts as unknown.
 pub const MODEL_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// Why a turn could not be processed this time. The job is retried; when its attempts run out,
-/// `give_up` takes the caller to a person.
+/// Why a turn could not be processed this time. The job is retried while `retryable`; when its
+/// attempts run out, `give_up` takes the caller to a person.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("{stage:?} failed: {error}")]
-    Stage { stage: Stage, error: PortError },
+    Stage {
+        stage: Stage,
+        #[source]
+        error: PortError,
+    },
+    /// Without a speech-to-text service the turn waits for Twilio's transcription, which has not
+    /// arrived yet.
+    #[error("Twilio's transcription of the turn has not arrived yet")]
+    TranscriptionPending,
+    /// Re-processing audio needs a speech-to-text service, and none is configured.
+    #[error("no speech-to-text service is configured")]
+    SpeechToTextNotConfigured,
     #[error(transparent)]
     App(#[from] AppError),
     #[error("the call has no turn {0} to process")]
@@ -48,6 +60,45 @@ pub enum PipelineError {
     NoSuchCall,
     #[error("the URL is not one of this account's recordings")]
     ForeignRecording,
+}
+
+impl PipelineError {
+    /// The stage of the turn that failed; what is not a service's failure counts as delivery.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Self::Stage { stage, .. } => *stage,
+            Self::TranscriptionPending | Self::SpeechToTextNotConfigured => Stage::Transcription,
+            Self::App(_) | Self::NoSuchTurn(_) | Self::NoSuchCall | Self::ForeignRecording => {
+                Stage::Delivery
+            }
+        }
+    }
+
+    /// The class of failure as it is stored with a failed turn: safe to show to an operator.
+    pub fn class(&self) -> Cow<'static, str> {
+        match self {
+            Self::Stage { error, .. } => error.class(),
+            Self::TranscriptionPending => "transcription_pending".into(),
+            Self::SpeechToTextNotConfigured => "speech_to_text_not_configured".into(),
+            Self::App(_) => "event_store".into(),
+            Self::NoSuchTurn(_) => "no_such_turn".into(),
+            Self::NoSuchCall => "no_such_call".into(),
+            Self::ForeignRecording => "foreign_recording_url".into(),
+        }
+    }
+
+    /// Whether another attempt could succeed: a missing call or turn, a refused URL or a missing
+    /// service stay so, and the caller should reach a person at once.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Stage { error, .. } => error.retryable(),
+            Self::TranscriptionPending | Self::App(_) => true,
+            Self::SpeechToTextNotConfigured
+            | Self::NoSuchTurn(_)
+            | Self::NoSuchCall
+            | Self::ForeignRecording => false,
+        }
+    }
 }
 
 /// What `process_caller_audio` returns.
@@ -205,9 +256,10 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             }
             // Twilio transcribed the turn; its callback stored the text on the call.
             None => {
-                let (text, understood) = turn.transcription.clone().ok_or_else(|| {
-                    stage(Stage::Transcription)(PortError("transcription_pending".into()))
-                })?;
+                let (text, understood) = turn
+                    .transcription
+                    .clone()
+                    .ok_or(PipelineError::TranscriptionPending)?;
                 (text, understood, None)
             }
         };
@@ -323,10 +375,10 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         if !call.is_started() {
             return Err(PipelineError::NoSuchCall);
         }
-        let speech = self.speech.as_ref().ok_or_else(|| PipelineError::Stage {
-            stage: Stage::Transcription,
-            error: PortError("speech_to_text_not_configured".into()),
-        })?;
+        let speech = self
+            .speech
+            .as_ref()
+            .ok_or(PipelineError::SpeechToTextNotConfigured)?;
         let mut timings = StageTimings::default();
         let started = Instant::now();
         let transcript = speech
@@ -463,7 +515,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 let command = CallCommand::RecordFailure(RecordFailure {
                     turn,
                     stage: Stage::Delivery,
-                    error_class: error.0,
+                    error_class: error.to_string(),
                     at: Utc::now(),
                 });
                 self.execute(id, command).await?;
@@ -582,34 +634,38 @@ mod tests {
 
     use async_trait::async_trait;
     use cqrs_es::mem_store::MemStore;
-    use domain::call::{ReceiveRecording, RecordingUrl, StartCall};
-    use domain::{AccountSid, CallerId, DialNumber, RecordingSid};
+    use domain::call::{ReceiveRecording, RecordingUrl};
+    use domain::{DialNumber, RecordingSid};
 
     use super::*;
     use crate::ports::Audio;
 
-    struct Recordings(Result<Audio, PortError>);
+    use crate::ports::{Failure, Service};
+
+    struct Recordings(Result<Audio, Failure>);
     #[async_trait]
     impl RecordingSource for Recordings {
         fn owns(&self, url: &RecordingUrl) -> bool {
             url.as_str().starts_with("https://api.twilio.com/")
         }
         async fn fetch(&self, _url: &RecordingUrl) -> Result<Audio, PortError> {
-            self.0.clone()
+            self.0
+                .clone()
+                .map_err(|f| PortError::new(Service::Twilio, f))
         }
     }
 
-    struct Speech(Result<String, PortError>);
+    struct Speech(Result<String, Failure>);
     #[async_trait]
     impl SpeechToText for Speech {
         async fn transcribe(&self, _audio: &Audio) -> Result<String, PortError> {
-            self.0.clone()
+            self.0.clone().map_err(|f| PortError::new(Service::Ai, f))
         }
     }
 
     struct Model {
-        risk: Result<RiskLevel, PortError>,
-        reply: Result<String, PortError>,
+        risk: Result<RiskLevel, Failure>,
+        reply: Result<String, Failure>,
         delay: Duration,
     }
     #[async_trait]
@@ -619,10 +675,12 @@ mod tests {
         }
         async fn assess_risk(&self, _t: &str) -> Result<RiskLevel, PortError> {
             tokio::time::sleep(self.delay).await;
-            self.risk.clone()
+            self.risk.map_err(|f| PortError::new(Service::Ai, f))
         }
         async fn compose_reply(&self, _t: &str, _l: RiskLevel) -> Result<String, PortError> {
-            self.reply.clone()
+            self.reply
+                .clone()
+                .map_err(|f| PortError::new(Service::Ai, f))
         }
     }
 
@@ -644,7 +702,7 @@ mod tests {
             ask: bool,
         ) -> Result<(), PortError> {
             if self.fail {
-                return Err(PortError("twilio_http_500".into()));
+                return Err(PortError::new(Service::Twilio, Failure::Status(500)));
             }
             self.played
                 .lock()
@@ -655,7 +713,7 @@ mod tests {
         }
         async fn connect_counselor(&self, _s: &CallSid, _id: CallId) -> Result<(), PortError> {
             if self.fail {
-                return Err(PortError("twilio_http_500".into()));
+                return Err(PortError::new(Service::Twilio, Failure::Status(500)));
             }
             *self.connected.lock().expect("not poisoned") += 1;
             Ok(())
@@ -676,14 +734,7 @@ mod tests {
         let sid = CallSid::parse(SID).expect("valid");
         let id = CallId::for_call_sid(&sid);
         let dispatcher = CommandDispatcher::new(store.clone());
-        let start = CallCommand::StartCall(StartCall {
-            call_sid: sid.clone(),
-            account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef").expect("valid"),
-            from: CallerId::new("+14155550123"),
-            to: "+15005550006".into(),
-            direction: "inbound".into(),
-            at: Utc::now(),
-        });
+        let start = domain::fixtures::start_call(&sid, Utc::now());
         dispatcher
             .execute(id, start, &metadata())
             .await
@@ -712,7 +763,7 @@ mod tests {
     }
 
     fn harness(
-        transcript: Result<&str, PortError>,
+        transcript: Result<&str, Failure>,
         model: Option<Model>,
         control: Control,
     ) -> Harness {
@@ -849,7 +900,7 @@ mod tests {
     async fn a_model_that_fails_or_is_slow_makes_the_risk_unknown_and_goes_to_a_person() {
         for failing in [
             Model {
-                risk: Err(PortError("http_503".into())),
+                risk: Err(Failure::Status(503)),
                 reply: Ok("x".into()),
                 delay: Duration::ZERO,
             },
@@ -906,7 +957,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_stage_records_nothing_and_is_retried() {
-        let h = harness(Err(PortError("http_503".into())), None, Control::default());
+        let h = harness(Err(Failure::Status(503)), None, Control::default());
         let id = call_with_one_turn(&h.store).await;
         let error = h.pipeline.process_turn(id, 1).await.expect_err("fails");
         assert!(
@@ -1105,7 +1156,7 @@ mod tests {
 
     #[tokio::test]
     async fn giving_up_records_why_and_connects_a_person() {
-        let h = harness(Err(PortError("http_503".into())), None, Control::default());
+        let h = harness(Err(Failure::Status(503)), None, Control::default());
         let id = call_with_one_turn(&h.store).await;
         h.pipeline
             .give_up(id, 1, Stage::Transcription, "http_503")

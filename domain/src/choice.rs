@@ -66,6 +66,12 @@ const AROUND_A_CHOICE: &[&str] = &[
 ];
 
 impl Choice {
+    /// Whether the keys the caller pressed ask for a person: 0, whether it is the key that ended a
+    /// recording or the first key at a choice. The one place that rule is written.
+    pub fn keys_ask_for_person(digits: Option<&str>) -> bool {
+        digits.is_some_and(|d| d.trim().starts_with('0'))
+    }
+
     /// Reads a choice from `Digits` and `SpeechResult`. Asking for a human wins over anything
     /// else, wherever it is said. The other choices count only when they are the whole answer
     /// (or nearly): "goodbye" ends the call, but "I'm going to kill myself tonight, goodbye" is
@@ -80,7 +86,7 @@ impl Choice {
                     .iter()
                     .all(|w| list.contains(&w.as_str()) || AROUND_A_CHOICE.contains(&w.as_str()))
         };
-        if digits.starts_with('0') || said_anywhere(COUNSELOR_WORDS) {
+        if Self::keys_ask_for_person(Some(digits)) || said_anywhere(COUNSELOR_WORDS) {
             Some(Self::Counselor)
         } else if digits.starts_with('1') || (digits.is_empty() && whole_answer(CONTINUE_WORDS)) {
             Some(Self::Continue)
@@ -103,6 +109,16 @@ mod tests {
         assert_eq!(Choice::from_input(Some("0"), None), Some(Choice::Counselor));
         assert_eq!(Choice::from_input(Some("7"), None), None);
         assert_eq!(Choice::from_input(None, None), None);
+    }
+
+    #[test]
+    fn a_zero_first_asks_for_a_person_and_nothing_else_does() {
+        for digits in ["0", "0#", " 0", "01"] {
+            assert!(Choice::keys_ask_for_person(Some(digits)), "{digits:?}");
+        }
+        for digits in [None, Some(""), Some("#"), Some("1"), Some("10"), Some("2")] {
+            assert!(!Choice::keys_ask_for_person(digits), "{digits:?}");
+        }
     }
 
     #[test]

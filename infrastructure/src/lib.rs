@@ -3,12 +3,9 @@
 //! the embedded PostgreSQL used when no database is configured, and the service's configuration.
 #![forbid(unsafe_code)]
 
-pub mod audio_store;
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
-pub mod jobs;
-pub mod openai;
 pub mod pipeline;
 pub mod queries;
 pub mod tokens;

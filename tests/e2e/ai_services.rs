@@ -1,8 +1,8 @@
 //! The OpenAI-compatible speech-to-text and chat clients against wiremock stand-ins.
 
-use application::ports::{Audio, LanguageModel, PortError, SpeechToText};
+use application::ports::{Audio, Failure, LanguageModel, PortError, Service, SpeechToText};
 use domain::risk::RiskLevel;
-use infrastructure::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
+use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
@@ -63,7 +63,7 @@ async fn speech_to_text_failures_come_back_as_classes() {
     let stt = OpenAiSpeechToText::new(endpoint(&server, "whisper-1"));
     assert_eq!(
         stt.transcribe(&audio()).await,
-        Err(PortError("http_503".into()))
+        Err(PortError::new(Service::Ai, Failure::Status(503)))
     );
 
     let unreachable = Endpoint {
@@ -75,7 +75,7 @@ async fn speech_to_text_failures_come_back_as_classes() {
         OpenAiSpeechToText::new(unreachable)
             .transcribe(&audio())
             .await,
-        Err(PortError("unreachable".into()))
+        Err(PortError::new(Service::Ai, Failure::Unreachable))
     );
 }
 
@@ -115,7 +115,7 @@ async fn an_unusable_model_answer_is_an_error_not_a_guess() {
         let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
         assert_eq!(
             model.assess_risk("…").await,
-            Err(PortError("unreadable_answer".into())),
+            Err(PortError::new(Service::Ai, Failure::UnreadableAnswer)),
             "{content}"
         );
     }

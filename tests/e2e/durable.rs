@@ -7,7 +7,9 @@ use std::time::Duration;
 use infrastructure::event_store::subscription::{
     Batch, Consumer, ConsumerError, StoredEvent, SubscriptionRunner,
 };
-use infrastructure::jobs::{self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob};
+use infrastructure::pipeline::jobs::{
+    self, ClaimedJob, Fate, JobError, JobHandler, JobQueue, NewJob,
+};
 use sqlx::{PgConnection, PgPool};
 
 use crate::helpers::*;
@@ -332,7 +334,7 @@ async fn a_failed_job_is_retried_then_fails_for_good() {
     let first = queue.claim().await.expect("claims").expect("a job");
     assert!(matches!(
         queue
-            .fail(&first, "speech-to-text: 503")
+            .fail(&first, &JobError::transient("speech-to-text: 503"))
             .await
             .expect("records"),
         Fate::Retry(_)
@@ -342,7 +344,7 @@ async fn a_failed_job_is_retried_then_fails_for_good() {
     assert_eq!(second.attempts, 2);
     assert_eq!(
         queue
-            .fail(&second, "speech-to-text: 503")
+            .fail(&second, &JobError::transient("speech-to-text: 503"))
             .await
             .expect("records"),
         Fate::Exhausted
@@ -365,7 +367,12 @@ async fn a_job_whose_worker_died_is_taken_over_and_the_dead_worker_is_fenced_off
     assert_eq!(taken.attempts, 2);
     // The first worker wakes up late: its outcome no longer counts.
     assert!(!dead.complete(&lost).await.expect("answers"));
-    assert_eq!(dead.fail(&lost, "late").await.expect("answers"), Fate::Lost);
+    assert_eq!(
+        dead.fail(&lost, &JobError::transient("late"))
+            .await
+            .expect("answers"),
+        Fate::Lost
+    );
     assert!(alive.complete(&taken).await.expect("completes"));
     assert_eq!(status_of(&pool, 1).await, ("done".into(), 2));
 }
@@ -378,6 +385,8 @@ struct Flaky {
 }
 
 impl JobHandler for Flaky {
+    type Failure = JobError;
+
     async fn run(&self, job: &ClaimedJob) -> Result<(), JobError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         if job.turn == 7 {
@@ -390,7 +399,7 @@ impl JobHandler for Flaky {
         }
     }
 
-    async fn exhausted(&self, _job: &ClaimedJob, _error: &str) {
+    async fn exhausted(&self, _job: &ClaimedJob, _error: &JobError) {
         self.exhausted.fetch_add(1, Ordering::SeqCst);
     }
 }

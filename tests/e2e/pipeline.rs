@@ -8,7 +8,7 @@ use std::time::Duration;
 use domain::CallId;
 use infrastructure::event_store;
 use infrastructure::event_store::subscription::SubscriptionRunner;
-use infrastructure::jobs::{self, JobQueue};
+use infrastructure::pipeline::jobs::{self, JobQueue};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, method, path};
@@ -312,6 +312,19 @@ async fn when_speech_to_text_stays_down_the_caller_is_taken_to_a_person() {
         (status.as_str(), attempts),
         ("failed", infrastructure::pipeline::TURN_ATTEMPTS)
     );
+    let failure: (String, String, String) =
+        sqlx::query_as("SELECT last_error, last_error_stage, last_error_class FROM jobs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("reads");
+    assert_eq!(
+        failure,
+        (
+            "transcription: http_503".into(),
+            "transcription".into(),
+            "http_503".into()
+        )
+    );
     let events = app.events(&sid).await;
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
@@ -353,6 +366,11 @@ async fn a_recording_outside_the_account_is_refused_and_the_caller_goes_to_a_per
         .await
         .expect("reads");
     assert_eq!((status.as_str(), attempts), ("failed", 1));
+    let failed_at: String = sqlx::query_scalar("SELECT last_error_stage FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("reads");
+    assert_eq!(failed_at, "download");
     let events = app.events(&sid).await;
     assert_eq!(
         events[2].payload["ProcessingFailed"]["error_class"],

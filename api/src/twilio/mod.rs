@@ -7,7 +7,7 @@ pub mod extract;
 pub mod params;
 pub mod render;
 
-use application::CallAnswer;
+use application::{AppError, CallAnswer};
 use axum::extract::FromRequest;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use domain::CallId;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use extract::{CallPath, TwilioRequest};
 use infrastructure::twilio::routes::{self, Webhook};
@@ -197,7 +197,7 @@ async fn transcription(
     State(state): State<AppState>,
     CallPath(id): CallPath,
     request: TwilioRequest,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode> {
     let id = id.ok_or(ApiError::UnknownCall)?;
     let report = params::transcription(&request.params)?;
     match state
@@ -205,31 +205,22 @@ async fn transcription(
         .receive_transcription(id, report, &request.metadata)
         .await
     {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(application::AppError::Rule(rule)) => {
+        Err(AppError::Rule(rule)) => {
             tracing::warn!(reason = %rule, "transcription refused by the call's rules");
-            Ok(StatusCode::NO_CONTENT)
         }
-        Err(application::AppError::WrongCall) => Err(ApiError::InvalidParameter {
-            name: "CallSid",
-            reason: "does not belong to the call in the URL".into(),
-        }),
-        Err(error) => Err(ApiError::Unavailable(error.to_string())),
+        stored => stored?,
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /twilio/status/`: Twilio reports the call's status. No caller hears this answer.
-async fn status(
-    State(state): State<AppState>,
-    request: TwilioRequest,
-) -> Result<StatusCode, ApiError> {
+async fn status(State(state): State<AppState>, request: TwilioRequest) -> Result<StatusCode> {
     let report = params::status_report(&request.params)?;
     match state.calls.update_status(report, &request.metadata).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(application::AppError::Rule(rule)) => {
+        Err(AppError::Rule(rule)) => {
             tracing::warn!(reason = %rule, "status callback refused by the call's rules");
-            Ok(StatusCode::NO_CONTENT)
         }
-        Err(error) => Err(ApiError::Unavailable(error.to_string())),
+        stored => stored?,
     }
+    Ok(StatusCode::NO_CONTENT)
 }

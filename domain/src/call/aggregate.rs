@@ -205,8 +205,7 @@ impl Call {
             return Err(CallError::NotStarted);
         }
         let turn = self.current_turn_number() + 1;
-        let asked_for_human =
-            Choice::from_input(cmd.digits.as_deref(), None) == Some(Choice::Counselor);
+        let asked_for_human = Choice::keys_ask_for_person(cmd.digits.as_deref());
         let mut events = vec![CallEvent::RecordingReceived {
             turn,
             recording_sid: cmd.recording_sid,

@@ -105,6 +105,19 @@ pub enum Stage {
     Delivery,
 }
 
+impl Stage {
+    /// The stage's name, as it is stored (`transcription`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Transcription => "transcription",
+            Self::Assessment => "assessment",
+            Self::Reply => "reply",
+            Self::Delivery => "delivery",
+        }
+    }
+}
+
 /// Where the reply a caller heard came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use application::ports::{Audio, CallControl, CallPlacer, PortError, RecordingSource};
+use application::ports::{
+    Audio, CallControl, CallPlacer, Failure, PortError, RecordingSource, Service,
+};
 use application::CallAnswer;
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
@@ -12,17 +14,19 @@ use domain::{CallId, CallSid, DialNumber};
 use super::answers::{twiml, Voice};
 use super::rest::{TwilioError, TwilioRest};
 
-/// A storable class for a Twilio failure (`twilio_20429`, `twilio_http_500`, `twilio_unreachable`).
-fn class(error: &TwilioError) -> PortError {
-    PortError(match error {
+/// A Twilio failure as a port's (`twilio_20429`, `twilio_http_500`, `twilio_unreachable`), the
+/// Twilio error kept as its source.
+fn class(error: TwilioError) -> PortError {
+    let failure = match &error {
         TwilioError::Api {
             code: Some(code), ..
-        } => format!("twilio_{code}"),
-        TwilioError::Api { status, .. } => format!("twilio_http_{status}"),
-        TwilioError::Transport(_) => "twilio_unreachable".into(),
-        TwilioError::ForeignUrl => "foreign_recording_url".into(),
-        TwilioError::Unreadable(_) => "twilio_unreadable_answer".into(),
-    })
+        } => Failure::Code(*code),
+        TwilioError::Api { status, .. } => Failure::Status(*status),
+        TwilioError::Transport(_) => Failure::Unreachable,
+        TwilioError::ForeignUrl => Failure::ForeignRecordingUrl,
+        TwilioError::Unreadable(_) => Failure::UnreadableAnswer,
+    };
+    PortError::new(Service::Twilio, failure).caused_by(error)
 }
 
 /// Recordings, downloaded from Twilio.
@@ -36,11 +40,7 @@ impl RecordingSource for TwilioRecordings {
     }
 
     async fn fetch(&self, url: &RecordingUrl) -> Result<Audio, PortError> {
-        let audio = self
-            .0
-            .get_audio_for_processing(url)
-            .await
-            .map_err(|e| class(&e))?;
+        let audio = self.0.get_audio_for_processing(url).await.map_err(class)?;
         Ok(Audio {
             bytes: audio.audio_data,
             content_type: audio.content_type,
@@ -74,10 +74,7 @@ impl CallControl for TwilioCallControl {
             }
         };
         let doc = twiml(&answer, Some(call_id), &self.voice);
-        self.rest
-            .update_call(call_sid, &doc)
-            .await
-            .map_err(|e| class(&e))
+        self.rest.update_call(call_sid, &doc).await.map_err(class)
     }
 
     async fn connect_counselor(
@@ -86,10 +83,7 @@ impl CallControl for TwilioCallControl {
         call_id: CallId,
     ) -> Result<(), PortError> {
         let doc = twiml(&CallAnswer::Escalating, Some(call_id), &self.voice);
-        self.rest
-            .update_call(call_sid, &doc)
-            .await
-            .map_err(|e| class(&e))
+        self.rest.update_call(call_sid, &doc).await.map_err(class)
     }
 }
 
@@ -106,6 +100,6 @@ impl CallPlacer for TwilioCallControl {
                 &format!("{base}/twilio/status/"),
             )
             .await
-            .map_err(|e| class(&e))
+            .map_err(class)
     }
 }

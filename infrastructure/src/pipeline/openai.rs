@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use application::ports::{Audio, LanguageModel, PortError, SpeechToText};
+use application::ports::{Audio, Failure, LanguageModel, PortError, Service, SpeechToText};
 use async_trait::async_trait;
 use domain::risk::RiskLevel;
 use secrecy::{ExposeSecret, SecretString};
@@ -36,16 +36,26 @@ fn http(timeout: Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-fn class(error: &reqwest::Error) -> PortError {
-    if error.is_timeout() {
-        PortError("timeout".into())
+fn failed(failure: Failure) -> PortError {
+    PortError::new(Service::Ai, failure)
+}
+
+fn class(error: reqwest::Error) -> PortError {
+    let failure = if error.is_timeout() {
+        Failure::Timeout
     } else if let Some(status) = error.status() {
-        PortError(format!("http_{}", status.as_u16()))
+        Failure::Status(status.as_u16())
     } else if error.is_connect() {
-        PortError("unreachable".into())
+        Failure::Unreachable
     } else {
-        PortError("transport".into())
-    }
+        Failure::Transport
+    };
+    failed(failure).caused_by(error)
+}
+
+/// An answer that could not be read, and why.
+fn unreadable(error: impl std::error::Error + Send + Sync + 'static) -> PortError {
+    failed(Failure::UnreadableAnswer).caused_by(error)
 }
 
 fn authorised(request: reqwest::RequestBuilder, endpoint: &Endpoint) -> reqwest::RequestBuilder {
@@ -82,7 +92,7 @@ impl SpeechToText for OpenAiSpeechToText {
         let file = reqwest::multipart::Part::bytes(audio.bytes.clone())
             .file_name("turn.wav")
             .mime_str(&audio.content_type)
-            .map_err(|_| PortError("bad_content_type".into()))?;
+            .map_err(|e| failed(Failure::BadContentType).caused_by(e))?;
         let form = reqwest::multipart::Form::new()
             .part("file", file)
             .text("model", self.endpoint.model.clone())
@@ -96,11 +106,8 @@ impl SpeechToText for OpenAiSpeechToText {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| class(&e))?;
-        let body: Transcription = response
-            .json()
-            .await
-            .map_err(|_| PortError("unreadable_answer".into()))?;
+            .map_err(class)?;
+        let body: Transcription = response.json().await.map_err(unreadable)?;
         Ok(body.text)
     }
 }
@@ -139,18 +146,15 @@ impl OpenAiChat {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| class(&e))?;
-        let completion: Completion = response
-            .json()
-            .await
-            .map_err(|_| PortError("unreadable_answer".into()))?;
+            .map_err(class)?;
+        let completion: Completion = response.json().await.map_err(unreadable)?;
         let content = completion
             .choices
             .into_iter()
             .next()
             .and_then(|c| c.message.content)
-            .ok_or_else(|| PortError("empty_answer".into()))?;
-        serde_json::from_str(&content).map_err(|_| PortError("unreadable_answer".into()))
+            .ok_or_else(|| failed(Failure::EmptyAnswer))?;
+        serde_json::from_str(&content).map_err(unreadable)
     }
 }
 
@@ -193,7 +197,7 @@ impl LanguageModel for OpenAiChat {
             .get("risk")
             .and_then(serde_json::Value::as_str)
             .and_then(RiskLevel::parse)
-            .ok_or_else(|| PortError("unreadable_answer".into()))
+            .ok_or_else(|| failed(Failure::UnreadableAnswer))
     }
 
     async fn compose_reply(&self, transcript: &str, level: RiskLevel) -> Result<String, PortError> {
@@ -203,6 +207,6 @@ impl LanguageModel for OpenAiChat {
             .get("reply")
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| PortError("unreadable_answer".into()))
+            .ok_or_else(|| failed(Failure::UnreadableAnswer))
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use application::ports::{Audio, AudioStore, PortError};
+use application::ports::{Audio, AudioStore, Failure, PortError, Service};
 use async_trait::async_trait;
 use domain::CallId;
 use object_store::aws::AmazonS3Builder;
@@ -104,15 +104,16 @@ pub fn recording_key(call_id: CallId, turn: u32, content_type: &str) -> String {
     )
 }
 
-fn port_error(error: &object_store::Error) -> PortError {
-    // The class of failure only: a store's message can carry a bucket URL or a local path.
-    let class = match error {
-        object_store::Error::NotFound { .. } => "audio_not_found",
+fn port_error(error: object_store::Error) -> PortError {
+    // The class shows; the store's message, which can carry a bucket URL or a local path, is
+    // only the source.
+    let failure = match error {
+        object_store::Error::NotFound { .. } => Failure::NotFound,
         object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => "audio_store_denied",
-        _ => "audio_store_failed",
+        | object_store::Error::Unauthenticated { .. } => Failure::Denied,
+        _ => Failure::Failed,
     };
-    PortError(class.to_owned())
+    PortError::new(Service::AudioStore, failure).caused_by(error)
 }
 
 #[async_trait]
@@ -125,18 +126,14 @@ impl AudioStore for ObjectAudioStore {
             .await
             .map_err(|error| {
                 tracing::warn!(error = %error, "audio store write failed");
-                port_error(&error)
+                port_error(error)
             })?;
         Ok(key)
     }
 
     async fn load(&self, key: &str) -> Result<Audio, PortError> {
-        let got = self
-            .store
-            .get(&self.path(key))
-            .await
-            .map_err(|error| port_error(&error))?;
-        let bytes = got.bytes().await.map_err(|error| port_error(&error))?;
+        let got = self.store.get(&self.path(key)).await.map_err(port_error)?;
+        let bytes = got.bytes().await.map_err(port_error)?;
         Ok(Audio {
             bytes: bytes.to_vec(),
             content_type: content_type(key).to_owned(),
@@ -198,7 +195,7 @@ mod tests {
         assert_eq!(store.load(&key).await.expect("loads"), second);
         assert_eq!(
             store.load("recordings/none.wav").await,
-            Err(PortError("audio_not_found".into()))
+            Err(PortError::new(Service::AudioStore, Failure::NotFound))
         );
         std::fs::remove_dir_all(dir).expect("cleaned up");
     }

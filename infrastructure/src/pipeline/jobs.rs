@@ -5,6 +5,7 @@
 //! jitter up to the job's attempts; a job that exhausts them is marked failed, and its handler's
 //! `exhausted` takes the caller to the human path.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -138,34 +139,28 @@ impl JobQueue {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records a failed attempt: retried later, or failed for good when attempts are used up.
-    /// `error` must carry no secret and no caller data: it is stored.
-    pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Fate, sqlx::Error> {
-        self.fail_with(job, error, false).await
-    }
-
-    /// Records a failure no retry can mend: the job fails for good now.
-    pub async fn fail_permanently(
+    /// Records a failed attempt: retried later, or failed for good when attempts are used up or
+    /// no retry can mend it. Its stage and class are stored, with both in `last_error` as
+    /// `stage: class` for whoever reads the table by eye.
+    pub async fn fail(
         &self,
         job: &ClaimedJob,
-        error: &str,
+        error: &impl JobFailure,
     ) -> Result<Fate, sqlx::Error> {
-        self.fail_with(job, error, true).await
-    }
-
-    async fn fail_with(
-        &self,
-        job: &ClaimedJob,
-        error: &str,
-        permanent: bool,
-    ) -> Result<Fate, sqlx::Error> {
-        let exhausted = permanent || job.attempts >= job.max_attempts;
+        let class = error.class();
+        let stage = error.stage();
+        let last_error = match stage {
+            Some(stage) => format!("{stage}: {class}"),
+            None => class.to_string(),
+        };
+        let exhausted = !error.retryable() || job.attempts >= job.max_attempts;
         let pause = backoff(job.attempts, self.backoff_base, self.backoff_cap);
         let updated = sqlx::query(
             "UPDATE jobs
                 SET status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END,
                     run_at = clock_timestamp() + make_interval(secs => $5),
-                    lease_until = NULL, last_error = $6, updated_at = now()
+                    lease_until = NULL, last_error = $6, last_error_stage = $7,
+                    last_error_class = $8, updated_at = now()
               WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND status = 'running'",
         )
         .bind(job.id)
@@ -173,7 +168,9 @@ impl JobQueue {
         .bind(job.attempts)
         .bind(exhausted)
         .bind(pause.as_secs_f64())
-        .bind(error)
+        .bind(last_error)
+        .bind(stage)
+        .bind(class.as_ref())
         .execute(&self.pool)
         .await?;
         Ok(match (updated.rows_affected(), exhausted) {
@@ -184,39 +181,68 @@ impl JobQueue {
     }
 }
 
-/// Why a job's attempt failed. The message is stored: no secrets, no caller data.
+/// Why a job's attempt failed, as the queue records it. Its stage and class are stored: no
+/// secrets, no caller data.
+pub trait JobFailure: Send + Sync {
+    /// The step of the job that failed (`transcription`), for jobs made of steps.
+    fn stage(&self) -> Option<&'static str>;
+    /// The class of failure (`http_503`).
+    fn class(&self) -> Cow<'_, str>;
+    /// Whether another attempt could succeed; when none can, the job fails for good at once.
+    fn retryable(&self) -> bool;
+}
+
+/// A job's failure known by its class alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobError {
-    pub message: String,
+    pub class: String,
     /// Trying again cannot help (a refused URL, a missing turn): give up at once.
     pub permanent: bool,
 }
 
 impl JobError {
     /// A failure worth another attempt.
-    pub fn transient(message: impl Into<String>) -> Self {
+    pub fn transient(class: impl Into<String>) -> Self {
         Self {
-            message: message.into(),
+            class: class.into(),
             permanent: false,
         }
     }
 
     /// A failure no retry can mend.
-    pub fn permanent(message: impl Into<String>) -> Self {
+    pub fn permanent(class: impl Into<String>) -> Self {
         Self {
-            message: message.into(),
+            class: class.into(),
             permanent: true,
         }
     }
 }
 
+impl JobFailure for JobError {
+    fn stage(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn class(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.class)
+    }
+
+    fn retryable(&self) -> bool {
+        !self.permanent
+    }
+}
+
 /// Runs a job.
 pub trait JobHandler: Send + Sync {
+    /// Why an attempt failed.
+    type Failure: JobFailure;
+
     /// Does the job's work.
-    fn run(&self, job: &ClaimedJob) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn run(&self, job: &ClaimedJob) -> impl Future<Output = Result<(), Self::Failure>> + Send;
 
     /// The job failed for good with `error` (its last): take whatever safe path is left.
-    fn exhausted(&self, job: &ClaimedJob, error: &str) -> impl Future<Output = ()> + Send;
+    fn exhausted(&self, job: &ClaimedJob, error: &Self::Failure)
+        -> impl Future<Output = ()> + Send;
 }
 
 /// Claims and runs one job; returns whether there was one.
@@ -230,19 +256,21 @@ pub async fn work_once<H: JobHandler>(queue: &JobQueue, handler: &H) -> Result<b
                 tracing::warn!(job = job.id, "job finished after its lease was taken over");
             }
         }
-        Err(JobError {
-            message: error,
-            permanent,
-        }) => match queue.fail_with(&job, &error, permanent).await? {
-            Fate::Exhausted => {
-                tracing::error!(job = job.id, kind = %job.kind, error = %error, "job failed for good");
-                handler.exhausted(&job, &error).await;
+        Err(error) => {
+            let (stage, class) = (error.stage().unwrap_or_default(), error.class());
+            match queue.fail(&job, &error).await? {
+                Fate::Exhausted => {
+                    tracing::error!(job = job.id, kind = %job.kind, stage, class = %class, "job failed for good");
+                    handler.exhausted(&job, &error).await;
+                }
+                Fate::Retry(pause) => {
+                    tracing::warn!(job = job.id, kind = %job.kind, stage, class = %class, retry_in_ms = pause.as_millis() as u64, "job failed; will retry");
+                }
+                Fate::Lost => {
+                    tracing::warn!(job = job.id, "job failed after its lease was taken over")
+                }
             }
-            Fate::Retry(pause) => {
-                tracing::warn!(job = job.id, kind = %job.kind, error = %error, retry_in_ms = pause.as_millis() as u64, "job failed; will retry");
-            }
-            Fate::Lost => tracing::warn!(job = job.id, "job failed after its lease was taken over"),
-        },
+        }
     }
     Ok(true)
 }

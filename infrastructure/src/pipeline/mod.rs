@@ -1,0 +1,169 @@
+//! The conversation pipeline's wing: its durable wiring here (a subscription that enqueues one job
+//! per recorded turn, in its checkpoint transaction, so no turn is lost or enqueued twice, and the
+//! job handler that runs the turn and, when its attempts run out, takes the caller to a person),
+//! the job queue it runs on, and the clients of the services a turn needs (speech-to-text and the
+//! language model, the audio store).
+
+pub mod audio_store;
+pub mod jobs;
+pub mod openai;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use application::pipeline::{Pipeline, PipelineError};
+use cqrs_es::EventStore;
+use domain::call::Stage;
+use domain::{Call, CallEvent, CallId, Choice};
+use sqlx::PgConnection;
+
+use self::jobs::{ClaimedJob, JobFailure, JobHandler, NewJob};
+use crate::event_store::subscription::{Consumer, ConsumerError, StoredEvent};
+
+/// The kind of job that processes a turn.
+pub const PROCESS_TURN: &str = "process_turn";
+
+/// How many times a turn is tried before the caller is taken to a person.
+pub const TURN_ATTEMPTS: i32 = 4;
+
+/// Enqueues a `process_turn` job for every recorded turn: when its recording arrives, or, when
+/// Twilio transcribes the turns (no speech-to-text service), when its transcription arrives.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipelineConsumer {
+    pub on_transcription: bool,
+}
+
+impl Consumer for PipelineConsumer {
+    fn name(&self) -> &str {
+        "pipeline"
+    }
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ConsumerError> {
+        let trigger = if self.on_transcription {
+            "TranscriptionReceived"
+        } else {
+            "RecordingReceived"
+        };
+        // Only the trigger is decoded: the other events of a call are no business of this one.
+        if event.event_type != trigger {
+            return Ok(());
+        }
+        let Some((_, recorded)) = event.call_event()? else {
+            return Ok(());
+        };
+        let turn = match recorded {
+            // A recording ended with 0 is the caller asking for a person: they are being
+            // connected, and a reply played now would interrupt that.
+            CallEvent::RecordingReceived { digits, .. }
+                if Choice::keys_ask_for_person(digits.as_deref()) =>
+            {
+                return Ok(());
+            }
+            CallEvent::RecordingReceived { turn, .. }
+            | CallEvent::TranscriptionReceived { turn, .. } => turn,
+            _ => return Ok(()),
+        };
+        let turn = i32::try_from(turn)
+            .map_err(|_| ConsumerError::Decode(format!("{trigger} with turn {turn}")))?;
+        let job = NewJob {
+            call_id: event.aggregate_id.clone(),
+            turn,
+            kind: PROCESS_TURN.to_owned(),
+            payload: serde_json::json!({}),
+            max_attempts: TURN_ATTEMPTS,
+        };
+        jobs::enqueue(conn, &job).await?;
+        Ok(())
+    }
+}
+
+/// Runs `process_turn` jobs.
+pub struct PipelineJobs<ES: EventStore<Call>> {
+    pipeline: Arc<Pipeline<ES>>,
+}
+
+impl<ES: EventStore<Call>> std::fmt::Debug for PipelineJobs<ES> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineJobs").finish_non_exhaustive()
+    }
+}
+
+impl<ES: EventStore<Call>> PipelineJobs<ES> {
+    pub fn new(pipeline: Arc<Pipeline<ES>>) -> Self {
+        Self { pipeline }
+    }
+}
+
+/// Why a turn's job failed: the job names no turn, or the turn's processing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnJobError {
+    /// The job's call id or turn cannot be read (`job_without_call_id`, `job_without_turn`).
+    #[error("{0}")]
+    Unreadable(&'static str),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl TurnJobError {
+    fn stage(&self) -> Stage {
+        match self {
+            Self::Unreadable(_) => Stage::Delivery,
+            Self::Pipeline(error) => error.stage(),
+        }
+    }
+}
+
+impl JobFailure for TurnJobError {
+    fn stage(&self) -> Option<&'static str> {
+        Some(self.stage().as_str())
+    }
+
+    fn class(&self) -> Cow<'_, str> {
+        match self {
+            Self::Unreadable(class) => Cow::Borrowed(class),
+            Self::Pipeline(error) => error.class(),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Unreadable(_) => false,
+            Self::Pipeline(error) => error.retryable(),
+        }
+    }
+}
+
+fn target(job: &ClaimedJob) -> Result<(CallId, u32), TurnJobError> {
+    let id =
+        CallId::parse(&job.call_id).map_err(|_| TurnJobError::Unreadable("job_without_call_id"))?;
+    let turn = u32::try_from(job.turn).map_err(|_| TurnJobError::Unreadable("job_without_turn"))?;
+    Ok((id, turn))
+}
+
+impl<ES> JobHandler for PipelineJobs<ES>
+where
+    ES: EventStore<Call>,
+    ES::AC: Send,
+{
+    type Failure = TurnJobError;
+
+    async fn run(&self, job: &ClaimedJob) -> Result<(), TurnJobError> {
+        let (id, turn) = target(job)?;
+        let outcome = self.pipeline.process_turn(id, turn).await?;
+        tracing::info!(call_id = %id, turn, outcome = ?outcome, "turn processed");
+        Ok(())
+    }
+
+    async fn exhausted(&self, job: &ClaimedJob, error: &TurnJobError) {
+        let Ok((id, turn)) = target(job) else {
+            return;
+        };
+        self.pipeline
+            .give_up(id, turn, error.stage(), &JobFailure::class(error))
+            .await;
+    }
+}
