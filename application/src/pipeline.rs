@@ -1257,9 +1257,6 @@ mod tests {
         async fn keep(&self, _id: CallId, _turn: u32, _audio: &Audio) -> Result<String, PortError> {
             std::future::pending().await
         }
-        async fn load(&self, _key: &str) -> Result<Audio, PortError> {
-            std::future::pending().await
-        }
     }
 
     #[tokio::test]

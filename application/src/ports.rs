@@ -190,8 +190,6 @@ pub trait AudioStore: Send + Sync {
     /// Keeps `audio` as turn `turn` of call `call_id`, replacing any earlier copy, and returns
     /// the key it is kept under.
     async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError>;
-    /// The audio kept under `key`.
-    async fn load(&self, key: &str) -> Result<Audio, PortError>;
 }
 
 /// Places outbound calls, which Hotline then answers like any other.

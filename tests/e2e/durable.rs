@@ -269,7 +269,7 @@ async fn appends_are_announced_to_other_processes_after_they_commit() {
         .await
         .expect("listens");
     listener
-        .listen(infrastructure::event_store::subscription::EVENTS_CHANNEL)
+        .listen(infrastructure::event_store::appended::EVENTS_CHANNEL)
         .await
         .expect("listens");
     let sid = new_call_sid();

@@ -1,5 +1,6 @@
-//! The operations commands of the `hotline` binary that work on the database: API tokens, a
-//! call's history, and verification of the event store's hash chains.
+//! The operations commands of the `hotline` binary: API tokens, a call's history, the
+//! verification of the event store's hash chains, the views' replay, and the offline evaluation of
+//! the risk screener.
 
 use anyhow::Context;
 use application::auth::Role;

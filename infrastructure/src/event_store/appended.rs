@@ -17,7 +17,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::event_store::subscription::EVENTS_CHANNEL;
+/// The channel appends are announced on to other processes.
+pub const EVENTS_CHANNEL: &str = "hotline_events";
 
 /// The shortest time between two cross-process notifications from one store: under load, one
 /// notification covers many appends, so the notifications' cost stays a few hundred transactions

@@ -18,11 +18,8 @@ use domain::{CallEvent, CallId};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::event_store::appended::Appended;
+use crate::event_store::appended::{Appended, EVENTS_CHANNEL};
 use crate::event_store::wakeup::Wakeup;
-
-/// The channel appends are announced on to other processes (see `appended`).
-pub const EVENTS_CHANNEL: &str = "hotline_events";
 
 /// An event as stored, with its position in the store.
 #[derive(Debug, Clone)]

@@ -88,6 +88,8 @@ fn extension(content_type: &str) -> &'static str {
         .map_or("bin", |(_, ext)| ext)
 }
 
+/// The content type a key's extension stands for (the inverse of `extension`).
+#[cfg(test)]
 fn content_type(key: &str) -> &'static str {
     match key.rsplit_once('.').map(|(_, ext)| ext) {
         Some("wav") => "audio/x-wav",
@@ -130,7 +132,12 @@ impl AudioStore for ObjectAudioStore {
             })?;
         Ok(key)
     }
+}
 
+#[cfg(test)]
+impl ObjectAudioStore {
+    /// The audio kept under `key` (only the tests read recordings back; operators fetch them from
+    /// the bucket or directory itself).
     async fn load(&self, key: &str) -> Result<Audio, PortError> {
         let got = self.store.get(&self.path(key)).await.map_err(port_error)?;
         let bytes = got.bytes().await.map_err(port_error)?;
