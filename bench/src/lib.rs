@@ -302,17 +302,7 @@ impl Load {
     }
     fn quantile_ms(&mut self, q: f64) -> f64 {
         self.latencies.sort();
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let i =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies[i].as_secs_f64() * 1000.0
+        twilio_sim::load::quantile(&self.latencies, q).as_secs_f64() * 1000.0
     }
 }
 
