@@ -10,7 +10,9 @@ pub mod event_store;
 pub mod jobs;
 pub mod openai;
 pub mod pipeline;
-pub mod queries;
+pub mod read_side;
 pub mod tokens;
 pub mod twilio;
-pub mod views;
+
+/// The read side's former path, which the `replay` command, the benchmark and startup still name.
+pub use read_side as views;

@@ -2,23 +2,23 @@
 //! never a full number, a transcript or audio; supervisors and auditors see turns in detail;
 //! auditors replay a call's full history, its state as of any event, and whether it is intact.
 
-use std::collections::HashMap;
+mod csv;
+pub mod dto;
+pub mod params;
 
 use application::auth::Role;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::header;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
-use chrono::{DateTime, NaiveDate, Utc};
-use cqrs_es::Aggregate;
-use domain::risk::RiskLevel;
-use domain::{Call, CallEvent, CallId};
+use domain::CallId;
 use infrastructure::event_store::audit;
-use infrastructure::queries::{self, CallQuery, CallRow, Cursor, SortKey};
+use infrastructure::read_side::call_state::{replay_call, ReplayCallError};
+use infrastructure::read_side::queries::{self, CallQuery};
 use serde_json::json;
 
+use self::dto::{AuditEventOut, CallHistory, CallOut, CallPage, CallTurns, StatsOut, TurnOut};
+use self::params::{encode_cursor, Format, ListParams, Params, StateParams, StatsParams};
 use crate::auth::{Authorized, Roles};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -59,122 +59,8 @@ fn unavailable(error: sqlx::Error) -> ApiError {
     ApiError::Unavailable(error.to_string())
 }
 
-/// The query string as named parameters; a parameter the endpoint does not take is an error
-/// rather than a filter silently ignored.
-fn params(query: Option<String>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if !known.contains(&name.as_ref()) {
-            return Err(ApiError::Malformed(format!(
-                "unknown parameter '{name}': this endpoint takes {}",
-                known.join(", ")
-            )));
-        }
-        params.insert(name.into_owned(), value.into_owned());
-    }
-    Ok(params)
-}
-
-fn bad(name: &str, expected: &str) -> ApiError {
-    ApiError::Malformed(format!("parameter {name} must be {expected}"))
-}
-
-/// A time bound: an RFC 3339 time, or a date (its midnight, UTC).
-fn time(params: &HashMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    params
-        .get(name)
-        .map(|value| {
-            DateTime::parse_from_rfc3339(value)
-                .map(|t| t.with_timezone(&Utc))
-                .or_else(|_| {
-                    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
-                })
-                .map_err(|_| bad(name, "a date (2026-11-25) or an RFC 3339 time"))
-        })
-        .transpose()
-}
-
 fn call_id(id: &str) -> Result<CallId, ApiError> {
     CallId::from_id_or_sid(id).ok_or(ApiError::UnknownCall)
-}
-
-const LIST_PARAMS: &[&str] = &[
-    "status",
-    "risk_at_least",
-    "escalated",
-    "outcome",
-    "from",
-    "to",
-    "sort",
-    "limit",
-    "cursor",
-    "format",
-];
-
-fn call_query(params: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
-    let mut query = CallQuery {
-        status: params.get("status").cloned(),
-        outcome: params.get("outcome").cloned(),
-        from: time(params, "from")?,
-        to: time(params, "to")?,
-        ..CallQuery::default()
-    };
-    if let Some(level) = params.get("risk_at_least") {
-        query.risk_at_least = Some(
-            RiskLevel::parse(level)
-                .ok_or_else(|| bad("risk_at_least", "none, low, moderate, high or imminent"))?,
-        );
-    }
-    if let Some(escalated) = params.get("escalated") {
-        query.escalated = Some(
-            escalated
-                .parse()
-                .map_err(|_| bad("escalated", "true or false"))?,
-        );
-    }
-    if let Some(sort) = params.get("sort") {
-        (query.sort, query.descending) = SortKey::parse(sort).ok_or_else(|| {
-            bad(
-                "sort",
-                "started_at, duration_secs, max_risk or turns, with - for descending",
-            )
-        })?;
-    }
-    if let Some(limit) = params.get("limit") {
-        query.limit = limit
-            .parse()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| bad("limit", "a number from 1 to 500"))?;
-    }
-    if let Some(cursor) = params.get("cursor") {
-        let cursor: Cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| bad("cursor", "a next_cursor this endpoint returned"))?;
-        if (cursor.sort, cursor.descending) != (query.sort, query.descending) {
-            return Err(ApiError::Malformed(
-                "the cursor was made for another sort: ask again with the same sort".into(),
-            ));
-        }
-        query.after = Some(cursor);
-    }
-    Ok(query)
-}
-
-fn encode_cursor(cursor: &Cursor) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(cursor).unwrap_or_default())
-}
-
-/// A page of the call list.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct CallPage {
-    pub calls: Vec<CallRow>,
-    /// Pass as `cursor` for the next page; absent on the last.
-    pub next_cursor: Option<String>,
 }
 
 /// `GET /api/calls`: filtered, sorted, paged by cursor; `format=csv` exports every match.
@@ -201,99 +87,21 @@ pub struct CallPage {
 pub(crate) async fn list_calls(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    Params(params): Params<ListParams>,
 ) -> Result<Response, ApiError> {
-    let params = params(raw, LIST_PARAMS)?;
-    let mut query = call_query(&params)?;
-    match params.get("format").map(String::as_str) {
-        None | Some("json") => {
-            let (calls, next) = queries::list_calls(&state.pool, &query)
-                .await
-                .map_err(unavailable)?;
-            let next_cursor = next.as_ref().map(encode_cursor);
-            Ok(Json(CallPage { calls, next_cursor }).into_response())
-        }
-        Some("csv") => {
-            query.limit = 500;
-            let mut csv = String::from(CSV_HEADER);
-            let mut rows = 0usize;
-            loop {
-                let (calls, next) = queries::list_calls(&state.pool, &query)
-                    .await
-                    .map_err(unavailable)?;
-                rows += calls.len();
-                calls.iter().for_each(|c| csv_row(&mut csv, c));
-                match next {
-                    Some(cursor) if rows < CSV_MAX_ROWS => query.after = Some(cursor),
-                    _ => break,
-                }
-            }
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"calls.csv\"",
-                    ),
-                ],
-                csv,
-            )
-                .into_response())
-        }
-        Some(_) => Err(bad("format", "json or csv")),
+    let format = params.format.unwrap_or_default();
+    let query = CallQuery::try_from(params)?;
+    if format == Format::Csv {
+        return csv::export(&state.pool, query).await;
     }
-}
-
-/// The most rows one CSV export holds.
-const CSV_MAX_ROWS: usize = 100_000;
-
-const CSV_HEADER: &str = "call_id,call_sid,caller,direction,status,started_at,ended_at,\
-duration_secs,turns,max_risk,escalated,escalation_reason,outcome,mean_turn_latency_ms\n";
-
-/// A CSV field, quoted when it must be, and never read as a formula by a spreadsheet.
-fn csv_field(out: &mut String, value: &str) {
-    // A masked number (`+1••••••••23`) is the one value that may start with a sign.
-    let masked_number = value.strip_prefix('+').is_some_and(|rest| {
-        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '•')
-    });
-    let formula = value.starts_with(['=', '+', '-', '@']) && !masked_number;
-    if formula || value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        if formula {
-            out.push('\'');
-        }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-fn csv_row(out: &mut String, c: &CallRow) {
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    let fields = [
-        c.call_id.to_string(),
-        c.call_sid.clone(),
-        c.caller.clone(),
-        c.direction.clone(),
-        c.status.clone(),
-        c.started_at.to_rfc3339(),
-        opt(c.ended_at.map(|t| t.to_rfc3339())),
-        opt(c.duration_secs.map(|d| d.to_string())),
-        c.turns.to_string(),
-        opt(c.max_risk.clone()),
-        c.escalated.to_string(),
-        opt(c.escalation_reason.clone()),
-        opt(c.outcome.clone()),
-        opt(c.mean_turn_latency_ms.map(|d| d.to_string())),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, field);
-    }
-    out.push('\n');
+    let (calls, next) = queries::list_calls(&state.pool, &query)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(CallPage {
+        calls: calls.into_iter().map(CallOut::from).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    })
+    .into_response())
 }
 
 /// `GET /api/calls/{id}`.
@@ -301,7 +109,7 @@ fn csv_row(out: &mut String, c: &CallRow) {
     summary = "One call's view (analyst, supervisor, auditor)",
     params(("id" = String, Path, description = "the call's id, or its CallSid")),
     responses(
-        (status = 200, description = "The call", body = CallRow),
+        (status = 200, description = "The call", body = CallOut),
         (status = 404, description = "No such call", body = ErrorBody),
         (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
     ),
@@ -310,21 +118,13 @@ pub(crate) async fn get_call(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<CallRow>, ApiError> {
+) -> Result<Json<CallOut>, ApiError> {
     let id = call_id(&id)?;
     queries::get_call(&state.pool, id)
         .await
         .map_err(unavailable)?
-        .map(Json)
+        .map(|call| Json(call.into()))
         .ok_or(ApiError::UnknownCall)
-}
-
-/// A call's turns.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct CallTurns {
-    #[schema(value_type = String)]
-    pub call_id: CallId,
-    pub turns: Vec<queries::TurnRow>,
 }
 
 /// `GET /api/calls/{id}/turns`: transcripts, replies, risk signals and timings.
@@ -351,15 +151,8 @@ pub(crate) async fn call_turns(
         return Err(ApiError::UnknownCall);
     }
     let turns = queries::turns(&state.pool, id).await.map_err(unavailable)?;
+    let turns = turns.into_iter().map(TurnOut::from).collect();
     Ok(Json(CallTurns { call_id: id, turns }).into_response())
-}
-
-/// A call's history.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct CallHistory {
-    #[schema(value_type = String)]
-    pub call_id: CallId,
-    pub events: Vec<audit::AuditEvent>,
 }
 
 /// `GET /api/calls/{id}/events`: every event in order, as stored.
@@ -386,7 +179,7 @@ pub(crate) async fn call_events(
     }
     Ok(Json(CallHistory {
         call_id: id,
-        events,
+        events: events.into_iter().map(AuditEventOut::from).collect(),
     })
     .into_response())
 }
@@ -410,36 +203,28 @@ pub(crate) async fn call_state(
     _: Authorized<Auditors>,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(params): Params<StateParams>,
 ) -> Result<Response, ApiError> {
-    let params = params(raw, &["at"])?;
     let id = call_id(&id)?;
-    let at: Option<i64> = params
-        .get("at")
-        .map(|v| v.parse().ok().filter(|n| *n >= 1))
-        .map(|v| v.ok_or_else(|| bad("at", "an event sequence number, from 1")))
-        .transpose()?;
-    let events = audit::history(&state.pool, &id.to_string())
+    let replayed = replay_call(&state.pool, id, params.at)
         .await
-        .map_err(unavailable)?;
-    let last = events
-        .last()
-        .map(|e| e.sequence)
-        .ok_or(ApiError::UnknownCall)?;
-    let at = at.unwrap_or(last);
-    if at > last {
-        return Err(ApiError::Invalid {
-            field: "at",
-            reason: format!("the call has {last} events"),
-        });
-    }
-    let mut call = Call::default();
-    for event in events.iter().take_while(|e| e.sequence <= at) {
-        let event: CallEvent = serde_json::from_value(event.payload.clone())
-            .map_err(|e| ApiError::Unavailable(format!("an event could not be read: {e}")))?;
-        call.apply(event);
-    }
-    Ok(Json(json!({ "call_id": id, "at": at, "of": last, "state": call })).into_response())
+        .map_err(|error| match error {
+            ReplayCallError::UnknownCall => ApiError::UnknownCall,
+            ReplayCallError::Beyond { .. } => ApiError::Invalid {
+                field: "at",
+                reason: error.to_string(),
+            },
+            ReplayCallError::Database(_) | ReplayCallError::Decode(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
+        })?;
+    Ok(Json(json!({
+        "call_id": id,
+        "at": replayed.at,
+        "of": replayed.of,
+        "state": replayed.call,
+    }))
+    .into_response())
 }
 
 /// `GET /api/calls/{id}/verify`: whether the call's hash chain holds.
@@ -485,7 +270,7 @@ pub(crate) async fn verify_call(
         ("to" = Option<String>, Query, description = "started before: a date or an RFC 3339 time"),
     ),
     responses(
-        (status = 200, description = "Calls per day, risk distribution, escalation rate, turn latency, outcomes", body = queries::Stats),
+        (status = 200, description = "Calls per day, risk distribution, escalation rate, turn latency, outcomes", body = StatsOut),
         (status = 400, description = "A bad bound", body = ErrorBody),
         (status = 401, description = "No live bearer token", body = ErrorBody), (status = 403, description = "The token's role may not use this endpoint", body = ErrorBody)
     ),
@@ -493,11 +278,10 @@ pub(crate) async fn verify_call(
 pub(crate) async fn stats(
     _: Authorized<ViewReaders>,
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let params = params(raw, &["from", "to"])?;
-    let stats = queries::stats(&state.pool, time(&params, "from")?, time(&params, "to")?)
+    Params(params): Params<StatsParams>,
+) -> Result<Json<StatsOut>, ApiError> {
+    let stats = queries::stats(&state.pool, params.from, params.to)
         .await
         .map_err(unavailable)?;
-    Ok(Json(stats).into_response())
+    Ok(Json(stats.into()))
 }
