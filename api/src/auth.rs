@@ -52,8 +52,7 @@ impl<R: Roles> FromRequestParts<AppState> for Authorized<R> {
         let role = state
             .tokens
             .authenticate(&token)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("token lookup failed: {e}")))?
+            .await?
             .ok_or(ApiError::Unauthenticated)?;
         if !R::ROLES.contains(&role) {
             let needs: Vec<&str> = R::ROLES.iter().map(|r| r.as_str()).collect();

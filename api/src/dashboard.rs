@@ -19,7 +19,7 @@ use axum::{Form, Router};
 use chrono::{Duration, Utc};
 use domain::CallId;
 use infrastructure::event_store::audit;
-use infrastructure::queries::{self, CallQuery, CallRow, TurnRow};
+use infrastructure::read_side::queries::{self, CallQuery, CallRow, TurnRow};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 

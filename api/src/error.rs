@@ -50,12 +50,10 @@ pub enum ApiError {
     /// A per-call URL names no call.
     #[error("the URL does not name a call")]
     UnknownCall,
-    /// The store is unavailable; the client may retry. The cause is logged, never sent.
+    /// The store (or another part the request needs) failed; the client may retry. The cause is
+    /// kept as the source and logged, never sent.
     #[error("the service is temporarily unavailable")]
-    Unavailable(String),
-    /// As `Unavailable`, the error that caused it kept as its source: logged, never sent.
-    #[error("the service is temporarily unavailable")]
-    Dependency(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No bearer token, or not a live one.
     #[error("a valid bearer token is required (Authorization: Bearer hl_…)")]
     Unauthenticated,
@@ -91,9 +89,7 @@ impl ApiError {
             Self::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) | Self::Dependency(_) | Self::NotConfigured(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_) | Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
@@ -112,7 +108,7 @@ impl ApiError {
             Self::InvalidParameter { .. } => "invalid_parameter",
             Self::UnknownCall => "unknown_call",
             Self::NotFound => "not_found",
-            Self::Unavailable(_) | Self::Dependency(_) => "unavailable",
+            Self::Unavailable(_) => "unavailable",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden { .. } => "forbidden",
             Self::Malformed(_) => "malformed_request",
@@ -132,9 +128,6 @@ impl IntoResponse for ApiError {
             Self::Unavailable(cause) => {
                 tracing::error!(code = self.code(), cause = %cause, "request failed");
             }
-            Self::Dependency(cause) => {
-                tracing::error!(code = self.code(), cause = %cause, "request failed");
-            }
             _ => tracing::warn!(code = self.code(), reason = %self, "request refused"),
         }
         let body = json!({ "code": self.code(), "message": self.to_string() });
@@ -149,6 +142,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The database failed.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Unavailable(Box::new(error))
+    }
+}
+
 /// A use case's failure: a webhook naming another call is the client's mistake; anything else
 /// (the store failed, timed out, or refused the command) is ours, and the client may retry.
 impl From<AppError> for ApiError {
@@ -158,7 +158,7 @@ impl From<AppError> for ApiError {
                 name: "CallSid",
                 reason: "does not belong to the call in the URL".into(),
             },
-            other => Self::Dependency(Box::new(other)),
+            other => Self::Unavailable(Box::new(other)),
         }
     }
 }

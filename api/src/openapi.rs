@@ -156,9 +156,6 @@ async fn docs() -> Response {
     };
     match page.render() {
         Ok(html) => Html(html).into_response(),
-        Err(error) => {
-            error::ApiError::Unavailable(format!("the docs page failed to render: {error}"))
-                .into_response()
-        }
+        Err(error) => error::ApiError::Unavailable(Box::new(error)).into_response(),
     }
 }

@@ -27,8 +27,8 @@ use infrastructure::config::Config;
 use infrastructure::event_store::subscription::{self, Consumer};
 use infrastructure::event_store::{self, bulk};
 use infrastructure::pipeline::PipelineConsumer;
+use infrastructure::read_side::CALL_VIEWS;
 use infrastructure::twilio::routes::Webhook;
-use infrastructure::views::CALL_VIEWS;
 use serde_json::json;
 use sqlx::{ConnectOptions, PgPool};
 use twilio_signature::sign_request;
@@ -767,7 +767,7 @@ async fn replay(pool: &PgPool, events: u64) -> anyhow::Result<Row> {
         scanned += bulk::scan_call_events(pool).await?;
         scan += started.elapsed();
         let started = Instant::now();
-        report = Some(infrastructure::views::rebuild_all(pool).await?);
+        report = Some(infrastructure::read_side::rebuild_all(pool).await?);
         rebuild += started.elapsed();
     }
     let report = report.context("no replay ran")?;

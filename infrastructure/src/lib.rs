@@ -7,7 +7,6 @@ pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
 pub mod pipeline;
-pub mod queries;
+pub mod read_side;
 pub mod tokens;
 pub mod twilio;
-pub mod views;

@@ -9,7 +9,7 @@ use application::auth::Role;
 use domain::CallId;
 use fantoccini::{ClientBuilder, Locator};
 use infrastructure::event_store::subscription::SubscriptionRunner;
-use infrastructure::views::CallViewsProjection;
+use infrastructure::read_side::CallViewsProjection;
 
 use crate::helpers::*;
 use crate::views::{mixed_workload, project};

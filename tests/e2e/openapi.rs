@@ -1,6 +1,9 @@
 //! The API's OpenAPI document and its offline docs page.
 
+use std::path::Path;
+
 use serde_json::Value;
+use utoipa::OpenApi;
 
 use crate::helpers::*;
 
@@ -81,4 +84,30 @@ async fn the_docs_page_lists_every_operation_and_loads_nothing_from_elsewhere() 
     assert!(html.contains("risk_at_least"));
     assert!(!html.contains("<script"), "no script at all");
     assert!(!html.contains("https://"), "nothing from elsewhere");
+}
+
+/// The committed document is the one the handlers generate, so that a change to the API's surface
+/// shows in review as a change to `openapi.json`.
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json");
+    let generated = serde_json::to_string_pretty(&api::openapi::ApiDoc::openapi())
+        .expect("the document serialises")
+        + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).expect("openapi.json is written");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let first_difference = committed
+        .lines()
+        .zip(generated.lines())
+        .position(|(c, g)| c != g)
+        .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
+    assert!(
+        committed == generated,
+        "openapi.json is not the generated document (first difference at line {}): \
+         regenerate it with `UPDATE_OPENAPI=1 cargo test -p hotline-tests -- openapi` and commit it",
+        first_difference + 1
+    );
 }

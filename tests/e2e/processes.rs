@@ -316,7 +316,7 @@ async fn a_process_killed_in_the_middle_of_a_projection_batch_leaves_views_a_res
         read.is_some() && read >= last
     })
     .await;
-    let report = infrastructure::views::replay(&world.pool, false)
+    let report = infrastructure::read_side::replay(&world.pool, false)
         .await
         .expect("replays");
     assert_eq!(report.calls, 6);

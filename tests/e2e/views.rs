@@ -9,7 +9,8 @@ use domain::risk;
 use domain::{CallCommand, CallId, CallSid};
 use infrastructure::event_store;
 use infrastructure::event_store::subscription::SubscriptionRunner;
-use infrastructure::views::{self, CallViewsProjection, CALL_VIEWS};
+use infrastructure::read_side::columns::{CALLS, TURNS};
+use infrastructure::read_side::{self, queries, CallViewsProjection, CALL_VIEWS};
 
 use crate::helpers::*;
 
@@ -117,7 +118,7 @@ async fn after_a_mixed_workload_every_view_equals_a_fresh_fold_of_the_events() {
     let [ended, counselor, high, busy] = mixed_workload(&app).await;
     project(&app).await;
 
-    let report = views::replay(&app.pool, false).await.expect("replays");
+    let report = read_side::replay(&app.pool, false).await.expect("replays");
     assert_eq!(report.calls, 4);
     assert!(report.differing_calls.is_empty(), "{report:?}");
 
@@ -165,7 +166,7 @@ async fn a_replay_copies_text_with_tabs_line_breaks_and_backslashes_exactly() {
     let awkward = "one\ttab, a line\nbreak, a \\N, C:\\path\\, \"quoted\", ça 😔\r";
     analyse(&app, &sid, 1, awkward).await;
     project(&app).await;
-    let report = views::replay(&app.pool, true).await.expect("replays");
+    let report = read_side::replay(&app.pool, true).await.expect("replays");
     assert!(report.differing_calls.is_empty(), "{report:?}");
     assert!(report.swapped);
     let transcript: Option<String> = sqlx::query_scalar("SELECT transcript FROM call_turns")
@@ -176,7 +177,7 @@ async fn a_replay_copies_text_with_tabs_line_breaks_and_backslashes_exactly() {
     // The swapped-in state goes on: a new event is projected onto the copied rows.
     app.status(&sid, "completed", 9).await;
     project(&app).await;
-    let report = views::replay(&app.pool, false).await.expect("replays");
+    let report = read_side::replay(&app.pool, false).await.expect("replays");
     assert!(report.differing_calls.is_empty(), "{report:?}");
 }
 
@@ -191,7 +192,7 @@ async fn views_are_the_same_whichever_way_the_events_fall_into_batches() {
         let runner =
             SubscriptionRunner::new(app.pool.clone(), CallViewsProjection).with_batch_size(batch);
         drain(&app.pool, &runner, CALL_VIEWS).await;
-        let report = views::replay(&app.pool, false).await.expect("replays");
+        let report = read_side::replay(&app.pool, false).await.expect("replays");
         assert_eq!(report.calls, 4);
         assert!(
             report.differing_calls.is_empty(),
@@ -213,7 +214,7 @@ async fn projecting_twice_changes_nothing_and_a_new_event_updates_only_its_call(
     project(&app).await;
     assert_eq!(row(&app, &busy).await.outcome.as_deref(), Some("hung_up"));
     assert_eq!(row(&app, &ended).await, before);
-    let report = views::replay(&app.pool, false).await.expect("replays");
+    let report = read_side::replay(&app.pool, false).await.expect("replays");
     assert!(report.differing_calls.is_empty(), "{report:?}");
 }
 
@@ -229,14 +230,14 @@ async fn replay_names_views_that_drifted_and_swaps_in_rebuilt_ones() {
         .await
         .expect("edited");
 
-    let report = views::replay(&app.pool, false).await.expect("replays");
+    let report = read_side::replay(&app.pool, false).await.expect("replays");
     assert_eq!(report.differing_calls, [CallId::for_call_sid(&high)]);
     assert_eq!(row(&app, &high).await.max_risk.as_deref(), Some("none"));
 
-    let report = views::replay(&app.pool, true).await.expect("replays");
+    let report = read_side::replay(&app.pool, true).await.expect("replays");
     assert!(report.swapped);
     assert_eq!(row(&app, &high).await.max_risk.as_deref(), Some("high"));
-    let report = views::replay(&app.pool, false).await.expect("replays");
+    let report = read_side::replay(&app.pool, false).await.expect("replays");
     assert!(report.differing_calls.is_empty(), "{report:?}");
 
     // The live projection goes on into the swapped-in tables.
@@ -245,4 +246,64 @@ async fn replay_names_views_that_drifted_and_swaps_in_rebuilt_ones() {
     app.voice(&next).await;
     project(&app).await;
     assert_eq!(row(&app, &next).await.status, "in-progress");
+}
+
+/// The column tables that the projection, the replay, the queries and the CSV export follow name
+/// the migrated tables' columns, in the migrated order.
+#[tokio::test]
+async fn the_column_tables_are_the_migrated_tables() {
+    let (pool, _) = fresh_database().await;
+    let tables = [
+        (CALLS.name, CALLS.names().collect::<Vec<_>>()),
+        (TURNS.name, TURNS.names().collect()),
+    ];
+    for (table, names) in tables {
+        let migrated: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+              WHERE table_schema = current_schema() AND table_name = $1
+              ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await
+        .expect("reads the catalogue");
+        assert_eq!(migrated, names, "{table}");
+    }
+}
+
+/// What the read side shows of each column is what the projection wrote into it.
+#[tokio::test]
+async fn each_column_reads_back_as_the_projection_wrote_it() {
+    let app = spawn_app().await;
+    mixed_workload(&app).await;
+    project(&app).await;
+    let mut conn = app.pool.acquire().await.expect("a connection");
+    let projections = read_side::fold_store(&mut conn, None)
+        .await
+        .expect("folds the store");
+    assert_eq!(projections.len(), 4);
+    for projection in &projections {
+        let id = projection.view.call_id;
+        let call = queries::get_call(&app.pool, id)
+            .await
+            .expect("reads")
+            .expect("the call has a view");
+        for column in CALLS.selected() {
+            let read = column.read.expect("a selected column is read");
+            assert_eq!(
+                (column.write)(&projection.view),
+                read(&call),
+                "{}",
+                column.name
+            );
+        }
+        let turns = queries::turns(&app.pool, id).await.expect("reads");
+        assert_eq!(turns.len(), projection.turns.len());
+        for (turn, row) in projection.turns.iter().zip(&turns) {
+            for column in TURNS.selected() {
+                let read = column.read.expect("a selected column is read");
+                assert_eq!((column.write)(turn), read(row), "{}", column.name);
+            }
+        }
+    }
 }

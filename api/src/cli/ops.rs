@@ -7,8 +7,8 @@ use application::auth::Role;
 use domain::CallId;
 use infrastructure::config::Config;
 use infrastructure::event_store::audit;
+use infrastructure::read_side;
 use infrastructure::tokens::ApiTokens;
-use infrastructure::views;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -111,7 +111,7 @@ pub async fn verify(config: Config, call: Option<String>) -> anyhow::Result<()> 
 /// rebuilt views in on request. Fails when the views differ and were not swapped.
 pub async fn replay(config: Config, swap: bool) -> anyhow::Result<()> {
     let report = with_database(&config, |pool| async move {
-        views::replay(&pool, swap)
+        read_side::replay(&pool, swap)
             .await
             .context("the replay failed")
     })

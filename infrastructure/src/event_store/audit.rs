@@ -137,14 +137,12 @@ pub async fn verify(pool: &PgPool, aggregate_id: Option<&str>) -> sqlx::Result<V
 }
 
 /// One stored event, as an auditor sees it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct AuditEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
-    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub global_position: i64,
     pub recorded_at: chrono::DateTime<chrono::Utc>,

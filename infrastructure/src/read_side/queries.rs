@@ -1,11 +1,14 @@
 //! Queries over the read side: the call list with filters, sorting and keyset pagination, one
-//! call, its turns, and the statistics analysts ask for.
+//! call, its turns, and the statistics analysts ask for. The rows are the database's; what the API
+//! answers is declared in the API.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::risk::RiskLevel;
 use domain::CallId;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use super::columns::{CALLS, TURNS};
 
 /// What the call list can be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +89,7 @@ impl Default for CallQuery {
 }
 
 /// A call as analysts see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct CallRow {
     pub call_id: uuid::Uuid,
     pub call_sid: String,
@@ -104,12 +107,8 @@ pub struct CallRow {
     pub outcome: Option<String>,
     pub mean_turn_latency_ms: Option<i64>,
     #[serde(skip)]
-    #[schema(ignore)]
     pub sort_key: f64,
 }
-
-const CALL_COLUMNS: &str = "call_id, call_sid, caller, direction, status, started_at, ended_at, \
-    duration_secs, turns, max_risk, escalated, escalation_reason, outcome, mean_turn_latency_ms";
 
 fn rank(level: RiskLevel) -> i16 {
     i16::from(application::views::risk_rank(level))
@@ -122,7 +121,9 @@ pub async fn list_calls(
 ) -> sqlx::Result<(Vec<CallRow>, Option<Cursor>)> {
     let key = query.sort.expression();
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {CALL_COLUMNS}, {key} AS sort_key FROM call_views WHERE true"
+        "SELECT {}, {key} AS sort_key FROM {} WHERE true",
+        CALLS.select_list(),
+        CALLS.name
     ));
     if let Some(status) = &query.status {
         q.push(" AND status = ").push_bind(status.clone());
@@ -171,7 +172,9 @@ pub async fn list_calls(
 /// One call's view.
 pub async fn get_call(pool: &PgPool, id: CallId) -> sqlx::Result<Option<CallRow>> {
     sqlx::query_as(&format!(
-        "SELECT {CALL_COLUMNS}, 0::float8 AS sort_key FROM call_views WHERE call_id = $1"
+        "SELECT {}, 0::float8 AS sort_key FROM {} WHERE call_id = $1",
+        CALLS.select_list(),
+        CALLS.name
     ))
     .bind(id.as_uuid())
     .fetch_optional(pool)
@@ -179,7 +182,7 @@ pub async fn get_call(pool: &PgPool, id: CallId) -> sqlx::Result<Option<CallRow>
 }
 
 /// A turn in detail: transcripts and replies (auditor and supervisor roles).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct TurnRow {
     pub turn: i32,
     pub recorded_at: DateTime<Utc>,
@@ -191,49 +194,45 @@ pub struct TurnRow {
     pub risk_level: Option<String>,
     pub risk_unknown: bool,
     pub route: Option<String>,
-    #[schema(value_type = Vec<String>)]
     pub signals: serde_json::Value,
     pub screener_version: Option<String>,
     pub model: Option<String>,
-    #[schema(value_type = Option<Object>)]
     pub timings: Option<serde_json::Value>,
     pub played_via: Option<String>,
     pub played_at: Option<DateTime<Utc>>,
     pub latency_ms: Option<i64>,
-    #[schema(value_type = Vec<String>)]
     pub failed_stages: serde_json::Value,
     pub choice: Option<String>,
 }
 
 /// A call's turns, in order.
 pub async fn turns(pool: &PgPool, id: CallId) -> sqlx::Result<Vec<TurnRow>> {
-    sqlx::query_as(
-        "SELECT turn, recorded_at, recording_secs, digits, transcript, reply, reply_source,
-                risk_level, risk_unknown, route, signals, screener_version, model, timings,
-                played_via, played_at, latency_ms, failed_stages, choice
-           FROM call_turns WHERE call_id = $1 ORDER BY turn",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {} FROM {} WHERE call_id = $1 ORDER BY turn",
+        TURNS.select_list(),
+        TURNS.name
+    ))
     .bind(id.as_uuid())
     .fetch_all(pool)
     .await
 }
 
 /// Calls started on one day (UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct DayCount {
     pub day: NaiveDate,
     pub calls: i64,
 }
 
 /// A count per named value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Count {
     pub value: String,
     pub calls: i64,
 }
 
 /// Turn latency, from a turn's recording to its answer being played.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Latency {
     pub turns: i64,
     pub median_ms: Option<f64>,
@@ -241,7 +240,7 @@ pub struct Latency {
 }
 
 /// What `/api/stats` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
     pub calls: i64,
     pub calls_per_day: Vec<DayCount>,
