@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use api::cli::serve::Database;
+use api::cli::telemetry::{self, Verbosity};
 use api::state::AppState;
 use api::twilio::extract::TwilioRequest;
 use api::wiring::DEVELOPMENT_TOKEN_FILE;
@@ -91,6 +92,17 @@ enum Command {
 /// Runs the benchmark, or with `server`, one of its servers.
 pub async fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
+    if let Err(error) = cli.config.check(std::env::vars().map(|(name, _)| name)) {
+        eprintln!("bench: configuration error: {error}");
+        return ExitCode::from(2);
+    }
+    // The servers log as the service does (the bench starts them with RUST_LOG=error); the bench
+    // itself prints only its progress and its table.
+    let verbosity = match cli.command {
+        Some(Command::Server) => Verbosity::Service,
+        None => Verbosity::Command,
+    };
+    telemetry::init(cli.config.log_format, verbosity);
     let result = match cli.command {
         Some(Command::Server) => {
             api::cli::serve::serve_with(
