@@ -252,7 +252,8 @@ async fn replay_names_views_that_drifted_and_swaps_in_rebuilt_ones() {
 /// the migrated tables' columns, in the migrated order.
 #[tokio::test]
 async fn the_column_tables_are_the_migrated_tables() {
-    let (pool, _) = fresh_database().await;
+    let (pool, name) = fresh_database().await;
+    let _cleanup = TestApp::owning(pool.clone(), name).await;
     let tables = [
         (CALLS.name, CALLS.names().collect::<Vec<_>>()),
         (TURNS.name, TURNS.names().collect()),
