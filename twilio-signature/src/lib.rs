@@ -6,6 +6,11 @@
 //!
 //! The URL is rebuilt from the configured public base URL, never from `Host` or `X-Forwarded-*`,
 //! which a caller controls.
+//!
+//! A ConversationRelay WebSocket upgrade is signed too, with a difference: it is a GET with no
+//! body, Twilio dialled the `wss://` form of the URL (not the `https://` one a framework sees
+//! behind a proxy), and Twilio's own SDKs sign it over the URL without its query string, with the
+//! query's pairs as the parameters. Both forms are accepted, the split one first.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +94,71 @@ impl SignatureValidator {
             Err(SignatureError::Mismatch)
         }
     }
+
+    /// Validates the `X-Twilio-Signature` of a WebSocket upgrade to `path_and_query` (a GET with
+    /// no body), against the `wss://` (or, for a local `http://` base, `ws://`) form of the public
+    /// URL: first the URL without its query string with the query's decoded pairs as the
+    /// parameters (as Twilio's SDKs sign it), then the full URL with no parameters.
+    pub fn validate_websocket(
+        &self,
+        path_and_query: &str,
+        signature: Option<&str>,
+    ) -> Result<(), SignatureError> {
+        let signature = signature.ok_or(SignatureError::Missing)?;
+        let url = websocket_url(&self.public_base_url, path_and_query);
+        // Each port variant of the URL, in both forms; without a query string they are one.
+        let mut signed: Vec<String> = Vec::new();
+        for candidate in [remove_port(&url), add_port(&url)].into_iter().flatten() {
+            let (without_query, pairs) = split_query(&candidate);
+            signed.push(format!("{without_query}{}", params_suffix(&pairs)));
+            if candidate.contains('?') {
+                signed.push(candidate);
+            }
+        }
+        let valid = self.auth_tokens.iter().any(|token| {
+            signed.iter().any(|data| {
+                let expected = sign(token.expose_secret(), data);
+                bool::from(expected.as_bytes().ct_eq(signature.as_bytes()))
+            })
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
+/// The URL Twilio dials for a ConversationRelay socket at `path_and_query`: the public base URL
+/// with `https://` made `wss://` (and `http://`, for local development, `ws://`).
+pub fn websocket_url(public_base_url: &str, path_and_query: &str) -> String {
+    let base = public_base_url.trim_end_matches('/');
+    let socket_base = match base.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => format!("wss://{rest}"),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => format!("ws://{rest}"),
+        _ => base.to_owned(),
+    };
+    format!("{socket_base}{path_and_query}")
+}
+
+/// Signs a WebSocket upgrade to `url` (`wss://…`, as written in the TwiML) the way Twilio does:
+/// over the URL without its query string, with the query's decoded pairs as the parameters.
+pub fn sign_websocket(auth_token: &str, url: &str) -> String {
+    let (without_query, pairs) = split_query(url);
+    sign_request(auth_token, without_query, &pairs)
+}
+
+/// The URL before `?` and the query's pairs, decoded as a form is.
+fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
+    match url.split_once('?') {
+        Some((without_query, query)) => (
+            without_query,
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ),
+        None => (url, Vec::new()),
+    }
 }
 
 /// Twilio's signature of `data` with `auth_token`: base64 of HMAC-SHA1.
@@ -156,7 +226,7 @@ fn add_port(url: &str) -> Option<String> {
     let (host, port) = host_and_port(authority);
     let port = match port {
         Some(port) => port,
-        None if scheme.eq_ignore_ascii_case("https") => "443",
+        None if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") => "443",
         None => "80",
     };
     Some(format!("{scheme}://{host}:{port}{rest}"))
@@ -212,6 +282,35 @@ mod tests {
                 &reference_params()
             ),
             REFERENCE_SIGNATURE
+        );
+    }
+
+    #[test]
+    fn the_sdks_other_vectors_validate_too() {
+        // twilio-python's: repeated names, and the URL signed with the default port.
+        let repeated = pairs(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+        ]);
+        assert_eq!(
+            sign_request(
+                "12345",
+                "https://mycompany.com/myapp.php?foo=1&bar=2",
+                &repeated
+            ),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
+        let v = validator("https://mycompany.com", &["12345"]);
+        assert_eq!(
+            v.validate(
+                "/myapp.php?foo=1&bar=2",
+                &reference_params(),
+                Some("kvajT1Ptam85bY51eRf/AJRuM3w="),
+                None
+            ),
+            Ok(())
         );
     }
 
@@ -389,6 +488,153 @@ mod tests {
                 Some("key=KS1,algorithm=HMAC_SHA256")
             ),
             Err(SignatureError::UnsupportedScheme)
+        );
+    }
+
+    fn relay_signature(url: &str) -> String {
+        sign_websocket("12345", url)
+    }
+
+    #[test]
+    fn the_socket_url_is_the_public_url_with_a_websocket_scheme() {
+        assert_eq!(
+            websocket_url("https://hotline.example/", "/twilio/relay/c1"),
+            "wss://hotline.example/twilio/relay/c1"
+        );
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8080", "/twilio/relay/c1?x=1"),
+            "ws://127.0.0.1:8080/twilio/relay/c1?x=1"
+        );
+        assert_eq!(
+            websocket_url("HTTPS://hotline.example/prefix", "/r"),
+            "wss://hotline.example/prefix/r"
+        );
+    }
+
+    #[test]
+    fn a_signed_upgrade_round_trips() {
+        let v = validator("https://hotline.example", &["12345"]);
+        let signature = relay_signature("wss://hotline.example/twilio/relay/c1");
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1", Some(&signature)),
+            Ok(())
+        );
+        // With no query string the signature is over the bare URL.
+        assert_eq!(
+            signature,
+            sign("12345", "wss://hotline.example/twilio/relay/c1")
+        );
+        // Local development: an http:// base is dialled as ws://.
+        let local = validator("http://127.0.0.1:8080", &["12345"]);
+        let signature = relay_signature("ws://127.0.0.1:8080/twilio/relay/c1");
+        assert_eq!(
+            local.validate_websocket("/twilio/relay/c1", Some(&signature)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_wrong_token_a_tampered_path_or_no_signature_is_refused() {
+        let signature = relay_signature("wss://hotline.example/twilio/relay/c1");
+        assert_eq!(
+            validator("https://hotline.example", &["other"])
+                .validate_websocket("/twilio/relay/c1", Some(&signature)),
+            Err(SignatureError::Mismatch)
+        );
+        let v = validator("https://hotline.example", &["other", "12345"]);
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c2", Some(&signature)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1", None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1", Some(&signature)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_upgrade_signed_over_the_https_url_is_refused() {
+        // The scheme-mismatch pitfall: what a framework behind a TLS proxy would sign.
+        let https_signed = sign_request("12345", "https://hotline.example/twilio/relay/c1", &[]);
+        assert_eq!(
+            validator("https://hotline.example", &["12345"])
+                .validate_websocket("/twilio/relay/c1", Some(&https_signed)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_query_string_is_signed_as_pairs_and_the_full_url_is_accepted_too() {
+        let url = "wss://hotline.example/twilio/relay/c1?tenant=42&name=a%20b";
+        let split = relay_signature(url);
+        assert_eq!(
+            split,
+            sign(
+                "12345",
+                "wss://hotline.example/twilio/relay/c1namea btenant42"
+            )
+        );
+        let v = validator("https://hotline.example", &["12345"]);
+        let path = "/twilio/relay/c1?tenant=42&name=a%20b";
+        assert_eq!(v.validate_websocket(path, Some(&split)), Ok(()));
+        // The pairs are parameters, so their order in the query does not matter.
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1?name=a%20b&tenant=42", Some(&split)),
+            Ok(())
+        );
+        let full = sign("12345", url);
+        assert_ne!(full, split, "the two conventions differ");
+        assert_eq!(v.validate_websocket(path, Some(&full)), Ok(()));
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1?tenant=43&name=a%20b", Some(&split)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v.validate_websocket("/twilio/relay/c1", Some(&split)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_default_port_of_a_socket_is_tried_both_ways() {
+        let signature = relay_signature("wss://hotline.example/twilio/relay/c1");
+        assert_eq!(
+            validator("https://hotline.example:443", &["12345"])
+                .validate_websocket("/twilio/relay/c1", Some(&signature)),
+            Ok(())
+        );
+        let with_port = relay_signature("wss://hotline.example:443/twilio/relay/c1");
+        assert_eq!(
+            validator("https://hotline.example", &["12345"])
+                .validate_websocket("/twilio/relay/c1", Some(&with_port)),
+            Ok(())
+        );
+        let other_port = relay_signature("wss://hotline.example:8443/twilio/relay/c1");
+        assert_eq!(
+            validator("https://hotline.example", &["12345"])
+                .validate_websocket("/twilio/relay/c1", Some(&other_port)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_socket_signature_is_the_webhook_algorithm_over_the_split_url() {
+        // The twilio-python vector's URL as a socket: its query becomes the signed pairs.
+        assert_eq!(
+            sign_websocket("12345", "wss://mycompany.com/myapp.php?foo=1&bar=2"),
+            sign_request(
+                "12345",
+                "wss://mycompany.com/myapp.php",
+                &pairs(&[("foo", "1"), ("bar", "2")])
+            )
+        );
+        assert_eq!(
+            sign_websocket("12345", "wss://mycompany.com/myapp.php?foo=1&bar=2"),
+            sign("12345", "wss://mycompany.com/myapp.phpbar2foo1")
         );
     }
 
