@@ -94,10 +94,16 @@ pub struct CallReport {
     pub outcome: Result<(), SimError>,
     /// How long each webhook took Hotline to answer.
     pub latencies: Vec<Duration>,
+    /// For each of the caller's turns, from the end of their words to the first reply they can
+    /// hear: at a `<Gather>` (speech or keys) from sending its action request until the TwiML
+    /// arrives; on a ConversationRelay session from sending the final `prompt` (or the last
+    /// `dtmf`) until Hotline's first `text` token or `play`. A turn Hotline never answered has
+    /// no entry; `<Record>` turns, answered by a later REST update, have none either.
+    pub turn_latencies: Vec<Duration>,
 }
 
 impl CallReport {
-    /// What Hotline said, in order.
+    /// What Hotline said, in order: its `<Say>`s, ConversationRelay greetings and replies.
     pub fn heard(&self) -> Vec<&str> {
         self.lines
             .iter()
@@ -220,6 +226,7 @@ impl Simulator {
                 lines: Vec::new(),
                 outcome: Ok(()),
                 latencies: Vec::new(),
+                turn_latencies: Vec::new(),
             },
             webhooks: 0,
             dials: 0,
@@ -520,12 +527,35 @@ impl Call<'_> {
         self.notify(url, &borrowed).await
     }
 
+    /// A `drop_socket` step reached where there is no socket is skipped.
+    fn skip_socket_drops(&mut self) {
+        while self.next_step() == Some(&Step::DropSocket) {
+            self.steps.pop_front();
+            self.line(Line::Note(
+                "no ConversationRelay socket to lose here: the step is skipped".into(),
+            ));
+        }
+    }
+
+    /// The caller's turn at a `<Gather>`: its action request, timed until the TwiML arrives.
+    async fn gather_turn(
+        &mut self,
+        action: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Document, SimError> {
+        let sent = Instant::now();
+        let next = self.fetch(action, extra).await?;
+        self.report.turn_latencies.push(sent.elapsed());
+        Ok(next)
+    }
+
     async fn gather(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
         // A late transcription arrives now: the turn it belongs to was answered without it.
         if let Some((callback, params)) = self.late_transcription.take() {
             self.line(Line::Note("Twilio's transcription arrives, late".into()));
             self.notify_owned(&callback, &params).await?;
         }
+        self.skip_socket_drops();
         let input = verb.attr("input").unwrap_or("dtmf");
         let takes_keys = input.contains("dtmf");
         let takes_speech = input.contains("speech");
@@ -558,14 +588,15 @@ impl Call<'_> {
                 };
                 self.line(Line::Keys(digits.clone()));
                 Ok(Flow::Goto(
-                    self.fetch(&action, &[("Digits", &digits)]).await?,
+                    self.gather_turn(&action, &[("Digits", &digits)]).await?,
                 ))
             }
-            Some(Step::Say(text)) if takes_speech => {
+            // Words spoken over a prompt are, at a <Gather>, just words.
+            Some(Step::Say(text) | Step::Interrupt(text)) if takes_speech => {
                 self.steps.pop_front();
                 self.line(Line::Caller(text.clone()));
                 let fetched = self
-                    .fetch(&action, &[("SpeechResult", &text), ("Confidence", "0.92")])
+                    .gather_turn(&action, &[("SpeechResult", &text), ("Confidence", "0.92")])
                     .await?;
                 Ok(Flow::Goto(fetched))
             }
@@ -616,8 +647,9 @@ impl Call<'_> {
             .unwrap_or("1234567890*#")
             .to_owned();
         let action = self.action(document, verb);
+        self.skip_socket_drops();
         match self.next_step().cloned() {
-            Some(Step::Say(text)) => {
+            Some(Step::Say(text) | Step::Interrupt(text)) => {
                 self.steps.pop_front();
                 self.line(Line::Caller(text.clone()));
                 let recording_sid = new_sid("RE");
@@ -678,6 +710,8 @@ impl Call<'_> {
                 }
                 Ok(Flow::Next)
             }
+            // Skipped above: there is no socket at a recording.
+            Some(Step::DropSocket) => Ok(Flow::Next),
             // A silent wait at a recording is silence there.
             Some(Step::Silence | Step::Wait(_)) => {
                 self.steps.pop_front();

@@ -1,13 +1,33 @@
 //! What a simulated caller does: their lines and key presses, in order, and how the people Hotline
 //! dials answer. Read from flags or from a YAML or JSON file.
+//!
+//! The steps, as written in a file:
+//!
+//! ```yaml
+//! steps:
+//!   - say: I had a rough day.        # words, at a <Gather>, a <Record> or to ConversationRelay
+//!   - press: "2"                     # keys (a number works too: press: 2)
+//!   - silence                        # nothing at the next prompt
+//!   - wait: 20                       # silent for 20 s, listening (a REST update cuts it short)
+//!   - interrupt: Sorry, one more thing.  # ConversationRelay: words spoken over the next reply
+//!   - drop_socket                    # ConversationRelay: Twilio loses the socket mid-reply
+//! ```
+//!
+//! On a ConversationRelay session the steps drive the socket: `say` is a `prompt`, `press` one
+//! `dtmf` message a key (heard only with `dtmfDetection="true"`), `silence` (5 s) and `wait` pass
+//! with no message. `interrupt` and `drop_socket` act on the reply that comes next, once its
+//! first token arrives: after a `say`, the reply to it. At a `<Gather>` or a `<Record>`,
+//! `interrupt` is a `say` and `drop_socket` is skipped, as there is no socket to lose.
 
 use serde::{Deserialize, Serialize};
 
-/// One thing the caller does at the next prompt: `{say: "…"}`, `{press: "1"}` or `silence`.
+/// One thing the caller does at the next prompt: `{say: "…"}`, `{press: "1"}`, `silence`,
+/// `{wait: 20}`, `{interrupt: "…"}` or `drop_socket`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawStep", into = "RawStep")]
 pub enum Step {
-    /// Speaks a line: recorded at a `<Record>`, heard as speech at a `<Gather>` that takes it.
+    /// Speaks a line: recorded at a `<Record>`, heard as speech at a `<Gather>` that takes it,
+    /// sent as a `prompt` on a ConversationRelay session.
     Say(String),
     /// Presses keys.
     Press(String),
@@ -16,6 +36,12 @@ pub enum Step {
     /// Stays silent at the next prompt for this many seconds (at the simulator's pace),
     /// listening: a REST update of the live call interrupts the wait, as it would a real one.
     Wait(u32),
+    /// On a ConversationRelay session, speaks these words over the next reply once its first
+    /// token arrives (Twilio sends `interrupt`, then the words as a `prompt`); elsewhere a `say`.
+    Interrupt(String),
+    /// On a ConversationRelay session, Twilio loses the socket in the middle of the next reply
+    /// (after its first token): no close frame, then the `<Connect action>` with error 64105.
+    DropSocket,
 }
 
 /// A step as written in a scenario file.
@@ -25,6 +51,7 @@ enum RawStep {
     Say { say: String },
     Press { press: Keys },
     Wait { wait: u32 },
+    Interrupt { interrupt: String },
     Word(String),
 }
 
@@ -48,9 +75,12 @@ impl TryFrom<RawStep> for Step {
                 press: Keys::Number(n),
             } => Ok(Self::Press(n.to_string())),
             RawStep::Wait { wait } => Ok(Self::Wait(wait)),
+            RawStep::Interrupt { interrupt } => Ok(Self::Interrupt(interrupt)),
             RawStep::Word(word) if word == "silence" => Ok(Self::Silence),
+            RawStep::Word(word) if word == "drop_socket" => Ok(Self::DropSocket),
             RawStep::Word(word) => Err(format!(
-                "'{word}' is not a step: use {{say: ...}}, {{press: ...}} or silence"
+                "'{word}' is not a step: use {{say: ...}}, {{press: ...}}, {{wait: N}}, \
+                 {{interrupt: ...}}, silence or drop_socket"
             )),
         }
     }
@@ -65,6 +95,8 @@ impl From<Step> for RawStep {
             },
             Step::Silence => Self::Word("silence".into()),
             Step::Wait(wait) => Self::Wait { wait },
+            Step::Interrupt(interrupt) => Self::Interrupt { interrupt },
+            Step::DropSocket => Self::Word("drop_socket".into()),
         }
     }
 }
@@ -158,6 +190,16 @@ pub fn examples() -> Vec<Scenario> {
     .collect()
 }
 
+/// The example scenarios written for a ConversationRelay call (`twilio-sim/scenarios/`), kept
+/// apart from [`examples`]: their `interrupt` steps mean something only on a socket (at a
+/// `<Gather>` they are plain words).
+pub fn relay_examples() -> Vec<Scenario> {
+    [include_str!("../scenarios/interrupts.yaml")]
+        .iter()
+        .map(|text| Scenario::parse(text).unwrap_or_else(|e| panic!("a committed example: {e}")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +221,35 @@ mod tests {
         assert_eq!(scenario.dial_answer(3), DialAnswer::Completed);
         assert!(Scenario::parse("name: x\nsteps: [{shout: hi}]").is_err());
         assert!(Scenario::parse("name: x\nsteps: [shout]").is_err());
+    }
+
+    #[test]
+    fn relay_steps_are_read_and_written_back() {
+        let scenario = Scenario::parse(
+            "name: r\nsteps: [{say: hi}, {interrupt: \"wait, there is more\"}, drop_socket, {wait: 3}]",
+        )
+        .expect("parses");
+        assert_eq!(
+            scenario.steps,
+            [
+                Step::Say("hi".into()),
+                Step::Interrupt("wait, there is more".into()),
+                Step::DropSocket,
+                Step::Wait(3),
+            ]
+        );
+        let written = serde_norway::to_string(&scenario).expect("serialises");
+        assert_eq!(Scenario::parse(&written), Ok(scenario));
+        let error = Scenario::parse("name: x\nsteps: [hangup]").expect_err("not a step");
+        assert!(
+            error.contains("interrupt") && error.contains("drop_socket"),
+            "{error}"
+        );
+        let relay = relay_examples();
+        assert_eq!(relay.len(), 1);
+        assert!(relay[0]
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Interrupt(_))));
     }
 }

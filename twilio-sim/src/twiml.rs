@@ -14,7 +14,8 @@ pub struct Verb {
     pub attributes: HashMap<String, String>,
     /// The text inside (`<Say>` text, a `<Redirect>` or `<Play>` URL).
     pub text: String,
-    /// Nested verbs (`<Gather>`'s prompts) or nouns (`<Dial>`'s `<Number>`s).
+    /// Nested verbs (`<Gather>`'s prompts) or nouns (`<Dial>`'s `<Number>`s, `<Connect>`'s
+    /// `<ConversationRelay>`, its `<Language>`s and `<Parameter>`s).
     pub children: Vec<Verb>,
 }
 
@@ -25,10 +26,13 @@ impl Verb {
 }
 
 const VERBS: &[&str] = &[
-    "Say", "Play", "Pause", "Record", "Gather", "Redirect", "Dial", "Hangup", "Reject",
+    "Say", "Play", "Pause", "Record", "Gather", "Redirect", "Dial", "Hangup", "Reject", "Connect",
 ];
 const IN_GATHER: &[&str] = &["Say", "Play", "Pause"];
 const IN_DIAL: &[&str] = &["Number", "Client", "Sip", "Conference", "Queue"];
+// The simulator plays only ConversationRelay's side of `<Connect>`, not `<Stream>`'s media.
+const IN_CONNECT: &[&str] = &["ConversationRelay"];
+const IN_RELAY: &[&str] = &["Language", "Parameter"];
 
 fn element(start: &BytesStart<'_>) -> Result<Verb, String> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
@@ -144,6 +148,14 @@ fn open(stack: &mut [Verb], root_seen: &mut bool, verb: Verb) -> Result<(), Stri
             .contains(&verb.name.as_str())
             .then_some(())
             .ok_or_else(|| format!("<{}> may not be inside <Dial>", verb.name)),
+        Some(parent) if parent.name == "Connect" => IN_CONNECT
+            .contains(&verb.name.as_str())
+            .then_some(())
+            .ok_or_else(|| format!("<{}> may not be inside <Connect> here", verb.name)),
+        Some(parent) if parent.name == "ConversationRelay" => IN_RELAY
+            .contains(&verb.name.as_str())
+            .then_some(())
+            .ok_or_else(|| format!("<{}> may not be inside <ConversationRelay>", verb.name)),
         Some(parent) => Err(format!(
             "<{}> may not be inside <{}>",
             verb.name, parent.name
@@ -178,6 +190,41 @@ mod tests {
         assert_eq!(verbs[0].children[0].text, "Press & hold");
         assert_eq!(verbs[1].attr("finishOnKey"), Some("0#"));
         assert_eq!(verbs[2].children[0].text, "+15005550001");
+    }
+
+    #[test]
+    fn a_conversation_relay_and_its_nouns_are_read() {
+        let verbs = parse(
+            r#"<Response><Connect action="/twilio/relay-ended/c1">
+                 <ConversationRelay url="wss://h.example/twilio/relay/c1" language="en-US"
+                     welcomeGreeting="Hello." dtmfDetection="true">
+                   <Language code="es-MX" ttsProvider="Google"/>
+                   <Parameter name="callId" value="c1"/>
+                 </ConversationRelay>
+               </Connect><Hangup/></Response>"#,
+        )
+        .expect("valid");
+        let names: Vec<&str> = verbs.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["Connect", "Hangup"]);
+        let relay = &verbs[0].children[0];
+        assert_eq!(relay.name, "ConversationRelay");
+        assert_eq!(relay.attr("welcomeGreeting"), Some("Hello."));
+        let nouns: Vec<&str> = relay.children.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(nouns, ["Language", "Parameter"]);
+        assert_eq!(relay.children[1].attr("value"), Some("c1"));
+        for (xml, says) in [
+            (
+                "<Response><Connect><Say>x</Say></Connect></Response>",
+                "inside <Connect>",
+            ),
+            (
+                "<Response><Connect><ConversationRelay url='ws://h'><Say>x</Say></ConversationRelay></Connect></Response>",
+                "inside <ConversationRelay>",
+            ),
+        ] {
+            let error = parse(xml).expect_err(xml);
+            assert!(error.contains(says), "{xml}: {error}");
+        }
     }
 
     #[test]
