@@ -3,11 +3,16 @@
 //! runs the TwiML it gets back verb by verb as Twilio would, answers for the caller from a
 //! scenario, and serves the REST API Hotline calls, so a REST update really interrupts the call.
 //!
+//! `<Connect><ConversationRelay>` is played over a real WebSocket to the URL the TwiML names
+//! (the `relay` module): the signed upgrade, the caller's words as prompts, Hotline's streamed
+//! reply as what the caller hears, and the `<Connect action>` when the session ends.
+//!
 //! A call fails (as it would on Twilio, with an application error or a caller left alone) on an
 //! HTTP error, invalid TwiML, a webhook slower than Twilio's 15 s, or a caller left in silence
 //! for longer than that.
 
 pub mod load;
+mod relay;
 pub mod rest;
 pub mod scenario;
 pub mod twiml;
@@ -474,6 +479,7 @@ impl Call<'_> {
             "Gather" => self.gather(document, verb).await,
             "Record" => self.record(document, verb).await,
             "Dial" => self.dial(document, verb).await,
+            "Connect" => self.connect(document, verb).await,
             other => Err(SimError::InvalidTwiml {
                 url: document.url.clone(),
                 reason: format!("<{other}> cannot run here"),
