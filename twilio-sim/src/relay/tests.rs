@@ -697,3 +697,46 @@ async fn a_rest_update_ends_the_session_and_runs_its_twiml() {
         "a redirected call leaves <Connect> without its action"
     );
 }
+
+#[tokio::test]
+async fn the_interrupts_example_runs_on_a_socket() {
+    let relay = Relay::bind().await;
+    let url = relay.url("/twilio/relay/c1");
+    let voice = connect(&url, None, r#"welcomeGreeting="Hello, I'm listening.""#, "");
+    let hotline = Webhooks::start(&[("/twilio/voice/", voice)]).await;
+    let simulator = simulator(&hotline.base_url).await;
+    let script = relay.serve(false, |mut ws| async move {
+        let _setup = recv(&mut ws).await;
+        let _first = recv(&mut ws).await;
+        text(&mut ws, "Exam weeks can be ", false).await;
+        let interrupt = recv(&mut ws).await;
+        let _more = recv(&mut ws).await;
+        text(&mut ws, "That sounds exhausting. ", false).await;
+        text(&mut ws, "A quiet routine before bed can help.", true).await;
+        let _goodbye = recv(&mut ws).await;
+        text(&mut ws, "Take care.", true).await;
+        interrupt
+    });
+
+    let example = crate::scenario::relay_examples().remove(0);
+    let report = tokio::time::timeout(Duration::from_secs(30), simulator.call(&example))
+        .await
+        .expect("the call ends in time");
+    let (_, interrupt) = finished(script).await;
+
+    assert_eq!(report.outcome, Ok(()), "{:#?}", report.lines);
+    assert_eq!(
+        interrupt.expect("accepted")["utteranceUntilInterrupt"],
+        "Exam weeks can be"
+    );
+    assert_eq!(
+        report.heard(),
+        [
+            "Hello, I'm listening.",
+            "Exam weeks can be",
+            "That sounds exhausting. A quiet routine before bed can help.",
+            "Take care.",
+        ]
+    );
+    assert_eq!(report.turn_latencies.len(), 3);
+}
