@@ -67,7 +67,11 @@ pub fn safety_net(
 ) -> CatchPanicLayer<impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone> {
     CatchPanicLayer::custom(move |_panic: Box<dyn std::any::Any + Send>| {
         tracing::error!("a handler panicked; the caller was connected to a person");
-        twilio::render::respond(&twilio::render::twiml(&CallAnswer::Trouble, None, &voice))
+        twilio::render::respond(&twilio::render::twiml(
+            &application::Spoken::new(CallAnswer::Trouble, domain::Language::default()),
+            None,
+            &voice,
+        ))
     })
 }
 
@@ -86,10 +90,12 @@ mod tests {
             lines: application::Lines {
                 counselor: domain::DialNumber::parse("+15005550001").expect("valid"),
                 crisis: domain::DialNumber::parse("988").expect("valid"),
+                counselor_es: None,
             },
-            voice: "Polly.Joanna".into(),
-            language: "en-US".into(),
+            voices: infrastructure::twilio::answers::Voices::default(),
+            conversation: infrastructure::twilio::answers::Conversation::Speech,
             transcribe: false,
+            recorded: infrastructure::twilio::answers::Recorded::default(),
         });
         let router: Router = Router::new()
             .route(

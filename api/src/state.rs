@@ -1,6 +1,9 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use application::responder::Responder;
 
 use application::operations::TestCalls;
 use application::pipeline::Pipeline;
@@ -24,6 +27,8 @@ pub struct AppState {
     pub tokens: ApiTokens,
     /// What operators can do; `None` when the pipeline is off (no Twilio credentials).
     pub operations: Option<Arc<Operations>>,
+    /// Who understands speech turns while Twilio waits, and for how long.
+    responder: (Responder, Duration),
 }
 
 /// The operator API's use cases.
@@ -38,12 +43,28 @@ impl AppState {
     /// continue webhook waits for its answer instead of playing the script at once.
     #[must_use]
     pub fn with_pipeline(mut self) -> Self {
+        let (responder, budget) = self.responder.clone();
         let calls = CallService::new(
             event_store::call_store(self.webhooks.clone()),
             self.voice.lines.clone(),
         )
         .caching()
-        .with_pipeline();
+        .with_pipeline()
+        .with_responder(responder, budget);
+        self.calls = Arc::new(calls);
+        self
+    }
+
+    /// Speech turns are understood by `responder` while Twilio waits, for at most `budget`.
+    #[must_use]
+    pub fn with_responder(mut self, responder: Responder, budget: Duration) -> Self {
+        self.responder = (responder.clone(), budget);
+        let calls = CallService::new(
+            event_store::call_store(self.webhooks.clone()),
+            self.voice.lines.clone(),
+        )
+        .caching()
+        .with_responder(responder, budget);
         self.calls = Arc::new(calls);
         self
     }
@@ -73,6 +94,7 @@ impl AppState {
             pool,
             webhooks,
             operations: None,
+            responder: (Responder::new(None), application::SPEECH_BUDGET),
         }
     }
 }

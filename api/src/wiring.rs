@@ -11,6 +11,7 @@ use anyhow::Context;
 use application::operations::TestCalls;
 use application::pipeline::{Pipeline, MODEL_TIMEOUT};
 use application::ports::{LanguageModel, SpeechToText};
+use application::responder::Responder;
 use application::Lines;
 use axum::Router;
 use infrastructure::config::Config;
@@ -22,6 +23,7 @@ use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText}
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::read_side::CallViewsProjection;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
+use infrastructure::twilio::answers::{Recorded, Voices};
 use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
 use rand::Rng;
 use secrecy::SecretString;
@@ -97,7 +99,12 @@ impl Service {
     pub fn build(config: &Config, pool: PgPool, timings: &Timings) -> anyhow::Result<Self> {
         let voice = voice(config);
         let validator = signature_validator(config)?;
-        let state = AppState::new(pool.clone(), validator, voice.clone());
+        // Speech turns are understood while Twilio waits, by the same screener and model the
+        // pipeline uses, within the configured budget.
+        let responder = Responder::new(model(config)).with_model_timeout(timings.model_timeout);
+        let budget = Duration::from_millis(config.speech_budget_ms);
+        let state =
+            AppState::new(pool.clone(), validator, voice.clone()).with_responder(responder, budget);
         let (state, turns) = match pipeline(config, &pool, voice, timings)? {
             Some((pipeline, control)) => {
                 let pipeline = Arc::new(pipeline);
@@ -240,13 +247,7 @@ fn pipeline(
             model: config.stt_model.clone(),
         })) as Arc<dyn SpeechToText>
     });
-    let model = config.llm_base_url.clone().map(|base_url| {
-        Arc::new(OpenAiChat::new(Endpoint {
-            base_url,
-            api_key: config.llm_api_key.clone().map(SecretString::from),
-            model: config.llm_model.clone(),
-        })) as Arc<dyn LanguageModel>
-    });
+    let model = model(config);
     let voice = Arc::new(voice);
     let control = TwilioCallControl {
         rest: rest.clone(),
@@ -272,12 +273,31 @@ pub fn voice(config: &Config) -> Voice {
         lines: Lines {
             counselor: config.counselor_line(),
             crisis: config.crisis_line_number.clone(),
+            counselor_es: config.counselor_number_es.clone(),
         },
-        voice: "Polly.Joanna".to_owned(),
-        language: "en-US".to_owned(),
+        voices: Voices {
+            english: config.voice_en.clone(),
+            spanish: config.voice_es.clone(),
+        },
+        conversation: config.conversation,
         // Without a speech-to-text service, the pipeline reads Twilio's transcriptions.
         transcribe: config.has_twilio_credentials() && config.stt_base_url.is_none(),
+        recorded: Recorded {
+            greeting_en: config.greeting_audio_en.clone(),
+            greeting_es: config.greeting_audio_es.clone(),
+        },
     }
+}
+
+/// The language model, if one is configured.
+fn model(config: &Config) -> Option<Arc<dyn LanguageModel>> {
+    config.llm_base_url.clone().map(|base_url| {
+        Arc::new(OpenAiChat::new(Endpoint {
+            base_url,
+            api_key: config.llm_api_key.clone().map(SecretString::from),
+            model: config.llm_model.clone(),
+        })) as Arc<dyn LanguageModel>
+    })
 }
 
 /// The webhook validator: the configured auth tokens, or in development a token kept under the

@@ -1,5 +1,20 @@
 //! What the caller hears next, independent of how it is written down (TwiML).
 
+use domain::Language;
+
+/// What the caller hears next, and in which language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spoken {
+    pub answer: CallAnswer,
+    pub language: Language,
+}
+
+impl Spoken {
+    pub fn new(answer: CallAnswer, language: Language) -> Self {
+        Self { answer, language }
+    }
+}
+
 /// The next thing the caller hears. Every variant leads somewhere: none ends in silence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallAnswer {
@@ -33,6 +48,8 @@ pub enum CallAnswer {
     Farewell,
     /// Something on our side failed: a short human message, the crisis number, and a person.
     Trouble,
+    /// Nothing was heard where speech was expected: a person is dialled.
+    NothingHeard,
     /// The call is already over: nothing to say (an empty response).
     Nothing,
 }

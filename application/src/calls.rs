@@ -8,20 +8,22 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::EventStore;
 use domain::call::{
-    AnswerQuestion, Escalate, EscalationReason, HearUtterance, PlayResponse, PlayedVia, Prompt,
-    ReceiveRecording, RecordChoice, RecordingUrl, StartCall, Turn, UpdateStatus,
+    AnswerQuestion, ChooseLanguage, Escalate, EscalationReason, HearUtterance, LanguageChoice,
+    PlayResponse, PlayedVia, Prompt, ReceiveRecording, ReceiveSpeech, RecordChoice, RecordingUrl,
+    SpeechAnswer, SpeechSource, StageTimings, StartCall, Turn, UpdateStatus,
 };
 use domain::risk::Route;
 use domain::{
     script, AccountSid, Call, CallCommand, CallError, CallId, CallSid, CallStatus, CallerId,
-    Choice, DialNumber, RecordingSid,
+    Choice, DialNumber, Language, RecordingSid,
 };
 
-use crate::answer::CallAnswer;
+use crate::answer::{CallAnswer, Spoken};
 use crate::breaker::Breaker;
 use crate::dispatch::CommandDispatcher;
 use crate::error::AppError;
 use crate::metadata::CommandMetadata;
+use crate::responder::{Responder, Words};
 
 /// The numbers a caller can be sent to.
 #[derive(Debug, Clone)]
@@ -30,7 +32,39 @@ pub struct Lines {
     pub counselor: DialNumber,
     /// The crisis line: the fallback when no counselor answers, and the number read to callers.
     pub crisis: DialNumber,
+    /// The counselor line for callers who speak Spanish, when it is another line.
+    pub counselor_es: Option<DialNumber>,
 }
+
+impl Lines {
+    /// The counselor line for a caller who speaks `language`.
+    pub fn counselor_for(&self, language: Language) -> &DialNumber {
+        match (language, &self.counselor_es) {
+            (Language::Spanish, Some(spanish)) => spanish,
+            _ => &self.counselor,
+        }
+    }
+}
+
+/// What Twilio heard at a speech `<Gather>`: words, keys, or nothing at all.
+#[derive(Debug, Clone)]
+pub struct SpeechInput {
+    pub call_sid: CallSid,
+    /// `SpeechResult`. Never logged.
+    pub speech: Option<String>,
+    /// `Confidence`, 0 to 1.
+    pub confidence: Option<f64>,
+    pub digits: Option<String>,
+}
+
+/// Below this `Confidence`, Twilio's words are not trusted: they count as unreadable, and
+/// unreadable words go to a person.
+pub const MIN_CONFIDENCE: f64 = 0.4;
+
+/// How long a speech turn's answer may take while Twilio waits, unless configured otherwise:
+/// well inside Twilio's 15 s, and short enough that the caller is not left wondering. A slower
+/// answer is left to the pipeline, and the caller hears a holding line meanwhile.
+pub const SPEECH_BUDGET: Duration = Duration::from_millis(2500);
 
 /// The incoming-call webhook's parameters.
 #[derive(Debug, Clone)]
@@ -127,6 +161,8 @@ pub struct CallService<ES: EventStore<Call>> {
     lines: Lines,
     breaker: Breaker,
     pipeline_enabled: bool,
+    responder: Responder,
+    speech_budget: Duration,
 }
 
 impl<ES: EventStore<Call>> std::fmt::Debug for CallService<ES> {
@@ -145,7 +181,18 @@ impl<ES: EventStore<Call>> CallService<ES> {
             lines,
             breaker: Breaker::default(),
             pipeline_enabled: false,
+            responder: Responder::new(None),
+            speech_budget: SPEECH_BUDGET,
         }
+    }
+
+    /// Speech turns are understood by `responder` (the screener, and the model if it has one)
+    /// while Twilio waits, for at most `budget`.
+    #[must_use]
+    pub fn with_responder(mut self, responder: Responder, budget: Duration) -> Self {
+        self.responder = responder;
+        self.speech_budget = budget;
+        self
     }
 
     /// Keeps the state of calls in progress between their webhooks, so that most webhooks cost
@@ -222,7 +269,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
 
     /// `POST /twilio/voice/`: a new call (or Twilio's retry of one).
     #[tracing::instrument(skip_all, fields(call_sid = %call.call_sid))]
-    pub async fn answer_call(&self, call: IncomingCall, meta: &CommandMetadata) -> CallAnswer {
+    pub async fn answer_call(&self, call: IncomingCall, meta: &CommandMetadata) -> Spoken {
         let id = CallId::for_call_sid(&call.call_sid);
         let command = CallCommand::StartCall(StartCall {
             call_sid: call.call_sid,
@@ -233,8 +280,8 @@ impl<ES: EventStore<Call>> CallService<ES> {
             at: meta.received_at,
         });
         match self.run(id, command, meta).await {
-            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            Ok(_) => CallAnswer::Greeting,
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) => in_call(&state, CallAnswer::Greeting),
             Err(error) => trouble(&error),
         }
     }
@@ -246,7 +293,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         id: CallId,
         done: RecordingDone,
         meta: &CommandMetadata,
-    ) -> CallAnswer {
+    ) -> Spoken {
         if CallId::for_call_sid(&done.call_sid) != id {
             return trouble(&AppError::WrongCall);
         }
@@ -257,13 +304,13 @@ impl<ES: EventStore<Call>> CallService<ES> {
             recording_url: done.recording_url,
             duration_secs: done.duration_secs,
             digits: done.digits,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
         match self.run(id, command, meta).await {
-            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            Ok(_) if asked_for_human => CallAnswer::ConnectCounselor,
-            Ok(_) => CallAnswer::Hold { waited: 0 },
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) if asked_for_human => in_call(&state, CallAnswer::ConnectCounselor),
+            Ok(state) => in_call(&state, CallAnswer::Hold { waited: 0 }),
             Err(error) => trouble(&error),
         }
     }
@@ -275,50 +322,44 @@ impl<ES: EventStore<Call>> CallService<ES> {
     /// `MAX_WAITS` times (about 15 s), and then hears the vetted fallback, whose choice offers a
     /// counselor. Without the pipeline, the vetted script answers at once.
     #[tracing::instrument(skip_all, fields(call_id = %id, waited))]
-    pub async fn continue_call(
-        &self,
-        id: CallId,
-        waited: u32,
-        meta: &CommandMetadata,
-    ) -> CallAnswer {
+    pub async fn continue_call(&self, id: CallId, waited: u32, meta: &CommandMetadata) -> Spoken {
         let state = match self.load(id).await {
             Ok(state) => state,
             Err(error) => return trouble(&error),
         };
         if state.ended().is_some() {
-            return CallAnswer::Nothing;
+            return in_call(&state, CallAnswer::Nothing);
         }
         if !state.is_started() {
             return trouble(&AppError::Rule(CallError::NotStarted));
         }
         let Some(turn) = state.current_turn() else {
-            return CallAnswer::Listen;
+            return in_call(&state, CallAnswer::Listen);
         };
+        let hold = |waited| in_call(&state, CallAnswer::Hold { waited });
         match (&turn.analysis, turn.played) {
             // A retry of an answer this path already gave gets the same answer.
             (_, Some(PlayedVia::Twiml)) => answer_for(&state, turn),
-            (None, _) if self.pipeline_enabled && waited < MAX_WAITS => {
-                CallAnswer::Hold { waited: waited + 1 }
-            }
+            (None, _) if self.pipeline_enabled && waited < MAX_WAITS => hold(waited + 1),
             // No pipeline, or it took too long: the vetted fallback, and the turn is this path's.
             (None, _) => self.claim_and(id, turn.number, meta).await,
             // Twilio is still asking, so the REST update has not reached the call yet.
-            (Some(_), Some(PlayedVia::RestUpdate)) if waited < MAX_WAITS => {
-                CallAnswer::Hold { waited: waited + 1 }
-            }
+            (Some(_), Some(PlayedVia::RestUpdate)) if waited < MAX_WAITS => hold(waited + 1),
             (Some(_), Some(PlayedVia::RestUpdate)) => answer_for(&state, turn),
             (Some(_), None) => self.claim_and(id, turn.number, meta).await,
+            // Streamed by the live session: nothing is left for this path to play.
+            (_, Some(PlayedVia::Relay)) => answer_for(&state, turn),
         }
     }
 
     /// Claims turn `turn` for the webhook path and answers it; if the REST path claimed it in
     /// between, the caller is held once more while its update arrives. An answer that puts the
     /// caller through to a person is recorded with its escalation, by the claim itself.
-    async fn claim_and(&self, id: CallId, turn: u32, meta: &CommandMetadata) -> CallAnswer {
+    async fn claim_and(&self, id: CallId, turn: u32, meta: &CommandMetadata) -> Spoken {
         let claim = CallCommand::PlayResponse(PlayResponse {
             turn: Some(turn),
             via: PlayedVia::Twiml,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
         let state = match self.run(id, claim, meta).await {
@@ -326,13 +367,13 @@ impl<ES: EventStore<Call>> CallService<ES> {
             Err(error) => return trouble(&error),
         };
         if state.ended().is_some() {
-            return CallAnswer::Nothing;
+            return in_call(&state, CallAnswer::Nothing);
         }
         let Some(current) = state.turn_number(turn) else {
-            return CallAnswer::Trouble;
+            return in_call(&state, CallAnswer::Trouble);
         };
         if current.played == Some(PlayedVia::RestUpdate) {
-            return CallAnswer::Hold { waited: MAX_WAITS };
+            return in_call(&state, CallAnswer::Hold { waited: MAX_WAITS });
         }
         answer_for(&state, current)
     }
@@ -340,6 +381,151 @@ impl<ES: EventStore<Call>> CallService<ES> {
     async fn load(&self, id: CallId) -> Result<Call, AppError> {
         self.guarded(self.dispatcher.load(id), Heard::ByCaller)
             .await
+    }
+
+    /// The counselor line for call `id`'s language (the call's state is usually cached).
+    async fn counselor_for(&self, id: CallId) -> DialNumber {
+        match self.load(id).await {
+            Ok(state) => self.lines.counselor_for(state.language()).clone(),
+            Err(_) => self.lines.counselor.clone(),
+        }
+    }
+
+    /// `POST /twilio/speech/{call_id}/`: a speech `<Gather>` ended. Words are a turn, understood
+    /// and answered in this same response when the answer is ready within the budget, and held
+    /// for the pipeline otherwise; keys are a choice (0 a person, 9 Spanish at the greeting);
+    /// nothing at all, or words Twilio was not confident of, reach a person.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn hear_speech(
+        &self,
+        id: CallId,
+        input: SpeechInput,
+        meta: &CommandMetadata,
+    ) -> Spoken {
+        if CallId::for_call_sid(&input.call_sid) != id {
+            return trouble(&AppError::WrongCall);
+        }
+        let speech = input.speech.filter(|s| !s.trim().is_empty());
+        let digits = input.digits.filter(|d| !d.trim().is_empty());
+        let text = match (speech, digits) {
+            (Some(text), _) => text,
+            (None, Some(keys)) if keys.trim().starts_with('9') => {
+                return self.choose_language(id, Language::Spanish, meta).await;
+            }
+            (None, Some(keys)) => {
+                let input = ChoiceInput {
+                    digits: Some(keys),
+                    speech: None,
+                };
+                return self.record_choice(id, input, meta).await;
+            }
+            (None, None) => return self.nothing_heard(id, meta).await,
+        };
+        // Words that are only a choice ("counselor", "goodbye") are that choice; anything that
+        // shows risk is a turn, whatever choice words it also holds.
+        let risky = {
+            let screening = domain::risk::screen(&text);
+            screening.level > domain::risk::RiskLevel::None
+                || screening.signals.iter().any(|s| s.is_risk())
+        };
+        let only_a_choice = matches!(
+            Choice::from_input(None, Some(&text)),
+            Some(Choice::Counselor | Choice::End)
+        );
+        if !risky {
+            if only_a_choice {
+                let input = ChoiceInput {
+                    digits: None,
+                    speech: Some(text),
+                };
+                return self.record_choice(id, input, meta).await;
+            }
+        }
+        let state = match self.load(id).await {
+            Ok(state) => state,
+            Err(error) => return trouble(&error),
+        };
+        let words = match input.confidence {
+            Some(confidence) if confidence < MIN_CONFIDENCE => {
+                Words::Unreadable(domain::risk::Unreadable::LowConfidence)
+            }
+            _ => Words::Readable,
+        };
+        let understanding = self.responder.understand(
+            text.clone(),
+            words,
+            state.language(),
+            StageTimings::default(),
+        );
+        let answer = match tokio::time::timeout(self.speech_budget, understanding).await {
+            Ok(analysis) => SpeechAnswer::Answered(analysis),
+            Err(_) => {
+                tracing::info!(
+                    "the turn's answer is not ready within the budget; the pipeline answers it"
+                );
+                SpeechAnswer::Deferred
+            }
+        };
+        let command = CallCommand::ReceiveSpeech(ReceiveSpeech {
+            call_sid: input.call_sid,
+            text,
+            confidence: input.confidence,
+            source: SpeechSource::Gather,
+            answer,
+            counselor_line: self.lines.counselor_for(state.language()).clone(),
+            at: meta.received_at,
+        });
+        let state = match self.run(id, command, meta).await {
+            Ok(state) => state,
+            Err(error) => return trouble(&error),
+        };
+        if state.ended().is_some() {
+            return in_call(&state, CallAnswer::Nothing);
+        }
+        match state.current_turn() {
+            Some(turn) if turn.analysis.is_some() => answer_for(&state, turn),
+            // Deferred: the caller is held while the pipeline answers by updating the call.
+            Some(_) => in_call(&state, CallAnswer::Hold { waited: 0 }),
+            None => in_call(&state, CallAnswer::Trouble),
+        }
+    }
+
+    /// The caller chose a language at the greeting: it is greeted again in that language.
+    async fn choose_language(
+        &self,
+        id: CallId,
+        language: Language,
+        meta: &CommandMetadata,
+    ) -> Spoken {
+        let command = CallCommand::ChooseLanguage(ChooseLanguage {
+            language,
+            how: LanguageChoice::Keys,
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) => in_call(&state, CallAnswer::Greeting),
+            Err(error) => trouble(&error),
+        }
+    }
+
+    /// Nothing was heard where speech was expected: silence may be the hardest way to ask for
+    /// help, so a person is dialled, and the escalation recorded.
+    async fn nothing_heard(&self, id: CallId, meta: &CommandMetadata) -> Spoken {
+        let command = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::Silence,
+            target: self.counselor_for(id).await,
+            unless_escalated: false,
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) => in_call(&state, CallAnswer::NothingHeard),
+            Err(error) => {
+                log_failure(&error);
+                Spoken::new(CallAnswer::NothingHeard, Language::default())
+            }
+        }
     }
 
     /// `POST /twilio/user-choice/{call_id}/`: the caller chose after a reply (or during a prompt).
@@ -351,7 +537,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         id: CallId,
         input: ChoiceInput,
         meta: &CommandMetadata,
-    ) -> CallAnswer {
+    ) -> Spoken {
         let speech = input.speech.clone().filter(|s| !s.trim().is_empty());
         // Whatever was said is screened first: risky words reach a person, whichever choice
         // words they also hold ("I want to hurt someone", "end it").
@@ -360,34 +546,41 @@ impl<ES: EventStore<Call>> CallService<ES> {
             screening.level > domain::risk::RiskLevel::None
                 || screening.signals.iter().any(|s| s.is_risk())
         });
+        let spanish = speech.is_none()
+            && input
+                .digits
+                .as_deref()
+                .is_some_and(|d| d.trim().starts_with('9'));
+        if spanish {
+            return self.choose_language(id, Language::Spanish, meta).await;
+        }
         let choice = Choice::from_input(input.digits.as_deref(), input.speech.as_deref());
         let (Some(choice), false) = (choice, risky) else {
             return match speech {
                 Some(text) => self.hear(id, Prompt::Choice, text, meta).await,
-                None => CallAnswer::ChoiceAgain,
+                None => self.in_language_of(id, CallAnswer::ChoiceAgain).await,
             };
         };
         let command = CallCommand::RecordChoice(RecordChoice {
             choice,
             digits: input.digits,
             speech: input.speech,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
         let stored = self.run(id, command, meta).await;
         match (choice, stored) {
-            (_, Ok(state)) if state.ended().is_some() => CallAnswer::Nothing,
+            (_, Ok(state)) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            (Choice::Counselor, Ok(state)) => in_call(&state, CallAnswer::ConnectCounselor),
             // Asking for a human is honoured even when it could not be stored.
-            (Choice::Counselor, result) => {
-                if let Err(error) = result {
-                    log_failure(&error);
-                }
-                CallAnswer::ConnectCounselor
+            (Choice::Counselor, Err(error)) => {
+                log_failure(&error);
+                Spoken::new(CallAnswer::ConnectCounselor, Language::default())
             }
             // Risk only rises: a caller who warranted a person is put through, whatever they chose.
-            (_, Ok(state)) if state.warrants_person() => CallAnswer::Escalating,
-            (Choice::Continue, Ok(_)) => CallAnswer::Listen,
-            (Choice::End, Ok(_)) => CallAnswer::Goodbye,
+            (_, Ok(state)) if state.warrants_person() => in_call(&state, CallAnswer::Escalating),
+            (Choice::Continue, Ok(state)) => in_call(&state, CallAnswer::Listen),
+            (Choice::End, Ok(state)) => in_call(&state, CallAnswer::Goodbye),
             (_, Err(error)) => trouble(&error),
         }
     }
@@ -399,17 +592,17 @@ impl<ES: EventStore<Call>> CallService<ES> {
         prompt: Prompt,
         text: String,
         meta: &CommandMetadata,
-    ) -> CallAnswer {
+    ) -> Spoken {
         let command = CallCommand::HearUtterance(HearUtterance {
             prompt,
             text,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
         match self.run(id, command, meta).await {
-            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            Ok(state) if state.warrants_person() => CallAnswer::Escalating,
-            Ok(_) => CallAnswer::Listen,
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) if state.warrants_person() => in_call(&state, CallAnswer::Escalating),
+            Ok(state) => in_call(&state, CallAnswer::Listen),
             Err(error) => trouble(&error),
         }
     }
@@ -422,17 +615,17 @@ impl<ES: EventStore<Call>> CallService<ES> {
         id: CallId,
         input: ChoiceInput,
         meta: &CommandMetadata,
-    ) -> CallAnswer {
+    ) -> Spoken {
         let command = CallCommand::AnswerQuestion(AnswerQuestion {
             digits: input.digits,
             speech: input.speech,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
         match self.run(id, command, meta).await {
-            Ok(state) if state.ended().is_some() => CallAnswer::Nothing,
-            Ok(state) if state.warrants_person() => CallAnswer::Escalating,
-            Ok(_) => CallAnswer::AfterQuestion,
+            Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
+            Ok(state) if state.warrants_person() => in_call(&state, CallAnswer::Escalating),
+            Ok(state) => in_call(&state, CallAnswer::AfterQuestion),
             Err(error) => trouble(&error),
         }
     }
@@ -446,10 +639,10 @@ impl<ES: EventStore<Call>> CallService<ES> {
         line: DialedLine,
         outcome: DialOutcome,
         meta: &CommandMetadata,
-    ) -> CallAnswer {
+    ) -> Spoken {
         let next = after_dial(line, outcome);
         if next != CallAnswer::ConnectCrisisLine {
-            return next;
+            return self.in_language_of(id, next).await;
         }
         let command = CallCommand::Escalate(Escalate {
             reason: EscalationReason::CounselorUnavailable,
@@ -458,10 +651,13 @@ impl<ES: EventStore<Call>> CallService<ES> {
             at: meta.received_at,
         });
         // The caller is connected to the crisis line whether or not this could be stored.
-        if let Err(error) = self.run(id, command, meta).await {
-            log_failure(&error);
+        match self.run(id, command, meta).await {
+            Ok(state) => in_call(&state, next),
+            Err(error) => {
+                log_failure(&error);
+                Spoken::new(next, Language::default())
+            }
         }
-        next
     }
 
     /// `POST /twilio/transcription/{call_id}/`: Twilio transcribed a turn. No caller hears this.
@@ -502,6 +698,16 @@ impl<ES: EventStore<Call>> CallService<ES> {
         self.run_unheard(id, command, meta).await.map(|_| ())
     }
 
+    /// `answer` in the language of call `id`, for answers that need no command: the call's state
+    /// is read (from the cache, usually); when it cannot be, the default language is used.
+    async fn in_language_of(&self, id: CallId, answer: CallAnswer) -> Spoken {
+        let language = match self.load(id).await {
+            Ok(state) => state.language(),
+            Err(_) => Language::default(),
+        };
+        Spoken::new(answer, language)
+    }
+
     /// The call's current state.
     pub async fn call(&self, id: CallId) -> Result<Call, AppError> {
         self.dispatcher.load(id).await
@@ -520,27 +726,32 @@ fn log_failure(error: &AppError) {
 /// What the caller hears for `turn`: a person whenever the turn or anything earlier in the call
 /// warranted one; otherwise its reply (the vetted fallback while it is not analysed), followed
 /// by the direct question if it is asked after this turn.
-fn answer_for(state: &Call, turn: &Turn) -> CallAnswer {
+fn answer_for(state: &Call, turn: &Turn) -> Spoken {
+    let scripted = || script::scripted_reply(state.language()).to_owned();
     let reply = match (state.route_for(turn), &turn.analysis) {
-        (Some(Route::Escalate), _) => return CallAnswer::Escalating,
-        (None, _) if state.warrants_person() => return CallAnswer::Escalating,
-        (Some(Route::Reply), Some(analysis)) => analysis
-            .reply
-            .clone()
-            .unwrap_or_else(|| script::scripted_reply().to_owned()),
-        _ => script::scripted_reply().to_owned(),
+        (Some(Route::Escalate), _) => return in_call(state, CallAnswer::Escalating),
+        (None, _) if state.warrants_person() => return in_call(state, CallAnswer::Escalating),
+        (Some(Route::Reply), Some(analysis)) => analysis.reply.clone().unwrap_or_else(scripted),
+        _ => scripted(),
     };
-    if state.asks_question_after(turn.number) {
+    let answer = if state.asks_question_after(turn.number) {
         CallAnswer::Question { reply }
     } else {
         CallAnswer::Reply { text: reply }
-    }
+    };
+    in_call(state, answer)
 }
 
-/// The caller hears a person is coming, never the failure itself.
-fn trouble(error: &AppError) -> CallAnswer {
+/// `answer`, in the call's language.
+fn in_call(state: &Call, answer: CallAnswer) -> Spoken {
+    Spoken::new(answer, state.language())
+}
+
+/// The caller hears a person is coming, never the failure itself. Without the call's state its
+/// language is not known, and the default is used.
+fn trouble(error: &AppError) -> Spoken {
     log_failure(error);
-    CallAnswer::Trouble
+    Spoken::new(CallAnswer::Trouble, Language::default())
 }
 
 #[cfg(test)]
@@ -575,6 +786,7 @@ mod tests {
         Lines {
             counselor: DialNumber::parse("+15005550001").expect("valid"),
             crisis: DialNumber::parse("988").expect("valid"),
+            counselor_es: Some(DialNumber::parse("+15005550002").expect("valid")),
         }
     }
 
@@ -596,7 +808,7 @@ mod tests {
             direction: "inbound".into(),
         };
         assert_eq!(
-            service.answer_call(call, &meta()).await,
+            service.answer_call(call, &meta()).await.answer,
             CallAnswer::Greeting
         );
     }
@@ -613,7 +825,7 @@ mod tests {
             digits: Some("#".into()),
         };
         assert_eq!(
-            service.receive_recording(id(), done, &meta()).await,
+            service.receive_recording(id(), done, &meta()).await.answer,
             CallAnswer::Hold { waited: 0 }
         );
     }
@@ -662,7 +874,7 @@ mod tests {
 
     fn fallback() -> CallAnswer {
         CallAnswer::Question {
-            reply: script::scripted_reply().to_owned(),
+            reply: script::scripted_reply(Language::English).to_owned(),
         }
     }
 
@@ -679,7 +891,7 @@ mod tests {
         service.update_status(report, &meta()).await.expect("runs");
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Nothing
         );
     }
@@ -689,7 +901,7 @@ mod tests {
         let service = service(true);
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Trouble
         );
     }
@@ -700,7 +912,7 @@ mod tests {
         started(&service).await;
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Listen
         );
     }
@@ -710,7 +922,10 @@ mod tests {
         let service = service(false);
         after_one_turn(&service).await;
 
-        assert_eq!(service.continue_call(id(), 0, &meta()).await, fallback());
+        assert_eq!(
+            service.continue_call(id(), 0, &meta()).await.answer,
+            fallback()
+        );
     }
 
     #[tokio::test]
@@ -720,7 +935,7 @@ mod tests {
 
         for waited in 0..MAX_WAITS {
             assert_eq!(
-                service.continue_call(id(), waited, &meta()).await,
+                service.continue_call(id(), waited, &meta()).await.answer,
                 CallAnswer::Hold { waited: waited + 1 }
             );
         }
@@ -732,7 +947,7 @@ mod tests {
         after_one_turn(&service).await;
 
         assert_eq!(
-            service.continue_call(id(), MAX_WAITS, &meta()).await,
+            service.continue_call(id(), MAX_WAITS, &meta()).await.answer,
             fallback()
         );
     }
@@ -754,7 +969,7 @@ mod tests {
         analysed(&service, "I had a rough day at work.").await;
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Question {
                 reply: MODEL_REPLY.into()
             }
@@ -768,7 +983,7 @@ mod tests {
         analysed(&service, "I'm going to kill myself tonight.").await;
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Escalating
         );
         assert!(service.call(id()).await.expect("loads").is_escalated());
@@ -782,7 +997,7 @@ mod tests {
         claimed_by_rest(&service).await;
 
         assert_eq!(
-            service.continue_call(id(), 0, &meta()).await,
+            service.continue_call(id(), 0, &meta()).await.answer,
             CallAnswer::Hold { waited: 1 }
         );
     }
@@ -795,11 +1010,102 @@ mod tests {
         claimed_by_rest(&service).await;
 
         assert_eq!(
-            service.continue_call(id(), MAX_WAITS, &meta()).await,
+            service.continue_call(id(), MAX_WAITS, &meta()).await.answer,
             CallAnswer::Question {
                 reply: MODEL_REPLY.into()
             }
         );
+    }
+
+    fn words(speech: Option<&str>, confidence: Option<f64>, digits: Option<&str>) -> SpeechInput {
+        SpeechInput {
+            call_sid: sid(),
+            speech: speech.map(str::to_owned),
+            confidence,
+            digits: digits.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn calm_words_are_answered_in_the_same_response_then_asked_the_question() {
+        let service = service(true);
+        started(&service).await;
+        let said = words(Some("I had a rough day at work."), Some(0.93), None);
+
+        let spoken = service.hear_speech(id(), said.clone(), &meta()).await;
+        assert_eq!(
+            spoken,
+            Spoken::new(
+                CallAnswer::Question {
+                    reply: script::scripted_reply(Language::English).into()
+                },
+                Language::English
+            )
+        );
+        // Twilio's retry of the same action gets the same answer and records nothing new.
+        assert_eq!(service.hear_speech(id(), said, &meta()).await, spoken);
+        assert_eq!(service.call(id()).await.expect("loads").turns().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn risky_low_confidence_or_no_words_reach_a_person() {
+        for (said, expected) in [
+            (
+                words(Some("I'm going to kill myself tonight."), Some(0.9), None),
+                CallAnswer::Escalating,
+            ),
+            (
+                words(Some("I had a rough day at work."), Some(0.2), None),
+                CallAnswer::Escalating,
+            ),
+            (words(None, None, None), CallAnswer::NothingHeard),
+            (words(None, None, Some("0")), CallAnswer::ConnectCounselor),
+            (
+                words(Some("counselor please"), Some(0.9), None),
+                CallAnswer::ConnectCounselor,
+            ),
+        ] {
+            let service = service(true);
+            started(&service).await;
+            assert_eq!(
+                service.hear_speech(id(), said, &meta()).await.answer,
+                expected
+            );
+            assert!(service.call(id()).await.expect("loads").is_escalated());
+        }
+    }
+
+    #[tokio::test]
+    async fn nine_at_the_greeting_or_spanish_words_switch_the_call_to_spanish() {
+        let service = service(true);
+        started(&service).await;
+        assert_eq!(
+            service
+                .hear_speech(id(), words(None, None, Some("9")), &meta())
+                .await,
+            Spoken::new(CallAnswer::Greeting, Language::Spanish)
+        );
+
+        let service = self::service(true);
+        started(&service).await;
+        let said = words(
+            Some("Hoy tuve un día muy difícil en el trabajo y me siento muy cansada."),
+            Some(0.9),
+            None,
+        );
+        let spoken = service.hear_speech(id(), said, &meta()).await;
+        assert_eq!(spoken.language, Language::Spanish);
+        // Spanish callers are put through to the Spanish counselor line.
+        let zero = service
+            .hear_speech(id(), words(None, None, Some("0")), &meta())
+            .await;
+        assert_eq!(
+            zero,
+            Spoken::new(CallAnswer::ConnectCounselor, Language::Spanish)
+        );
+        let call = service.call(id()).await.expect("loads");
+        assert_eq!(call.language(), Language::Spanish);
+        assert!(call.is_escalated());
     }
 
     #[test]

@@ -15,12 +15,14 @@ pub mod metadata;
 pub mod operations;
 pub mod pipeline;
 pub mod ports;
+pub mod responder;
 pub mod views;
 
-pub use answer::CallAnswer;
+pub use answer::{CallAnswer, Spoken};
 pub use calls::{
     after_dial, CallService, ChoiceInput, DialOutcome, DialedLine, IncomingCall, Lines,
-    RecordingDone, StatusReport, TranscriptionReport, COMMAND_DEADLINE,
+    RecordingDone, SpeechInput, StatusReport, TranscriptionReport, COMMAND_DEADLINE,
+    MIN_CONFIDENCE, SPEECH_BUDGET,
 };
 pub use dispatch::CommandDispatcher;
 pub use error::AppError;

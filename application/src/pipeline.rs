@@ -16,10 +16,10 @@ use chrono::Utc;
 use cqrs_es::EventStore;
 use domain::call::{
     Analysis, Escalate, EscalationReason, PlayResponse, PlayedVia, RecordAnalysis, RecordFailure,
-    ReplySource, Stage, StageTimings,
+    Stage, StageTimings,
 };
-use domain::risk::{self, ModelOpinion, RiskLevel, Route};
-use domain::{script, Call, CallCommand, CallId, CallSid};
+use domain::risk::{self, RiskLevel, Route};
+use domain::{Call, CallCommand, CallId, CallSid};
 
 use crate::calls::Lines;
 use crate::dispatch::CommandDispatcher;
@@ -28,12 +28,12 @@ use crate::metadata::CommandMetadata;
 use crate::ports::{
     Audio, AudioStore, CallControl, LanguageModel, PortError, RecordingSource, SpeechToText,
 };
+use crate::responder::{elapsed_ms, Responder, Words};
 
 /// How long keeping a turn's recording may delay its answer.
 pub const KEEP_RECORDING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long the model may take for each of its answers before it counts as unknown.
-pub const MODEL_TIMEOUT: Duration = Duration::from_secs(6);
+pub use crate::responder::MODEL_TIMEOUT;
 
 /// Why a turn could not be processed this time. The job is retried while `retryable`; when its
 /// attempts run out, `give_up` takes the caller to a person.
@@ -132,10 +132,9 @@ pub struct Pipeline<ES: EventStore<Call>> {
     recordings: Arc<dyn RecordingSource>,
     /// A speech-to-text service; without one, Twilio's transcription of the turn is used.
     speech: Option<Arc<dyn SpeechToText>>,
-    model: Option<Arc<dyn LanguageModel>>,
+    responder: Responder,
     control: Arc<dyn CallControl>,
     lines: Lines,
-    model_timeout: Duration,
     /// Where recordings are kept; without one they stay with Twilio only.
     audio_store: Option<Arc<dyn AudioStore>>,
 }
@@ -143,7 +142,7 @@ pub struct Pipeline<ES: EventStore<Call>> {
 impl<ES: EventStore<Call>> std::fmt::Debug for Pipeline<ES> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("model", &self.model.as_ref().map(|m| m.name().to_owned()))
+            .field("model", &self.responder.model_name())
             .finish_non_exhaustive()
     }
 }
@@ -155,10 +154,6 @@ fn metadata() -> CommandMetadata {
         actor: "pipeline".to_owned(),
         received_at: Utc::now(),
     }
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<ES: EventStore<Call>> Pipeline<ES> {
@@ -176,10 +171,9 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             dispatcher: CommandDispatcher::new(store),
             recordings,
             speech,
-            model,
+            responder: Responder::new(model),
             control,
             lines,
-            model_timeout: MODEL_TIMEOUT,
             audio_store: None,
         }
     }
@@ -194,7 +188,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
     /// Sets how long the model may take (tests use short timeouts).
     #[must_use]
     pub fn with_model_timeout(mut self, timeout: Duration) -> Self {
-        self.model_timeout = timeout;
+        self.responder = self.responder.with_model_timeout(timeout);
         self
     }
 
@@ -216,7 +210,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let analysis = match &current.analysis {
             Some(done) => done.clone(),
             None => {
-                let analysis = self.analyse(id, current).await?;
+                let analysis = self.analyse(id, current, call.language()).await?;
                 let command = CallCommand::RecordAnalysis(RecordAnalysis {
                     turn,
                     analysis: analysis.clone(),
@@ -226,23 +220,33 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 analysis
             }
         };
-        self.deliver(id, &call_sid, turn, &analysis).await
+        self.deliver(id, &call_sid, turn, &analysis, call.language())
+            .await
     }
 
     async fn analyse(
         &self,
         id: CallId,
         turn: &domain::call::Turn,
+        language: domain::Language,
     ) -> Result<Analysis, PipelineError> {
         let stage = |stage| move |error| PipelineError::Stage { stage, error };
         let mut timings = StageTimings::default();
 
-        let (transcript, understood, audio) = match &self.speech {
-            Some(speech) => {
+        let (transcript, words, audio) = match (&turn.recording, &self.speech) {
+            // Twilio recognised the words itself (a speech turn whose answer was deferred).
+            (None, _) => {
+                let (text, _) = turn
+                    .transcription
+                    .clone()
+                    .ok_or(PipelineError::TranscriptionPending)?;
+                (text, Words::Readable, None)
+            }
+            (Some(recording), Some(speech)) => {
                 let started = Instant::now();
                 let audio = self
                     .recordings
-                    .fetch(&turn.recording_url)
+                    .fetch(&recording.url)
                     .await
                     .map_err(stage(Stage::Download))?;
                 timings.download_ms = elapsed_ms(started);
@@ -252,19 +256,27 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                     .await
                     .map_err(stage(Stage::Transcription))?;
                 timings.transcription_ms = elapsed_ms(started);
-                (text, true, Some(audio))
+                (text, Words::Readable, Some(audio))
             }
             // Twilio transcribed the turn; its callback stored the text on the call.
-            None => {
+            (Some(_), None) => {
                 let (text, understood) = turn
                     .transcription
                     .clone()
                     .ok_or(PipelineError::TranscriptionPending)?;
-                (text, understood, None)
+                let words = if understood {
+                    Words::Readable
+                } else {
+                    Words::Unreadable(risk::Unreadable::FailedTranscription)
+                };
+                (text, words, None)
             }
         };
 
-        let mut analysis = self.understand(transcript, understood, timings).await;
+        let mut analysis = self
+            .responder
+            .understand(transcript, words, language, timings)
+            .await;
         // Keeping the recording runs before the answer is played, so it gets a short bound: a
         // slow download or store must not hold the caller's answer back.
         analysis.recording_key =
@@ -287,9 +299,11 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         audio: Option<Audio>,
     ) -> Option<String> {
         let store = self.audio_store.as_ref()?;
+        // A speech turn has no recording of its own: the call's recording holds its words.
+        let recording = turn.recording.as_ref()?;
         let audio = match audio {
             Some(audio) => audio,
-            None => match self.recordings.fetch(&turn.recording_url).await {
+            None => match self.recordings.fetch(&recording.url).await {
                 Ok(audio) => audio,
                 Err(error) => {
                     tracing::warn!(error = %error, "could not download the recording to keep it");
@@ -303,63 +317,6 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 tracing::warn!(error = %error, "could not keep the recording");
                 None
             }
-        }
-    }
-
-    /// Screens, assesses and answers `transcript`: the part of a turn after its words are known.
-    async fn understand(
-        &self,
-        transcript: String,
-        understood: bool,
-        mut timings: StageTimings,
-    ) -> Analysis {
-        let started = Instant::now();
-        // Words that could not be understood cannot be assessed: the risk is unknown.
-        let screening = if understood {
-            risk::screen(&transcript)
-        } else {
-            risk::Screening::unreadable(risk::Unreadable::FailedTranscription)
-        };
-        let opinion = match &self.model {
-            _ if !understood => None,
-            None => None,
-            Some(model) => Some(
-                match tokio::time::timeout(self.model_timeout, model.assess_risk(&transcript)).await
-                {
-                    Ok(Ok(level)) => ModelOpinion::Level(level),
-                    Ok(Err(error)) => {
-                        tracing::warn!(error = %error, "model risk assessment failed; risk is unknown");
-                        ModelOpinion::Unknown
-                    }
-                    Err(_) => {
-                        tracing::warn!("model risk assessment timed out; risk is unknown");
-                        ModelOpinion::Unknown
-                    }
-                },
-            ),
-        };
-        let assessment = risk::assess(&screening, opinion);
-        timings.assessment_ms = elapsed_ms(started);
-
-        let started = Instant::now();
-        let (reply, reply_source) = match assessment.route {
-            Route::Escalate => (None, None),
-            Route::Reply => {
-                let (text, source) = self.compose(&transcript, assessment.level).await;
-                (Some(text), Some(source))
-            }
-        };
-        timings.reply_ms = elapsed_ms(started);
-
-        Analysis {
-            transcript,
-            screening,
-            assessment,
-            model: self.model.as_ref().map(|m| m.name().to_owned()),
-            reply,
-            reply_source,
-            timings,
-            recording_key: None,
         }
     }
 
@@ -389,7 +346,10 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 error,
             })?;
         timings.transcription_ms = elapsed_ms(started);
-        let analysis = self.understand(transcript, true, timings).await;
+        let analysis = self
+            .responder
+            .understand(transcript, Words::Readable, call.language(), timings)
+            .await;
         Ok(ProcessedAudio {
             risk_level: analysis.assessment.level,
             response_text: analysis.reply.clone(),
@@ -425,33 +385,6 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         self.process_caller_audio(&audio, id).await
     }
 
-    /// The model's reply if it passes the guard in time; the vetted script otherwise.
-    async fn compose(&self, transcript: &str, level: RiskLevel) -> (String, ReplySource) {
-        let scripted = || script::reply_for(level).to_owned();
-        let Some(model) = &self.model else {
-            return (scripted(), ReplySource::Script);
-        };
-        match tokio::time::timeout(self.model_timeout, model.compose_reply(transcript, level)).await
-        {
-            Ok(Ok(reply)) => match risk::guard_reply(&reply) {
-                Ok(()) => (reply, ReplySource::Model),
-                Err(violation) => {
-                    // The violation names a category, never the reply's text.
-                    tracing::warn!(violation = %violation_class(&violation), "model reply blocked by the guard");
-                    (scripted(), ReplySource::ScriptAfterGuard)
-                }
-            },
-            Ok(Err(error)) => {
-                tracing::warn!(error = %error, "model reply failed; using the script");
-                (scripted(), ReplySource::Script)
-            }
-            Err(_) => {
-                tracing::warn!("model reply timed out; using the script");
-                (scripted(), ReplySource::Script)
-            }
-        }
-    }
-
     /// Claims the turn for the REST path and plays it; a failed delivery hands it back to the
     /// continue webhook. A turn that warrants a person reaches one even when the webhook path
     /// already played the fallback, or the caller has moved on: a late analysis is never left
@@ -462,11 +395,12 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         call_sid: &CallSid,
         turn: u32,
         analysis: &Analysis,
+        language: domain::Language,
     ) -> Result<TurnOutcome, PipelineError> {
         let claim = CallCommand::PlayResponse(PlayResponse {
             turn: Some(turn),
             via: PlayedVia::RestUpdate,
-            counselor_line: self.lines.counselor.clone(),
+            counselor_line: self.lines.counselor_for(language).clone(),
             at: Utc::now(),
         });
         let claimed = self
@@ -503,9 +437,15 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let delivered = match (&analysis.reply, escalate) {
             (Some(reply), false) => {
                 let ask = state.asks_question_after(turn);
-                self.control.play_reply(call_sid, id, reply, ask).await
+                self.control
+                    .play_reply(call_sid, id, reply, ask, state.language())
+                    .await
             }
-            _ => self.control.connect_counselor(call_sid, id).await,
+            _ => {
+                self.control
+                    .connect_counselor(call_sid, id, state.language())
+                    .await
+            }
         };
         match delivered {
             Ok(()) if escalate => Ok(TurnOutcome::Escalated),
@@ -548,7 +488,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         // on the latest state): whoever recorded an escalation has put the caller through.
         let command = CallCommand::Escalate(Escalate {
             reason: EscalationReason::RiskAssessed,
-            target: self.lines.counselor.clone(),
+            target: self.lines.counselor_for(state.language()).clone(),
             unless_escalated: true,
             at: Utc::now(),
         });
@@ -565,7 +505,11 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             turn,
             "a late analysis warrants a person; connecting the caller"
         );
-        match self.control.connect_counselor(call_sid, id).await {
+        match self
+            .control
+            .connect_counselor(call_sid, id, state.language())
+            .await
+        {
             Ok(()) => Ok(TurnOutcome::Escalated),
             Err(error) => {
                 // The next webhook (the choice after the fallback) puts the caller through: the
@@ -598,7 +542,7 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         // none was; the caller is dialled only by the command that recorded it.
         let command = CallCommand::Escalate(Escalate {
             reason: EscalationReason::ProcessingFailed,
-            target: self.lines.counselor.clone(),
+            target: self.lines.counselor_for(call.language()).clone(),
             unless_escalated: true,
             at: Utc::now(),
         });
@@ -609,22 +553,16 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         {
             Ok((_, 0)) => {}
             Ok(_) => {
-                if let Err(error) = self.control.connect_counselor(sid, id).await {
+                if let Err(error) = self
+                    .control
+                    .connect_counselor(sid, id, call.language())
+                    .await
+                {
                     tracing::error!(error = %error, "could not connect the caller; the continue webhook's fallback remains");
                 }
             }
             Err(error) => tracing::error!(error = %error, "could not record the escalation"),
         }
-    }
-}
-
-fn violation_class(violation: &risk::GuardViolation) -> &'static str {
-    match violation {
-        risk::GuardViolation::MentionsMeans(_) => "mentions_means",
-        risk::GuardViolation::PresentsSuicideAsSolution(_) => "suicide_as_solution",
-        risk::GuardViolation::ClaimsToBeHuman(_) => "claims_to_be_human",
-        risk::GuardViolation::Empty => "empty",
-        risk::GuardViolation::TooLong => "too_long",
     }
 }
 
@@ -639,6 +577,8 @@ mod tests {
 
     use super::*;
     use crate::ports::Audio;
+    use domain::call::ReplySource;
+    use domain::script;
 
     use crate::ports::{Failure, Service};
 
@@ -700,6 +640,7 @@ mod tests {
             _id: CallId,
             text: &str,
             ask: bool,
+            _language: domain::Language,
         ) -> Result<(), PortError> {
             if self.fail {
                 return Err(PortError::new(Service::Twilio, Failure::Status(500)));
@@ -711,7 +652,12 @@ mod tests {
             self.asked.lock().expect("not poisoned").push(ask);
             Ok(())
         }
-        async fn connect_counselor(&self, _s: &CallSid, _id: CallId) -> Result<(), PortError> {
+        async fn connect_counselor(
+            &self,
+            _s: &CallSid,
+            _id: CallId,
+            _language: domain::Language,
+        ) -> Result<(), PortError> {
             if self.fail {
                 return Err(PortError::new(Service::Twilio, Failure::Status(500)));
             }
@@ -726,6 +672,7 @@ mod tests {
         Lines {
             counselor: DialNumber::parse("+15005550001").expect("valid"),
             crisis: DialNumber::parse("988").expect("valid"),
+            counselor_es: None,
         }
     }
 
@@ -826,7 +773,7 @@ mod tests {
         );
         assert_eq!(
             *h.control.played.lock().expect("ok"),
-            [script::scripted_reply()]
+            [script::scripted_reply(domain::Language::English)]
         );
         // The first automated reply is followed by the direct question, asked once per call.
         assert_eq!(
@@ -930,7 +877,7 @@ mod tests {
         h.pipeline.process_turn(id, 1).await.expect("runs");
         assert_eq!(
             *h.control.played.lock().expect("ok"),
-            [script::scripted_reply()]
+            [script::scripted_reply(domain::Language::English)]
         );
         assert_eq!(
             analysis(&h.store, id).await.reply_source,
@@ -1105,9 +1052,13 @@ mod tests {
         let h = harness(Ok("I had a rough day."), None, Control::default());
         let id = call_with_one_turn(&h.store).await;
         // Turn 1 was analysed as risky and its answer already given by the webhook.
-        let mut risky = h
-            .pipeline
-            .understand("i want to die".into(), true, StageTimings::default())
+        let mut risky = Responder::new(None)
+            .understand(
+                "i want to die".into(),
+                Words::Readable,
+                domain::Language::English,
+                StageTimings::default(),
+            )
             .await;
         risky.recording_key = None;
         run(
@@ -1189,7 +1140,7 @@ mod tests {
         assert_eq!(processed.risk_level, RiskLevel::None);
         assert_eq!(
             processed.response_text.as_deref(),
-            Some(script::scripted_reply())
+            Some(script::scripted_reply(domain::Language::English))
         );
         assert_eq!(processed.response_audio_url, None);
         assert_eq!(processed.analysis.transcript, "I had a rough day.");

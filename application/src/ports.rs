@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
 use domain::risk::RiskLevel;
-use domain::{CallId, CallSid, DialNumber};
+use domain::{CallId, CallSid, DialNumber, Language};
 
 /// Which kind of service a port talks to. It names the failure's class, so an operator can tell
 /// Twilio's failures from the others'.
@@ -178,10 +178,16 @@ pub trait CallControl: Send + Sync {
         call_id: CallId,
         text: &str,
         ask_question: bool,
+        language: Language,
     ) -> Result<(), PortError>;
-    /// Tells the caller a counselor is being connected, and dials the counselor line.
-    async fn connect_counselor(&self, call_sid: &CallSid, call_id: CallId)
-        -> Result<(), PortError>;
+    /// Tells the caller a counselor is being connected, and dials the counselor line for the
+    /// caller's language.
+    async fn connect_counselor(
+        &self,
+        call_sid: &CallSid,
+        call_id: CallId,
+        language: Language,
+    ) -> Result<(), PortError>;
 }
 
 /// Keeps callers' recordings, per call and turn, for re-processing and for the record.

@@ -147,6 +147,38 @@ impl CallProjection {
         Some(state)
     }
 
+    fn start_turn(
+        &mut self,
+        turn: u32,
+        received_at: chrono::DateTime<chrono::Utc>,
+        recording_secs: Option<u32>,
+        digits: Option<String>,
+    ) {
+        self.turns.push(TurnView {
+            call_id: self.view.call_id,
+            turn,
+            recorded_at: received_at,
+            recording_secs,
+            digits,
+            transcript: None,
+            reply: None,
+            reply_source: None,
+            risk_level: None,
+            risk_unknown: false,
+            route: None,
+            signals: Vec::new(),
+            screener_version: None,
+            model: None,
+            timings: None,
+            played_via: None,
+            played_at: None,
+            latency_ms: None,
+            failed_stages: Vec::new(),
+            choice: None,
+        });
+        self.view.turns = u32::try_from(self.turns.len()).unwrap_or(u32::MAX);
+    }
+
     fn turn_mut(&mut self, turn: u32) -> Option<&mut TurnView> {
         self.turns.iter_mut().find(|t| t.turn == turn)
     }
@@ -161,7 +193,14 @@ impl CallProjection {
         match event {
             CallEvent::CallStarted { .. }
             | CallEvent::LateCallbackReceived { .. }
-            | CallEvent::DirectQuestionAsked { .. } => {}
+            | CallEvent::DirectQuestionAsked { .. }
+            | CallEvent::AnswerDeferred { .. }
+            | CallEvent::LanguageChosen { .. }
+            | CallEvent::RelaySessionStarted { .. }
+            | CallEvent::ReplyInterrupted { .. }
+            | CallEvent::RelaySessionEnded { .. }
+            | CallEvent::CallRecordingReceived { .. }
+            | CallEvent::CallRecordingKept { .. } => {}
             // Words screened outside a recorded turn count towards the call's highest risk.
             CallEvent::DirectQuestionAnswered {
                 screening: Some(screening),
@@ -175,31 +214,11 @@ impl CallProjection {
                 digits,
                 received_at,
                 ..
-            } => {
-                self.turns.push(TurnView {
-                    call_id: self.view.call_id,
-                    turn: *turn,
-                    recorded_at: *received_at,
-                    recording_secs: *duration_secs,
-                    digits: digits.clone(),
-                    transcript: None,
-                    reply: None,
-                    reply_source: None,
-                    risk_level: None,
-                    risk_unknown: false,
-                    route: None,
-                    signals: Vec::new(),
-                    screener_version: None,
-                    model: None,
-                    timings: None,
-                    played_via: None,
-                    played_at: None,
-                    latency_ms: None,
-                    failed_stages: Vec::new(),
-                    choice: None,
-                });
-                self.view.turns = u32::try_from(self.turns.len()).unwrap_or(u32::MAX);
-            }
+            } => self.start_turn(*turn, *received_at, *duration_secs, digits.clone()),
+            // A recognised utterance starts a turn as a recording does; it has no audio of its own.
+            CallEvent::SpeechReceived {
+                turn, received_at, ..
+            } => self.start_turn(*turn, *received_at, None, None),
             CallEvent::TranscriptionReceived { turn, text, .. } => {
                 if let Some(t) = self.turn_mut(*turn) {
                     t.transcript = Some(text.clone());

@@ -46,7 +46,7 @@ pub fn baseline_routes() -> Router<AppState> {
 
 /// Baseline (1): no database at all.
 async fn fixed(State(state): State<AppState>, _request: TwilioRequest) -> Response {
-    api::twilio::answer(&state, &CallAnswer::Greeting, None)
+    api::twilio::answer(&state, &english(CallAnswer::Greeting), None)
 }
 
 /// Baseline (2): one plain `INSERT` of a row like an event, through the same pool.
@@ -65,8 +65,8 @@ async fn insert(State(state): State<AppState>, request: TwilioRequest) -> Respon
     )
     .await;
     match inserted {
-        Ok(()) => api::twilio::answer(&state, &CallAnswer::Greeting, None),
-        Err(_) => api::twilio::answer(&state, &CallAnswer::Trouble, None),
+        Ok(()) => api::twilio::answer(&state, &english(CallAnswer::Greeting), None),
+        Err(_) => api::twilio::answer(&state, &english(CallAnswer::Trouble), None),
     }
 }
 
@@ -412,6 +412,11 @@ async fn settle(pool: &PgPool) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A fixed answer in English, as the baseline route speaks it.
+fn english(answer: CallAnswer) -> application::Spoken {
+    application::Spoken::new(answer, domain::Language::English)
 }
 
 fn ratio(value: f64, baseline: f64) -> String {
@@ -828,7 +833,7 @@ fn template_call() -> Vec<CallEvent> {
                     screening,
                     assessment,
                     model: None,
-                    reply: Some(domain::script::reply_for(domain::risk::RiskLevel::None).into()),
+                    reply: Some(domain::script::reply_for(domain::risk::RiskLevel::None, domain::Language::English).into()),
                     reply_source: Some(domain::call::ReplySource::Script),
                     timings: StageTimings::default(),
                     recording_key: None,

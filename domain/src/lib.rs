@@ -10,6 +10,7 @@ pub mod choice;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
 pub mod ids;
+mod language;
 pub mod phone;
 pub mod risk;
 pub mod script;
@@ -19,4 +20,5 @@ pub use call::{Call, CallCommand, CallError, CallEvent};
 pub use choice::Choice;
 pub use ids::{AccountSid, CallId, CallSid, RecordingSid};
 pub use phone::{CallerId, DialNumber};
+pub use risk::Language;
 pub use status::CallStatus;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use domain::{AccountSid, DialNumber};
 use secrecy::SecretString;
 
+use crate::twilio::answers::Conversation;
+
 /// Every environment variable the service reads. A `HOTLINE_*` variable not listed here is a typo
 /// and stops the service.
 pub const KNOWN_VARIABLES: &[&str] = &[
@@ -32,6 +34,14 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "LLM_MODEL",
     "AUDIO_STORE_URL",
     "TEST_CALL_ALLOWED_NUMBERS",
+    "HOTLINE_CONVERSATION",
+    "HOTLINE_SPEECH_BUDGET_MS",
+    "HOTLINE_VOICE_EN",
+    "HOTLINE_VOICE_ES",
+    "HOTLINE_GREETING_AUDIO_EN",
+    "HOTLINE_GREETING_AUDIO_ES",
+    "HOTLINE_RECORD_CALLS",
+    "COUNSELOR_NUMBER_ES",
 ];
 
 /// Hotline's configuration.
@@ -133,6 +143,49 @@ pub struct Config {
     /// The numbers `POST /api/test-call/` may call (E.164, comma-separated). Empty: no test calls.
     #[arg(long, env = "TEST_CALL_ALLOWED_NUMBERS", value_delimiter = ',', value_parser = parse_dial_number)]
     pub test_call_allowed_numbers: Vec<DialNumber>,
+
+    /// How the caller's turns are heard: speech (Twilio recognises the words and the answer comes
+    /// back in the same response), record (each turn recorded, transcribed and answered by a REST
+    /// update), or relay (a live ConversationRelay session over a WebSocket).
+    #[arg(long, env = "HOTLINE_CONVERSATION", default_value = "speech", value_parser = parse_conversation)]
+    pub conversation: Conversation,
+
+    /// How long a speech turn's answer (the model included) may take while Twilio waits, in
+    /// milliseconds; a slower answer is left to the pipeline while the caller hears a holding line.
+    #[arg(long, env = "HOTLINE_SPEECH_BUDGET_MS", default_value_t = 2500,
+          value_parser = clap::value_parser!(u64).range(100..=10_000))]
+    pub speech_budget_ms: u64,
+
+    /// The text-to-speech voice for English (`<Say voice>`).
+    #[arg(long, env = "HOTLINE_VOICE_EN", default_value = "Polly.Joanna")]
+    pub voice_en: String,
+
+    /// The text-to-speech voice for Spanish.
+    #[arg(long, env = "HOTLINE_VOICE_ES", default_value = "Polly.Lupe")]
+    pub voice_es: String,
+
+    /// A pre-recorded English greeting (an audio URL Twilio can fetch), played instead of the
+    /// spoken one.
+    #[arg(long, env = "HOTLINE_GREETING_AUDIO_EN", value_parser = parse_base_url)]
+    pub greeting_audio_en: Option<String>,
+
+    /// A pre-recorded Spanish greeting.
+    #[arg(long, env = "HOTLINE_GREETING_AUDIO_ES", value_parser = parse_base_url)]
+    pub greeting_audio_es: Option<String>,
+
+    /// Record the whole call in speech and live modes (Twilio's call recording; its status
+    /// callback is stored with the call and the audio kept in the audio store).
+    #[arg(long, env = "HOTLINE_RECORD_CALLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_calls: bool,
+
+    /// The counselor line for callers who speak Spanish (E.164). Defaults to COUNSELOR_NUMBER.
+    #[arg(long, env = "COUNSELOR_NUMBER_ES", value_parser = parse_dial_number)]
+    pub counselor_number_es: Option<DialNumber>,
+}
+
+fn parse_conversation(value: &str) -> Result<Conversation, String> {
+    Conversation::parse(value)
+        .ok_or_else(|| format!("'{value}' is not one of speech, record, relay"))
 }
 
 /// How logs are written.

@@ -218,6 +218,7 @@ async fn application_state(app: &TestApp, sid: &domain::CallSid) -> domain::Call
         application::Lines {
             counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
             crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
+            counselor_es: None,
         },
     );
     service

@@ -11,6 +11,7 @@ use domain::{CallId, CallSid, DialNumber};
 use infrastructure::config::{Config, LogFormat};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
+use infrastructure::twilio::answers::Conversation;
 use infrastructure::twilio::rest::RetryPolicy;
 use infrastructure::twilio::routes::Webhook;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -22,6 +23,8 @@ use twilio_sim::twiml::Verb;
 pub const AUTH_TOKEN: &str = "test-auth-token";
 pub const ACCOUNT_SID: &str = domain::fixtures::ACCOUNT_SID;
 pub const COUNSELOR: &str = "+15005550001";
+/// The counselor line for callers who speak Spanish.
+pub const COUNSELOR_ES: &str = "+15005550002";
 pub const CRISIS: &str = "988";
 
 /// The server every test database is created on, chosen once per test run.
@@ -178,18 +181,30 @@ pub async fn spawn_app() -> TestApp {
 
 /// How a test app is configured: everything goes through `Config` and the composition root
 /// (`api::wiring::Service::build`), as in `hotline serve`; only the retries are made immediate.
-#[derive(Debug, Default)]
+/// Its apps hear turns in record mode unless told otherwise (`conversation`): most tests are
+/// about the pipeline that mode runs on.
+#[derive(Debug)]
 pub struct TestAppBuilder {
     pool: Option<PgPool>,
     twilio: Option<String>,
     speech_to_text: Option<String>,
     model: Option<(String, Duration)>,
     test_calls: bool,
+    conversation: Conversation,
+    speech_budget_ms: u64,
 }
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder::default()
+        TestAppBuilder {
+            pool: None,
+            twilio: None,
+            speech_to_text: None,
+            model: None,
+            test_calls: false,
+            conversation: Conversation::Record,
+            speech_budget_ms: 2500,
+        }
     }
 }
 
@@ -216,6 +231,18 @@ impl TestAppBuilder {
     /// With the language model at `base_url`, given `timeout` to answer.
     pub fn model(mut self, base_url: &str, timeout: Duration) -> Self {
         self.model = Some((base_url.to_owned(), timeout));
+        self
+    }
+
+    /// Hearing turns as `conversation` says (speech, record or relay).
+    pub fn conversation(mut self, conversation: Conversation) -> Self {
+        self.conversation = conversation;
+        self
+    }
+
+    /// Giving a speech turn's answer `budget` while Twilio waits.
+    pub fn speech_budget(mut self, budget: Duration) -> Self {
+        self.speech_budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
@@ -300,6 +327,14 @@ impl TestAppBuilder {
             } else {
                 Vec::new()
             },
+            conversation: self.conversation,
+            speech_budget_ms: self.speech_budget_ms,
+            voice_en: "Polly.Joanna".into(),
+            voice_es: "Polly.Lupe".into(),
+            greeting_audio_en: None,
+            greeting_audio_es: None,
+            record_calls: false,
+            counselor_number_es: Some(number(COUNSELOR_ES)),
         }
     }
 }

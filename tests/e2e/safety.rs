@@ -16,9 +16,9 @@ use crate::simulated::{serve_with_simulated_twilio, types};
 /// choice) before their first `<Dial>`.
 fn automated_before_dial(report: &CallReport) -> Option<String> {
     let automated = [
-        script::scripted_reply(),
-        script::direct_question(),
-        script::choice_prompt(),
+        script::scripted_reply(domain::Language::English),
+        script::direct_question(domain::Language::English),
+        script::choice_prompt(domain::Language::English),
     ];
     for line in &report.lines {
         match line {
@@ -159,7 +159,7 @@ async fn the_direct_question_is_asked_once_and_anything_but_a_clear_no_reaches_a
     let questions = no
         .heard()
         .iter()
-        .filter(|l| l.contains(script::direct_question()))
+        .filter(|l| l.contains(script::direct_question(domain::Language::English)))
         .count();
     assert_eq!(questions, 1, "{:#?}", no.lines);
     assert!(
@@ -219,7 +219,7 @@ async fn a_late_analysis_that_warrants_a_person_reaches_the_caller_by_rest_updat
         report
             .heard()
             .iter()
-            .any(|l| l.contains(script::scripted_reply())),
+            .any(|l| l.contains(script::scripted_reply(domain::Language::English))),
         "{:#?}",
         report.lines
     );

@@ -7,7 +7,7 @@ pub mod extract;
 pub mod params;
 pub mod render;
 
-use application::{AppError, CallAnswer};
+use application::{AppError, CallAnswer, Spoken};
 use axum::extract::FromRequest;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route(&voice_bare, post(voice))
         .route(&Webhook::Recording.per_call_route(), post(recording))
         .route(&Webhook::Continue.per_call_route(), post(continue_call))
+        .route(&Webhook::Speech.per_call_route(), post(speech))
         .route(&Webhook::UserChoice.per_call_route(), post(user_choice))
         .route(&Webhook::Question.per_call_route(), post(question))
         .route(&Webhook::DialStatus.per_call_route(), post(dial_status))
@@ -44,14 +45,19 @@ pub fn router() -> Router<AppState> {
         .route(&status_bare, post(status))
 }
 
-pub fn answer(state: &AppState, answer: &CallAnswer, id: Option<CallId>) -> Response {
-    render::respond(&render::twiml(answer, id, &state.voice))
+pub fn answer(state: &AppState, spoken: &Spoken, id: Option<CallId>) -> Response {
+    render::respond(&render::twiml(spoken, id, &state.voice))
+}
+
+/// An answer given without the call's state: its language is not known, so the default's.
+fn unknown_language(answer: CallAnswer) -> Spoken {
+    Spoken::new(answer, domain::Language::default())
 }
 
 /// A caller-facing webhook whose parameters could not be used: a person, not an error.
 fn unusable(state: &AppState, error: &ApiError, id: Option<CallId>) -> Response {
     tracing::warn!(reason = %error, "webhook parameters unusable; connecting the caller to a person");
-    answer(state, &CallAnswer::Trouble, id)
+    answer(state, &unknown_language(CallAnswer::Trouble), id)
 }
 
 /// `POST /twilio/voice/`: a call comes in.
@@ -108,6 +114,23 @@ async fn continue_call(
     answer(&state, &reply, Some(id))
 }
 
+/// `POST /twilio/speech/{call_id}/`: a speech `<Gather>` ended, with words, keys, or nothing.
+async fn speech(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    request: TwilioRequest,
+) -> Response {
+    let input = params::speech_input(&request.params);
+    match (id, input) {
+        (Some(id), Ok(input)) => {
+            let reply = state.calls.hear_speech(id, input, &request.metadata).await;
+            answer(&state, &reply, Some(id))
+        }
+        (_, Err(error)) => unusable(&state, &error, id),
+        (None, Ok(_)) => unusable(&state, &ApiError::UnknownCall, None),
+    }
+}
+
 /// `POST /twilio/user-choice/{call_id}/`: the caller pressed a key or said a word.
 async fn user_choice(
     State(state): State<AppState>,
@@ -152,7 +175,8 @@ async fn dial_status(
     let outcome = params::dial_outcome(&request.params);
     let line = params::dialed_line(query.as_deref());
     let Some(id) = id else {
-        return answer(&state, &application::after_dial(line, outcome), None);
+        let next = unknown_language(application::after_dial(line, outcome));
+        return answer(&state, &next, None);
     };
     let reply = state
         .calls
@@ -169,7 +193,8 @@ async fn dial_status_unknown_call(
 ) -> Response {
     let line = params::dialed_line(query.as_deref());
     let outcome = params::dial_outcome(&request.params);
-    answer(&state, &application::after_dial(line, outcome), None)
+    let next = unknown_language(application::after_dial(line, outcome));
+    answer(&state, &next, None)
 }
 
 /// Any other path. A signed request under `/twilio/` is Twilio calling a URL we do not serve (a
@@ -186,7 +211,7 @@ pub async fn unknown_route(
     match TwilioRequest::from_request(request, &state).await {
         Ok(_) => {
             tracing::error!(path = %path, "Twilio called a URL this service does not serve; check the console");
-            answer(&state, &CallAnswer::Trouble, None)
+            answer(&state, &unknown_language(CallAnswer::Trouble), None)
         }
         Err(error) => error.into_response(),
     }

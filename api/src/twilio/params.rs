@@ -1,7 +1,7 @@
 //! Webhook parameters turned into the use cases' inputs: parse, don't validate.
 
 use application::{
-    ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone, StatusReport,
+    ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone, SpeechInput, StatusReport,
     TranscriptionReport,
 };
 use domain::call::RecordingUrl;
@@ -77,6 +77,24 @@ pub fn choice_input(params: &Params) -> ChoiceInput {
         digits: params.non_empty("Digits").map(str::to_owned),
         speech: params.non_empty("SpeechResult").map(str::to_owned),
     }
+}
+
+/// A speech `<Gather>`'s action: words with Twilio's confidence, keys, or nothing. A
+/// `Confidence` that is not a number in 0..=1 is taken as no confidence at all (the words are
+/// then not trusted).
+pub fn speech_input(params: &Params) -> Result<SpeechInput, ApiError> {
+    let confidence = params.non_empty("Confidence").map(|c| {
+        c.parse::<f64>()
+            .ok()
+            .filter(|c| (0.0..=1.0).contains(c))
+            .unwrap_or(0.0)
+    });
+    Ok(SpeechInput {
+        call_sid: call_sid(params)?,
+        speech: params.non_empty("SpeechResult").map(str::to_owned),
+        confidence,
+        digits: params.non_empty("Digits").map(str::to_owned),
+    })
 }
 
 /// The `<Dial action>` webhook.

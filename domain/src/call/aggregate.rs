@@ -12,23 +12,35 @@ use crate::phone::DialNumber;
 use crate::status::CallStatus;
 
 use super::commands::{
-    AnswerQuestion, HearUtterance, ReceiveTranscription, RecordAnalysis, RecordFailure,
+    AnswerQuestion, AnswerTurn, ChooseLanguage, EndRelaySession, HearUtterance, InterruptReply,
+    KeepCallRecording, ReceiveCallRecording, ReceiveSpeech, ReceiveTranscription, RecordAnalysis,
+    RecordFailure, SpeechAnswer, StartRelaySession,
 };
 use super::commands::{
     CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
 };
 use super::events::{
-    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, RecordingUrl, Stage,
+    Analysis, CallEvent, EscalationReason, LanguageChoice, LateCallback, PlayedVia, RecordingUrl,
+    SpeechSource, Stage,
 };
 use super::CallError;
-use crate::risk::{self, DirectAnswer, Route};
+use crate::risk::{self, DirectAnswer, Language, Route};
 
-/// One exchange: the caller spoke (a recording), and was answered.
+/// Where a recorded turn's audio is (record mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnRecording {
+    pub sid: RecordingSid,
+    pub url: RecordingUrl,
+}
+
+/// One exchange: the caller spoke (a recording, or words Twilio recognised), and was answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
     pub number: u32,
-    pub recording_sid: RecordingSid,
-    pub recording_url: RecordingUrl,
+    /// The turn's recording, in record mode; `None` when Twilio recognised the words itself.
+    pub recording: Option<TurnRecording>,
+    /// How Twilio recognised the words, when it did (speech and live modes).
+    pub speech: Option<SpeechSource>,
     pub played: Option<PlayedVia>,
     /// Twilio's transcription of the turn, once it arrived: (text, completed).
     pub transcription: Option<(String, bool)>,
@@ -39,6 +51,9 @@ pub struct Turn {
     /// When the recording webhook arrived.
     #[serde(default)]
     pub received_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What the caller heard of a streamed reply before speaking over it.
+    #[serde(default)]
+    pub interrupted: Option<String>,
 }
 
 /// How long after the caller finished speaking the REST path may still play an automated reply.
@@ -84,6 +99,18 @@ pub struct Call {
     /// The last words screened at a prompt, by turn, so that Twilio's retry records nothing new.
     #[serde(default)]
     last_utterance: Option<(u32, String)>,
+    #[serde(default)]
+    language: Language,
+    #[serde(default)]
+    language_chosen: bool,
+    /// The live session's id, once Twilio opened one.
+    #[serde(default)]
+    relay_session: Option<String>,
+    #[serde(default)]
+    relay_ended: bool,
+    /// The recordings of the whole call, and where each is kept once it was copied.
+    #[serde(default)]
+    call_recordings: BTreeMap<RecordingSid, Option<String>>,
 }
 
 impl Call {
@@ -138,6 +165,26 @@ impl Call {
         self.person_warranted
     }
 
+    /// The language the call is held in.
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Whether the call's ConversationRelay session is open.
+    pub fn in_relay_session(&self) -> bool {
+        self.relay_session.is_some() && !self.relay_ended
+    }
+
+    /// Whether the caller chose to end the call during turn `turn`.
+    pub fn chose_to_end(&self, turn: u32) -> bool {
+        self.choices.get(&turn) == Some(&Choice::End)
+    }
+
+    /// The recordings of the whole call, with the audio store key of each one kept.
+    pub fn call_recordings(&self) -> &BTreeMap<RecordingSid, Option<String>> {
+        &self.call_recordings
+    }
+
     /// Where the call stands with the direct question.
     pub fn question(&self) -> Question {
         self.question
@@ -159,6 +206,211 @@ impl Call {
                 Route::Reply
             },
         )
+    }
+
+    /// `first`, followed by what `next` makes of the call once `first` happened: one command
+    /// that does two things records them together, by the same rules as apart.
+    fn then(
+        &self,
+        first: Vec<CallEvent>,
+        next: impl FnOnce(&Call) -> Result<Vec<CallEvent>, CallError>,
+    ) -> Result<Vec<CallEvent>, CallError> {
+        let mut after = self.clone();
+        for event in &first {
+            after.apply(event.clone());
+        }
+        let mut events = first;
+        events.extend(next(&after)?);
+        Ok(events)
+    }
+
+    /// Words Twilio recognised start a turn. Spanish heard in the first words switches the call
+    /// to Spanish. An answer that comes with the words is played by the same command, by the
+    /// rules of `play_response`: a person whenever the turn or anything before it warranted one.
+    fn receive_speech(&self, cmd: ReceiveSpeech) -> Result<Vec<CallEvent>, CallError> {
+        self.check_sid(&cmd.call_sid)?;
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() {
+            return Ok(vec![]);
+        }
+        // Twilio's retry of the same action: the same words, just recorded as the current turn.
+        let retried = self.current_turn().is_some_and(|t| {
+            t.speech == Some(cmd.source)
+                && t.transcription
+                    .as_ref()
+                    .is_some_and(|(text, _)| *text == cmd.text)
+        });
+        if retried {
+            return Ok(vec![]);
+        }
+        let turn = self.current_turn_number() + 1;
+        let mut events = vec![CallEvent::SpeechReceived {
+            turn,
+            text: cmd.text,
+            confidence: cmd.confidence,
+            source: cmd.source,
+            received_at: cmd.at,
+        }];
+        let heard_in = match &cmd.answer {
+            SpeechAnswer::Answered(analysis) => analysis.screening.language,
+            _ => None,
+        };
+        if turn == 1 && !self.language_chosen && heard_in == Some(Language::Spanish) {
+            events.push(CallEvent::LanguageChosen {
+                language: Language::Spanish,
+                how: LanguageChoice::Detected,
+                at: cmd.at,
+            });
+        }
+        match cmd.answer {
+            SpeechAnswer::Streaming => Ok(events),
+            SpeechAnswer::Deferred => {
+                events.push(CallEvent::AnswerDeferred { turn, at: cmd.at });
+                Ok(events)
+            }
+            SpeechAnswer::Answered(analysis) => {
+                events.push(CallEvent::Analyzed {
+                    turn,
+                    analysis,
+                    at: cmd.at,
+                });
+                let via = match cmd.source {
+                    SpeechSource::Gather => PlayedVia::Twiml,
+                    SpeechSource::Relay => PlayedVia::Relay,
+                };
+                self.then(events, |next| {
+                    next.play_response(PlayResponse {
+                        turn: Some(turn),
+                        via,
+                        counselor_line: cmd.counselor_line,
+                        at: cmd.at,
+                    })
+                })
+            }
+        }
+    }
+
+    /// A streamed answer, once sent: its analysis and its playing, together.
+    fn answer_turn(&self, cmd: AnswerTurn) -> Result<Vec<CallEvent>, CallError> {
+        let analysed = self.record_analysis(RecordAnalysis {
+            turn: cmd.turn,
+            analysis: cmd.analysis,
+            at: cmd.at,
+        })?;
+        self.then(analysed, |next| {
+            next.play_response(PlayResponse {
+                turn: Some(cmd.turn),
+                via: cmd.via,
+                counselor_line: cmd.counselor_line,
+                at: cmd.at,
+            })
+        })
+    }
+
+    fn choose_language(&self, cmd: ChooseLanguage) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() || (self.language_chosen && self.language == cmd.language) {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::LanguageChosen {
+            language: cmd.language,
+            how: cmd.how,
+            at: cmd.at,
+        }])
+    }
+
+    fn start_relay_session(&self, cmd: StartRelaySession) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() || self.relay_session.as_deref() == Some(cmd.session_id.as_str()) {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::RelaySessionStarted {
+            session_id: cmd.session_id,
+            at: cmd.at,
+        }])
+    }
+
+    /// What the caller heard of the current turn's reply before speaking over it.
+    fn interrupt_reply(&self, cmd: InterruptReply) -> Result<Vec<CallEvent>, CallError> {
+        if !self.in_relay_session() {
+            return Err(CallError::NoRelaySession);
+        }
+        let turn = self.current_turn().ok_or(CallError::NothingToPlay)?;
+        if self.ended.is_some() || turn.interrupted.is_some() {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::ReplyInterrupted {
+            turn: turn.number,
+            heard: cmd.heard,
+            duration_ms: cmd.duration_ms,
+            at: cmd.at,
+        }])
+    }
+
+    /// The live session is over. Hotline ends it with the caller on their way (to a person, or
+    /// a goodbye they chose); a session that ended any other way, a dropped socket or a restart,
+    /// leaves the caller with nobody, so it is recorded with an escalation to a person.
+    fn end_relay_session(&self, cmd: EndRelaySession) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.ended.is_some() || self.relay_ended {
+            return Ok(vec![]);
+        }
+        let mut events = vec![CallEvent::RelaySessionEnded {
+            status: cmd.status,
+            error_code: cmd.error_code,
+            handoff: cmd.handoff,
+            at: cmd.at,
+        }];
+        let on_their_way = self.is_escalated() || self.chose_to_end(self.current_turn_number());
+        if !on_their_way {
+            events.extend(self.escalation(
+                EscalationReason::SessionLost,
+                cmd.counselor_line,
+                cmd.at,
+            ));
+        }
+        Ok(events)
+    }
+
+    /// The recording of the whole call usually arrives after it ended; it is kept all the same.
+    fn receive_call_recording(
+        &self,
+        cmd: ReceiveCallRecording,
+    ) -> Result<Vec<CallEvent>, CallError> {
+        self.check_sid(&cmd.call_sid)?;
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.call_recordings.contains_key(&cmd.recording_sid) {
+            return Ok(vec![]);
+        }
+        Ok(vec![CallEvent::CallRecordingReceived {
+            recording_sid: cmd.recording_sid,
+            recording_url: cmd.recording_url,
+            duration_secs: cmd.duration_secs,
+            status: cmd.status,
+            at: cmd.at,
+        }])
+    }
+
+    fn keep_call_recording(&self, cmd: KeepCallRecording) -> Result<Vec<CallEvent>, CallError> {
+        match self.call_recordings.get(&cmd.recording_sid) {
+            None => Err(CallError::UnknownRecording),
+            Some(Some(key)) if *key == cmd.key => Ok(vec![]),
+            Some(_) => Ok(vec![CallEvent::CallRecordingKept {
+                recording_sid: cmd.recording_sid,
+                key: cmd.key,
+                at: cmd.at,
+            }]),
+        }
     }
 
     fn current_turn_number(&self) -> u32 {
@@ -393,7 +645,11 @@ impl Call {
         let turn = self
             .turns
             .iter()
-            .find(|t| t.recording_sid == cmd.recording_sid)
+            .find(|t| {
+                t.recording
+                    .as_ref()
+                    .is_some_and(|r| r.sid == cmd.recording_sid)
+            })
             .ok_or(CallError::UnknownRecording)?;
         if turn.transcription.is_some() {
             return Ok(vec![]);
@@ -582,6 +838,14 @@ impl Aggregate for Call {
             CallCommand::RecordFailure(cmd) => self.record_failure(cmd),
             CallCommand::AnswerQuestion(cmd) => self.answer_question(cmd),
             CallCommand::HearUtterance(cmd) => self.hear_utterance(cmd),
+            CallCommand::ReceiveSpeech(cmd) => self.receive_speech(cmd),
+            CallCommand::AnswerTurn(cmd) => self.answer_turn(cmd),
+            CallCommand::ChooseLanguage(cmd) => self.choose_language(cmd),
+            CallCommand::StartRelaySession(cmd) => self.start_relay_session(cmd),
+            CallCommand::InterruptReply(cmd) => self.interrupt_reply(cmd),
+            CallCommand::EndRelaySession(cmd) => self.end_relay_session(cmd),
+            CallCommand::ReceiveCallRecording(cmd) => self.receive_call_recording(cmd),
+            CallCommand::KeepCallRecording(cmd) => self.keep_call_recording(cmd),
         }?;
         for event in events {
             sink.write(event, self).await;
@@ -605,14 +869,58 @@ impl Aggregate for Call {
                 self.recordings.insert(recording_sid.clone());
                 self.turns.push(Turn {
                     number: turn,
-                    recording_sid,
-                    recording_url,
+                    recording: Some(TurnRecording {
+                        sid: recording_sid,
+                        url: recording_url,
+                    }),
+                    speech: None,
                     played: None,
                     transcription: None,
                     analysis: None,
                     failed: Vec::new(),
                     received_at: Some(received_at),
+                    interrupted: None,
                 });
+            }
+            CallEvent::SpeechReceived {
+                turn,
+                text,
+                source,
+                received_at,
+                ..
+            } => self.turns.push(Turn {
+                number: turn,
+                recording: None,
+                speech: Some(source),
+                played: None,
+                transcription: Some((text, true)),
+                analysis: None,
+                failed: Vec::new(),
+                received_at: Some(received_at),
+                interrupted: None,
+            }),
+            CallEvent::AnswerDeferred { .. } => {}
+            CallEvent::LanguageChosen { language, .. } => {
+                self.language = language;
+                self.language_chosen = true;
+            }
+            CallEvent::RelaySessionStarted { session_id, .. } => {
+                self.relay_session = Some(session_id);
+                self.relay_ended = false;
+            }
+            CallEvent::ReplyInterrupted { turn, heard, .. } => {
+                if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
+                    t.interrupted = Some(heard);
+                }
+            }
+            CallEvent::RelaySessionEnded { .. } => self.relay_ended = true,
+            CallEvent::CallRecordingReceived { recording_sid, .. } => {
+                self.call_recordings.entry(recording_sid).or_insert(None);
+            }
+            CallEvent::CallRecordingKept {
+                recording_sid, key, ..
+            } => {
+                self.call_recordings.insert(recording_sid, Some(key));
             }
             CallEvent::TranscriptionReceived {
                 turn,

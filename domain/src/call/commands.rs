@@ -8,7 +8,12 @@ use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
 use crate::status::CallStatus;
 
-use super::events::{Analysis, EscalationReason, PlayedVia, Prompt, RecordingUrl, Stage};
+use crate::risk::Language;
+
+use super::events::{
+    Analysis, EscalationReason, LanguageChoice, PlayedVia, Prompt, RecordingUrl, SpeechSource,
+    Stage,
+};
 
 /// The incoming-call webhook.
 #[derive(Debug, Clone)]
@@ -126,6 +131,95 @@ pub struct HearUtterance {
     pub at: DateTime<Utc>,
 }
 
+/// What the webhook (or the live session) has for the caller's words when it records them.
+#[derive(Debug, Clone)]
+pub enum SpeechAnswer {
+    /// The turn was understood and answered at once: the answer is played by this same command.
+    Answered(Analysis),
+    /// The answer was not ready within the budget: the caller is held and the pipeline answers.
+    Deferred,
+    /// The live session streams the answer; `AnswerTurn` records it when it was sent.
+    Streaming,
+}
+
+/// Words Twilio recognised: a `<Gather input="speech">` action, or a final relay `prompt`.
+#[derive(Debug, Clone)]
+pub struct ReceiveSpeech {
+    pub call_sid: CallSid,
+    /// What Twilio heard; never empty (silence is not a turn). Never logged.
+    pub text: String,
+    pub confidence: Option<f64>,
+    pub source: SpeechSource,
+    pub answer: SpeechAnswer,
+    /// Who the caller is connected to when the answer is a person.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// The live session's answer to turn `turn`, once it was streamed to the caller.
+#[derive(Debug, Clone)]
+pub struct AnswerTurn {
+    pub turn: u32,
+    pub analysis: Analysis,
+    pub via: PlayedVia,
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// The caller chose, or was heard speaking, a language.
+#[derive(Debug, Clone)]
+pub struct ChooseLanguage {
+    pub language: Language,
+    pub how: LanguageChoice,
+    pub at: DateTime<Utc>,
+}
+
+/// ConversationRelay's `setup`: the call's live session opened.
+#[derive(Debug, Clone)]
+pub struct StartRelaySession {
+    pub session_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// ConversationRelay's `interrupt`: the caller spoke over the reply.
+#[derive(Debug, Clone)]
+pub struct InterruptReply {
+    /// What the caller heard of the reply. Never logged.
+    pub heard: String,
+    pub duration_ms: Option<u64>,
+    pub at: DateTime<Utc>,
+}
+
+/// The `<Connect action>` webhook: the live session is over.
+#[derive(Debug, Clone)]
+pub struct EndRelaySession {
+    pub status: String,
+    pub error_code: Option<String>,
+    pub handoff: Option<String>,
+    /// Who the caller is connected to when the session ended without a way on.
+    pub counselor_line: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// The recording status callback of the call's own recording.
+#[derive(Debug, Clone)]
+pub struct ReceiveCallRecording {
+    pub call_sid: CallSid,
+    pub recording_sid: RecordingSid,
+    pub recording_url: RecordingUrl,
+    pub duration_secs: Option<u32>,
+    pub status: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A recording of the call was copied into the audio store under `key`.
+#[derive(Debug, Clone)]
+pub struct KeepCallRecording {
+    pub recording_sid: RecordingSid,
+    pub key: String,
+    pub at: DateTime<Utc>,
+}
+
 /// Every command a call accepts.
 #[derive(Debug, Clone)]
 pub enum CallCommand {
@@ -140,6 +234,14 @@ pub enum CallCommand {
     RecordFailure(RecordFailure),
     AnswerQuestion(AnswerQuestion),
     HearUtterance(HearUtterance),
+    ReceiveSpeech(ReceiveSpeech),
+    AnswerTurn(AnswerTurn),
+    ChooseLanguage(ChooseLanguage),
+    StartRelaySession(StartRelaySession),
+    InterruptReply(InterruptReply),
+    EndRelaySession(EndRelaySession),
+    ReceiveCallRecording(ReceiveCallRecording),
+    KeepCallRecording(KeepCallRecording),
 }
 
 impl CallCommand {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::choice::Choice;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
 use crate::phone::{CallerId, DialNumber};
-use crate::risk::{DirectAnswer, RiskAssessment, Route, Screening};
+use crate::risk::{DirectAnswer, Language, RiskAssessment, Route, Screening};
 use crate::status::CallStatus;
 
 /// Why a `RecordingUrl` was refused.
@@ -62,8 +62,30 @@ impl From<RecordingUrl> for String {
 pub enum PlayedVia {
     /// A REST update of the live call (`POST Calls/{sid}.json Twiml=…`).
     RestUpdate,
-    /// The TwiML answer to the continue webhook.
+    /// The TwiML answer to a webhook (the continue webhook, or a speech turn's own action).
     Twiml,
+    /// Streamed over the call's live ConversationRelay session.
+    Relay,
+}
+
+/// How the caller's words reached Hotline when Twilio recognised them itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeechSource {
+    /// A `<Gather input="speech">`'s action webhook (`SpeechResult`, `Confidence`).
+    Gather,
+    /// A final `prompt` on the call's ConversationRelay session.
+    Relay,
+}
+
+/// How a call's language was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LanguageChoice {
+    /// The caller pressed the key the greeting offers (9 for Spanish).
+    Keys,
+    /// The caller's first words were in that language.
+    Detected,
 }
 
 /// Why the caller was sent to a human.
@@ -84,6 +106,9 @@ pub enum EscalationReason {
     DirectQuestion,
     /// Risk was found earlier in the call: once a person is warranted, every later turn goes to one.
     EarlierRisk,
+    /// The live session ended without handing the caller anywhere (a dropped socket, an error, a
+    /// restart): the safe way on is a person.
+    SessionLost,
 }
 
 /// Where an utterance outside a recorded turn was said.
@@ -279,6 +304,64 @@ pub enum CallEvent {
         route: Route,
         at: DateTime<Utc>,
     },
+    /// Twilio recognised what the caller said (speech mode, or the live session): the start of a
+    /// turn, as a recording is in record mode.
+    SpeechReceived {
+        turn: u32,
+        /// What Twilio heard. Never logged.
+        text: String,
+        /// Twilio's confidence in the words, 0 to 1, when it gave one.
+        confidence: Option<f64>,
+        source: SpeechSource,
+        received_at: DateTime<Utc>,
+    },
+    /// The turn's answer was not ready within the webhook's budget (a slow model): the caller
+    /// hears a holding line, and the pipeline answers the turn by updating the live call.
+    AnswerDeferred { turn: u32, at: DateTime<Utc> },
+    /// The call's language was chosen; what the caller hears from now on is in it.
+    LanguageChosen {
+        language: Language,
+        how: LanguageChoice,
+        at: DateTime<Utc>,
+    },
+    /// Twilio opened the call's ConversationRelay session (its `setup` message).
+    RelaySessionStarted {
+        session_id: String,
+        at: DateTime<Utc>,
+    },
+    /// The caller spoke over a streamed reply: what they heard of it before they did.
+    ReplyInterrupted {
+        turn: u32,
+        /// The part of the reply the caller heard. Never logged.
+        heard: String,
+        duration_ms: Option<u64>,
+        at: DateTime<Utc>,
+    },
+    /// The call's ConversationRelay session ended (Twilio's `<Connect action>` webhook).
+    RelaySessionEnded {
+        /// Twilio's `SessionStatus` (`ended`, `failed`, …).
+        status: String,
+        /// Twilio's `ErrorCode`, when the session failed (64105: the socket closed).
+        error_code: Option<String>,
+        /// The `handoffData` Hotline ended the session with, if it did.
+        handoff: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Twilio finished a recording of the whole call (its recording status callback).
+    CallRecordingReceived {
+        recording_sid: RecordingSid,
+        recording_url: RecordingUrl,
+        duration_secs: Option<u32>,
+        /// Twilio's `RecordingStatus`: `completed`, `absent` or `failed`.
+        status: String,
+        at: DateTime<Utc>,
+    },
+    /// A recording of the call was copied into the audio store.
+    CallRecordingKept {
+        recording_sid: RecordingSid,
+        key: String,
+        at: DateTime<Utc>,
+    },
     /// A callback arrived too late to change anything.
     LateCallbackReceived {
         callback: LateCallback,
@@ -303,6 +386,14 @@ impl DomainEvent for CallEvent {
             Self::DirectQuestionAnswered { .. } => "DirectQuestionAnswered",
             Self::UtteranceScreened { .. } => "UtteranceScreened",
             Self::LateCallbackReceived { .. } => "LateCallbackReceived",
+            Self::SpeechReceived { .. } => "SpeechReceived",
+            Self::AnswerDeferred { .. } => "AnswerDeferred",
+            Self::LanguageChosen { .. } => "LanguageChosen",
+            Self::RelaySessionStarted { .. } => "RelaySessionStarted",
+            Self::ReplyInterrupted { .. } => "ReplyInterrupted",
+            Self::RelaySessionEnded { .. } => "RelaySessionEnded",
+            Self::CallRecordingReceived { .. } => "CallRecordingReceived",
+            Self::CallRecordingKept { .. } => "CallRecordingKept",
         }
         .to_owned()
     }

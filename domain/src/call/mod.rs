@@ -10,7 +10,11 @@
 //! - the direct question about suicide is asked once, after a first turn with no sign of risk,
 //!   and anything but a clear no is recorded with an escalation;
 //! - risk only rises: once a person was warranted, no later turn gets an automated reply;
-//! - once the caller was sent to a person, no automation (a REST update) touches the call.
+//! - once the caller was sent to a person, no automation (a REST update) touches the call;
+//! - a live session that ends without a way on (a dropped socket) puts the caller through to a
+//!   person;
+//! - Spanish heard in the first words, or key 9 at the greeting, switches the call to Spanish;
+//! - the recording of the whole call is kept even when it arrives after the call ended.
 
 mod aggregate;
 mod commands;
@@ -18,14 +22,16 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Call, Question, Turn, REST_REPLY_WINDOW};
+pub use aggregate::{Call, Question, Turn, TurnRecording, REST_REPLY_WINDOW};
 pub use commands::{
-    AnswerQuestion, CallCommand, Escalate, HearUtterance, PlayResponse, ReceiveRecording,
-    ReceiveTranscription, RecordAnalysis, RecordChoice, RecordFailure, StartCall, UpdateStatus,
+    AnswerQuestion, AnswerTurn, CallCommand, ChooseLanguage, EndRelaySession, Escalate,
+    HearUtterance, InterruptReply, KeepCallRecording, PlayResponse, ReceiveCallRecording,
+    ReceiveRecording, ReceiveSpeech, ReceiveTranscription, RecordAnalysis, RecordChoice,
+    RecordFailure, SpeechAnswer, StartCall, StartRelaySession, UpdateStatus,
 };
 pub use events::{
-    Analysis, CallEvent, EscalationReason, LateCallback, PlayedVia, Prompt, RecordingUrl,
-    RecordingUrlError, ReplySource, Stage, StageTimings,
+    Analysis, CallEvent, EscalationReason, LanguageChoice, LateCallback, PlayedVia, Prompt,
+    RecordingUrl, RecordingUrlError, ReplySource, SpeechSource, Stage, StageTimings,
 };
 
 /// A rule of the call was broken by a command.
@@ -52,4 +58,7 @@ pub enum CallError {
     /// A turn's answer would be played after the caller moved on to a later turn.
     #[error("turn {0} is over: the caller has moved on")]
     StaleTurn(u32),
+    /// A live-session message came for a call that has no live session.
+    #[error("the call has no ConversationRelay session")]
+    NoRelaySession,
 }

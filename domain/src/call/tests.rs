@@ -1024,3 +1024,411 @@ fn words_at_the_choice_prompt_are_screened_like_a_turn() {
         .when(heard(ordinary))
         .then_expect_events(vec![]);
 }
+
+// Speech and live modes: words Twilio recognised, languages, the live session, the call's own
+// recording.
+
+fn words_analysis(text: &str) -> Analysis {
+    let screening = crate::risk::screen(text);
+    let assessment = crate::risk::assess(&screening, None);
+    let reply = (assessment.route == crate::risk::Route::Reply).then(|| "I hear you.".to_owned());
+    Analysis {
+        transcript: text.into(),
+        reply_source: reply.as_ref().map(|_| ReplySource::Script),
+        reply,
+        assessment,
+        screening,
+        model: None,
+        timings: StageTimings::default(),
+        recording_key: None,
+    }
+}
+fn speech(text: &str, source: SpeechSource, answer: SpeechAnswer) -> CallCommand {
+    CallCommand::ReceiveSpeech(ReceiveSpeech {
+        call_sid: call_sid(),
+        text: text.into(),
+        confidence: Some(0.9),
+        source,
+        answer,
+        counselor_line: counselor(),
+        at: at(10),
+    })
+}
+fn speech_received(turn: u32, text: &str, source: SpeechSource) -> CallEvent {
+    CallEvent::SpeechReceived {
+        turn,
+        text: text.into(),
+        confidence: Some(0.9),
+        source,
+        received_at: at(10),
+    }
+}
+fn analysed_at(turn: u32, analysis: Analysis, secs: i64) -> CallEvent {
+    CallEvent::Analyzed {
+        turn,
+        analysis,
+        at: at(secs),
+    }
+}
+fn relay_started() -> CallEvent {
+    CallEvent::RelaySessionStarted {
+        session_id: "VX0123".into(),
+        at: at(1),
+    }
+}
+fn end_session(status: &str, error: Option<&str>, handoff: Option<&str>) -> CallCommand {
+    CallCommand::EndRelaySession(EndRelaySession {
+        status: status.into(),
+        error_code: error.map(str::to_owned),
+        handoff: handoff.map(str::to_owned),
+        counselor_line: counselor(),
+        at: at(40),
+    })
+}
+fn session_ended(status: &str, error: Option<&str>, handoff: Option<&str>) -> CallEvent {
+    CallEvent::RelaySessionEnded {
+        status: status.into(),
+        error_code: error.map(str::to_owned),
+        handoff: handoff.map(str::to_owned),
+        at: at(40),
+    }
+}
+
+const CALM: &str = "I had a rough day at work and I just need to talk to someone.";
+const RISKY: &str = "I have pills saved up and I'm going to take them tonight.";
+
+#[test]
+fn words_answered_at_once_are_heard_analysed_played_and_followed_by_the_question() {
+    let analysis = words_analysis(CALM);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(speech(
+            CALM,
+            SpeechSource::Gather,
+            SpeechAnswer::Answered(analysis.clone()),
+        ))
+        .then_expect_events(vec![
+            speech_received(1, CALM, SpeechSource::Gather),
+            analysed_at(1, analysis, 10),
+            CallEvent::ResponsePlayed {
+                turn: 1,
+                via: PlayedVia::Twiml,
+                at: at(10),
+            },
+            CallEvent::DirectQuestionAsked {
+                turn: 1,
+                at: at(10),
+            },
+        ]);
+}
+
+#[test]
+fn risky_words_answered_at_once_are_recorded_with_the_escalation_and_no_reply() {
+    let analysis = words_analysis(RISKY);
+    assert_eq!(analysis.reply, None);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(speech(
+            RISKY,
+            SpeechSource::Gather,
+            SpeechAnswer::Answered(analysis.clone()),
+        ))
+        .then_expect_events(vec![
+            speech_received(1, RISKY, SpeechSource::Gather),
+            analysed_at(1, analysis, 10),
+            CallEvent::ResponsePlayed {
+                turn: 1,
+                via: PlayedVia::Twiml,
+                at: at(10),
+            },
+            escalated(EscalationReason::RiskAssessed, counselor(), 10),
+        ]);
+}
+
+#[test]
+fn once_a_person_was_warranted_calm_words_still_reach_a_person() {
+    let risky = words_analysis(RISKY);
+    let calm = words_analysis(CALM);
+    let events = CallTest::with(())
+        .given(vec![
+            started(),
+            speech_received(1, RISKY, SpeechSource::Gather),
+            analysed_at(1, risky, 10),
+        ])
+        .when(speech(
+            CALM,
+            SpeechSource::Gather,
+            SpeechAnswer::Answered(calm),
+        ))
+        .inspect_result()
+        .expect("accepted");
+    assert!(events.contains(&escalated(EscalationReason::RiskAssessed, counselor(), 10)));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, CallEvent::DirectQuestionAsked { .. })));
+}
+
+#[test]
+fn twilios_retry_of_the_same_words_records_nothing() {
+    CallTest::with(())
+        .given(vec![
+            started(),
+            speech_received(1, CALM, SpeechSource::Gather),
+            CallEvent::AnswerDeferred {
+                turn: 1,
+                at: at(10),
+            },
+        ])
+        .when(speech(CALM, SpeechSource::Gather, SpeechAnswer::Deferred))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn words_whose_answer_is_late_are_deferred_to_the_pipeline() {
+    CallTest::with(())
+        .given(vec![started()])
+        .when(speech(CALM, SpeechSource::Gather, SpeechAnswer::Deferred))
+        .then_expect_events(vec![
+            speech_received(1, CALM, SpeechSource::Gather),
+            CallEvent::AnswerDeferred {
+                turn: 1,
+                at: at(10),
+            },
+        ]);
+}
+
+#[test]
+fn spanish_in_the_first_words_switches_the_call_to_spanish() {
+    let text = "Hoy tuve un día muy difícil en el trabajo y necesito hablar con alguien.";
+    let analysis = words_analysis(text);
+    assert_eq!(
+        analysis.screening.language,
+        Some(crate::risk::Language::Spanish)
+    );
+    let events = CallTest::with(())
+        .given(vec![started()])
+        .when(speech(
+            text,
+            SpeechSource::Gather,
+            SpeechAnswer::Answered(analysis),
+        ))
+        .inspect_result()
+        .expect("accepted");
+    let mut call = Call::default();
+    call.apply(started());
+    assert_eq!(
+        events[1],
+        CallEvent::LanguageChosen {
+            language: crate::risk::Language::Spanish,
+            how: LanguageChoice::Detected,
+            at: at(10),
+        }
+    );
+    for event in events {
+        call.apply(event);
+    }
+    assert_eq!(call.language(), crate::risk::Language::Spanish);
+}
+
+#[test]
+fn a_language_chosen_twice_is_recorded_once() {
+    let choose = || {
+        CallCommand::ChooseLanguage(ChooseLanguage {
+            language: crate::risk::Language::Spanish,
+            how: LanguageChoice::Keys,
+            at: at(5),
+        })
+    };
+    let chosen = CallEvent::LanguageChosen {
+        language: crate::risk::Language::Spanish,
+        how: LanguageChoice::Keys,
+        at: at(5),
+    };
+    CallTest::with(())
+        .given(vec![started()])
+        .when(choose())
+        .then_expect_events(vec![chosen.clone()]);
+    CallTest::with(())
+        .given(vec![started(), chosen])
+        .when(choose())
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_streamed_answer_is_recorded_with_its_playing_once_sent() {
+    let analysis = words_analysis(CALM);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            relay_started(),
+            speech_received(1, CALM, SpeechSource::Relay),
+        ])
+        .when(CallCommand::AnswerTurn(AnswerTurn {
+            turn: 1,
+            analysis: analysis.clone(),
+            via: PlayedVia::Relay,
+            counselor_line: counselor(),
+            at: at(12),
+        }))
+        .then_expect_events(vec![
+            analysed_at(1, analysis, 12),
+            CallEvent::ResponsePlayed {
+                turn: 1,
+                via: PlayedVia::Relay,
+                at: at(12),
+            },
+            CallEvent::DirectQuestionAsked {
+                turn: 1,
+                at: at(12),
+            },
+        ]);
+}
+
+#[test]
+fn an_interrupted_reply_records_what_the_caller_heard_once() {
+    let interrupt = || {
+        CallCommand::InterruptReply(InterruptReply {
+            heard: "That sounds".into(),
+            duration_ms: Some(460),
+            at: at(11),
+        })
+    };
+    let interrupted = CallEvent::ReplyInterrupted {
+        turn: 1,
+        heard: "That sounds".into(),
+        duration_ms: Some(460),
+        at: at(11),
+    };
+    let given = vec![
+        started(),
+        relay_started(),
+        speech_received(1, CALM, SpeechSource::Relay),
+    ];
+    CallTest::with(())
+        .given(given.clone())
+        .when(interrupt())
+        .then_expect_events(vec![interrupted.clone()]);
+    let mut again = given;
+    again.push(interrupted);
+    CallTest::with(())
+        .given(again)
+        .when(interrupt())
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            speech_received(1, CALM, SpeechSource::Gather),
+        ])
+        .when(interrupt())
+        .then_expect_error(CallError::NoRelaySession);
+}
+
+#[test]
+fn a_session_lost_without_a_way_on_puts_the_caller_through_to_a_person() {
+    CallTest::with(())
+        .given(vec![
+            started(),
+            relay_started(),
+            speech_received(1, CALM, SpeechSource::Relay),
+        ])
+        .when(end_session("failed", Some("64105"), None))
+        .then_expect_events(vec![
+            session_ended("failed", Some("64105"), None),
+            escalated(EscalationReason::SessionLost, counselor(), 40),
+        ]);
+}
+
+#[test]
+fn a_session_ended_with_the_caller_on_their_way_adds_no_escalation() {
+    // Handed to a person (the escalation was recorded before the session was ended).
+    CallTest::with(())
+        .given(vec![
+            started(),
+            relay_started(),
+            escalated(EscalationReason::CallerRequested, counselor(), 30),
+        ])
+        .when(end_session(
+            "ended",
+            None,
+            Some("{\"reason\":\"caller_requested\"}"),
+        ))
+        .then_expect_events(vec![session_ended(
+            "ended",
+            None,
+            Some("{\"reason\":\"caller_requested\"}"),
+        )]);
+    // A goodbye the caller chose.
+    CallTest::with(())
+        .given(vec![started(), relay_started(), chose(0, Choice::End, "2")])
+        .when(end_session("ended", None, Some("{\"reason\":\"goodbye\"}")))
+        .then_expect_events(vec![session_ended(
+            "ended",
+            None,
+            Some("{\"reason\":\"goodbye\"}"),
+        )]);
+    // Twilio's retry of the action webhook records nothing more.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            relay_started(),
+            session_ended("failed", Some("64105"), None),
+        ])
+        .when(end_session("failed", Some("64105"), None))
+        .then_expect_events(vec![]);
+}
+
+fn call_recording(status: &str) -> CallCommand {
+    CallCommand::ReceiveCallRecording(ReceiveCallRecording {
+        call_sid: call_sid(),
+        recording_sid: recording_sid(9),
+        recording_url: recording_url(9),
+        duration_secs: Some(95),
+        status: status.into(),
+        at: at(100),
+    })
+}
+fn call_recorded(status: &str) -> CallEvent {
+    CallEvent::CallRecordingReceived {
+        recording_sid: recording_sid(9),
+        recording_url: recording_url(9),
+        duration_secs: Some(95),
+        status: status.into(),
+        at: at(100),
+    }
+}
+
+#[test]
+fn the_calls_recording_is_kept_even_after_the_call_ended_and_only_once() {
+    CallTest::with(())
+        .given(vec![started(), completed(3)])
+        .when(call_recording("completed"))
+        .then_expect_events(vec![call_recorded("completed")]);
+    CallTest::with(())
+        .given(vec![started(), completed(3), call_recorded("completed")])
+        .when(call_recording("completed"))
+        .then_expect_events(vec![]);
+    let keep = |key: &str| {
+        CallCommand::KeepCallRecording(KeepCallRecording {
+            recording_sid: recording_sid(9),
+            key: key.into(),
+            at: at(101),
+        })
+    };
+    let kept = CallEvent::CallRecordingKept {
+        recording_sid: recording_sid(9),
+        key: "calls/x/call-RE09.wav".into(),
+        at: at(101),
+    };
+    CallTest::with(())
+        .given(vec![started(), call_recorded("completed")])
+        .when(keep("calls/x/call-RE09.wav"))
+        .then_expect_events(vec![kept.clone()]);
+    CallTest::with(())
+        .given(vec![started(), call_recorded("completed"), kept])
+        .when(keep("calls/x/call-RE09.wav"))
+        .then_expect_events(vec![]);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(keep("calls/x/call-RE09.wav"))
+        .then_expect_error(CallError::UnknownRecording);
+}

@@ -96,10 +96,12 @@ impl Signal {
     }
 }
 
-/// The language the screener read the words in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A language: the one the screener read the words in, and the one a call is held in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Language {
+    /// Calls start in English; the greeting offers Spanish.
+    #[default]
     English,
     Spanish,
 }

@@ -48,8 +48,9 @@ impl Consumer for PipelineConsumer {
         } else {
             "RecordingReceived"
         };
-        // Only the trigger is decoded: the other events of a call are no business of this one.
-        if event.event_type != trigger {
+        // Only the triggers are decoded: the other events of a call are no business of this one.
+        // A speech turn whose answer was not ready in its webhook is answered here too.
+        if event.event_type != trigger && event.event_type != "AnswerDeferred" {
             return Ok(());
         }
         let Some((_, recorded)) = event.call_event()? else {
@@ -64,7 +65,8 @@ impl Consumer for PipelineConsumer {
                 return Ok(());
             }
             CallEvent::RecordingReceived { turn, .. }
-            | CallEvent::TranscriptionReceived { turn, .. } => turn,
+            | CallEvent::TranscriptionReceived { turn, .. }
+            | CallEvent::AnswerDeferred { turn, .. } => turn,
             _ => return Ok(()),
         };
         let turn = i32::try_from(turn)

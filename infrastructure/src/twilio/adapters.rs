@@ -6,10 +6,10 @@ use std::sync::Arc;
 use application::ports::{
     Audio, CallControl, CallPlacer, Failure, PortError, RecordingSource, Service,
 };
-use application::CallAnswer;
+use application::{CallAnswer, Spoken};
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
-use domain::{CallId, CallSid, DialNumber};
+use domain::{CallId, CallSid, DialNumber, Language};
 
 use super::answers::{twiml, Voice};
 use super::rest::{TwilioError, TwilioRest};
@@ -63,6 +63,7 @@ impl CallControl for TwilioCallControl {
         call_id: CallId,
         text: &str,
         ask_question: bool,
+        language: Language,
     ) -> Result<(), PortError> {
         let answer = if ask_question {
             CallAnswer::Question {
@@ -73,7 +74,7 @@ impl CallControl for TwilioCallControl {
                 text: text.to_owned(),
             }
         };
-        let doc = twiml(&answer, Some(call_id), &self.voice);
+        let doc = twiml(&Spoken::new(answer, language), Some(call_id), &self.voice);
         self.rest.update_call(call_sid, &doc).await.map_err(class)
     }
 
@@ -81,8 +82,10 @@ impl CallControl for TwilioCallControl {
         &self,
         call_sid: &CallSid,
         call_id: CallId,
+        language: Language,
     ) -> Result<(), PortError> {
-        let doc = twiml(&CallAnswer::Escalating, Some(call_id), &self.voice);
+        let spoken = Spoken::new(CallAnswer::Escalating, language);
+        let doc = twiml(&spoken, Some(call_id), &self.voice);
         self.rest.update_call(call_sid, &doc).await.map_err(class)
     }
 }

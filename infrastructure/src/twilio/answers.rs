@@ -1,13 +1,90 @@
 //! `CallAnswer` written as TwiML, for the webhooks' answers and for REST updates of a live call
-//! alike. Every document ends in a way forward for the caller: a recording whose silence falls
-//! through to an offer of a person, a `<Dial>`, or a goodbye they chose.
+//! alike, in the call's language and for the deployment's way of hearing the caller (record,
+//! speech, or the live relay). Every document ends in a way forward for the caller: a prompt whose
+//! silence falls through to an offer of a person, a `<Dial>`, or a goodbye they chose.
 
-use application::{CallAnswer, Lines};
-use domain::{script, CallId};
+use application::{CallAnswer, Lines, Spoken};
+use domain::script::{self, Listening};
+use domain::{CallId, Language};
 
 use super::routes::Webhook;
 
-use super::twiml::{Dial, Gather, Record, Say, Verb, VoiceResponse};
+use super::twiml::{Connect, ConversationRelay, Dial, Gather, Record, Say, Verb, VoiceResponse};
+
+/// How the caller's turns are heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conversation {
+    /// `<Gather input="speech">`: Twilio recognises the words and the answer comes back in the
+    /// same response. The default.
+    #[default]
+    Speech,
+    /// `<Record>`: the recording is transcribed and answered by the pipeline (REST update).
+    Record,
+    /// `<Connect><ConversationRelay>`: a live session over a WebSocket, replies streamed.
+    Relay,
+}
+
+impl Conversation {
+    /// Reads `speech`, `record` or `relay`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "speech" => Some(Self::Speech),
+            "record" => Some(Self::Record),
+            "relay" => Some(Self::Relay),
+            _ => None,
+        }
+    }
+
+    /// What the prompts tell the caller about how to speak.
+    pub fn listening(self) -> Listening {
+        match self {
+            Self::Record => Listening::AfterTone,
+            Self::Speech | Self::Relay => Listening::AsTheySpeak,
+        }
+    }
+}
+
+/// The text-to-speech voice for each language.
+#[derive(Debug, Clone)]
+pub struct Voices {
+    pub english: String,
+    pub spanish: String,
+}
+
+impl Voices {
+    pub fn for_language(&self, language: Language) -> &str {
+        match language {
+            Language::English => &self.english,
+            Language::Spanish => &self.spanish,
+        }
+    }
+}
+
+impl Default for Voices {
+    fn default() -> Self {
+        Self {
+            english: "Polly.Joanna".into(),
+            spanish: "Polly.Lupe".into(),
+        }
+    }
+}
+
+/// Pre-recorded prompts, played with `<Play>` instead of text-to-speech where configured.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// A human-voiced greeting per language (an absolute URL Twilio can fetch).
+    pub greeting_en: Option<String>,
+    pub greeting_es: Option<String>,
+}
+
+impl Recorded {
+    fn greeting(&self, language: Language) -> Option<&str> {
+        match language {
+            Language::English => self.greeting_en.as_deref(),
+            Language::Spanish => self.greeting_es.as_deref(),
+        }
+    }
+}
 
 /// How TwiML is written for this deployment.
 #[derive(Debug, Clone)]
@@ -16,12 +93,15 @@ pub struct Voice {
     pub public_base_url: String,
     /// Where callers are sent.
     pub lines: Lines,
-    /// The text-to-speech voice.
-    pub voice: String,
-    /// The language of what is said.
-    pub language: String,
-    /// Ask Twilio to transcribe each turn (when no speech-to-text service is configured).
+    /// The text-to-speech voices.
+    pub voices: Voices,
+    /// How turns are heard.
+    pub conversation: Conversation,
+    /// Ask Twilio to transcribe each turn (record mode, when no speech-to-text service is
+    /// configured).
     pub transcribe: bool,
+    /// Pre-recorded prompts.
+    pub recorded: Recorded,
 }
 
 /// The longest a caller may speak in one turn, in seconds.
@@ -30,51 +110,71 @@ const MAX_TURN_SECS: u32 = 30;
 const COUNSELOR_RING_SECS: u32 = 30;
 /// How long `<Dial>` rings the crisis line.
 const CRISIS_RING_SECS: u32 = 60;
+/// Words a speech `<Gather>` should expect, so that a plea for a person is recognised.
+const SPEECH_HINTS: &str = "counselor, person, human, goodbye, help, consejero, persona, adiós";
 
-/// The TwiML for `answer` on the call `id` (absent when the request did not name a usable call).
-pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceResponse {
-    let w = Writer { id, voice };
-    match answer {
+/// The TwiML for `spoken` on the call `id` (absent when the request did not name a usable call).
+pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceResponse {
+    let language = spoken.language;
+    let w = Writer {
+        id,
+        voice,
+        language,
+    };
+    let crisis = &voice.lines.crisis;
+    let listening = voice.conversation.listening();
+    match &spoken.answer {
         CallAnswer::Greeting => w.greeting(),
         CallAnswer::Hold { waited } => {
             let line = if *waited <= 1 {
-                script::holding()
+                script::holding(language)
             } else {
-                script::still_holding()
+                script::still_holding(language)
             };
             w.say(VoiceResponse::new(), line)
                 .pause(2)
                 .redirect(format!("{}?wait={waited}", w.url(Webhook::Continue)))
         }
-        CallAnswer::Reply { text } => w.offer_choice(w.say(VoiceResponse::new(), text)),
+        CallAnswer::Reply { text } => w.offer_choice(VoiceResponse::new(), text),
         CallAnswer::Question { reply } => w.ask_question(w.say(VoiceResponse::new(), reply)),
         CallAnswer::AfterQuestion => {
-            w.offer_choice(w.say(VoiceResponse::new(), script::after_no()))
+            w.offer_choice(VoiceResponse::new(), script::after_no(language))
         }
-        CallAnswer::Listen => w.listen(w.say(VoiceResponse::new(), script::listen_again())),
-        CallAnswer::ChoiceAgain => {
-            w.offer_choice(w.say(VoiceResponse::new(), script::choice_not_understood()))
-        }
+        CallAnswer::Listen => w.listen(
+            VoiceResponse::new(),
+            script::listen_again(language, listening),
+        ),
+        CallAnswer::ChoiceAgain => w.offer_choice(
+            VoiceResponse::new(),
+            script::choice_not_understood(language),
+        ),
         CallAnswer::Goodbye => w
-            .say(VoiceResponse::new(), &script::goodbye(&voice.lines.crisis))
+            .say(VoiceResponse::new(), &script::goodbye(crisis, language))
             .hangup(),
         CallAnswer::ConnectCounselor => {
-            w.dial_counselor(w.say(VoiceResponse::new(), script::connecting_counselor()))
+            w.dial_counselor(w.say(VoiceResponse::new(), script::connecting_counselor(language)))
         }
         CallAnswer::Escalating => {
-            w.dial_counselor(w.say(VoiceResponse::new(), script::escalating()))
+            w.dial_counselor(w.say(VoiceResponse::new(), script::escalating(language)))
         }
-        CallAnswer::ConnectCrisisLine => {
-            w.dial_crisis_line(w.say(VoiceResponse::new(), script::connecting_crisis_line()))
-        }
-        CallAnswer::LastResort => w.listen(w.say(
+        CallAnswer::ConnectCrisisLine => w.dial_crisis_line(w.say(
             VoiceResponse::new(),
-            &script::last_resort(&voice.lines.crisis),
+            script::connecting_crisis_line(language),
         )),
-        CallAnswer::Farewell => w.say(VoiceResponse::new(), script::farewell()).hangup(),
+        CallAnswer::LastResort => w.listen(
+            VoiceResponse::new(),
+            &script::last_resort(crisis, language, listening),
+        ),
+        CallAnswer::Farewell => w
+            .say(VoiceResponse::new(), script::farewell(language))
+            .hangup(),
         CallAnswer::Trouble => {
-            w.dial_counselor(w.say(VoiceResponse::new(), &script::trouble(&voice.lines.crisis)))
+            w.dial_counselor(w.say(VoiceResponse::new(), &script::trouble(crisis, language)))
         }
+        CallAnswer::NothingHeard => w.dial_counselor(w.say(
+            VoiceResponse::new(),
+            &script::nothing_heard(crisis, language),
+        )),
         CallAnswer::Nothing => VoiceResponse::new(),
     }
 }
@@ -82,6 +182,7 @@ pub fn twiml(answer: &CallAnswer, id: Option<CallId>, voice: &Voice) -> VoiceRes
 struct Writer<'a> {
     id: Option<CallId>,
     voice: &'a Voice,
+    language: Language,
 }
 
 impl Writer<'_> {
@@ -95,29 +196,134 @@ impl Writer<'_> {
     }
 
     fn say_verb(&self, text: &str) -> Verb {
+        self.say_in(self.language, text)
+    }
+
+    fn say_in(&self, language: Language, text: &str) -> Verb {
         Verb::Say(Say {
             text: text.to_owned(),
-            voice: Some(self.voice.voice.clone()),
-            language: Some(self.voice.language.clone()),
+            voice: Some(self.voice.voices.for_language(language).to_owned()),
+            language: Some(language.tag().to_owned()),
         })
     }
 
-    /// The greeting can be interrupted with a key (0 for a counselor), then the first turn.
+    /// Disclosure, the way to a counselor and (in English) the offer of Spanish, then the first
+    /// turn; a pre-recorded greeting is played instead of the spoken one where configured.
+    fn greeting_verbs(&self) -> Vec<Verb> {
+        let mut verbs = vec![match self.voice.recorded.greeting(self.language) {
+            Some(url) => Verb::Play {
+                url: url.to_owned(),
+            },
+            None => self.say_verb(script::greeting(self.language)),
+        }];
+        if self.language == Language::English {
+            verbs.push(self.say_in(Language::Spanish, script::spanish_offer()));
+        }
+        verbs
+    }
+
     fn greeting(&self) -> VoiceResponse {
-        let doc = VoiceResponse::new().verb(Verb::Gather(Gather {
-            action: self.url(Webhook::UserChoice),
-            input: Some("dtmf".into()),
+        let listening = self.voice.conversation.listening();
+        let invitation = script::first_invitation(self.language, listening);
+        match self.voice.conversation {
+            // The greeting can be interrupted with a key (0 for a counselor, 9 for Spanish),
+            // then the first turn is recorded.
+            Conversation::Record => {
+                let doc = VoiceResponse::new().verb(Verb::Gather(Gather {
+                    action: self.url(Webhook::UserChoice),
+                    input: Some("dtmf".into()),
+                    num_digits: Some(1),
+                    timeout: Some(1),
+                    children: self.greeting_verbs(),
+                    ..Gather::default()
+                }));
+                self.listen(doc, invitation)
+            }
+            Conversation::Speech => {
+                let mut verbs = self.greeting_verbs();
+                verbs.push(self.say_verb(invitation));
+                self.gather_speech(VoiceResponse::new(), verbs)
+            }
+            Conversation::Relay => self.relay(invitation),
+        }
+    }
+
+    /// The live session. Its greeting is spoken by Twilio's text-to-speech when the session
+    /// opens; should the session fail to open, the `<Connect action>` answers with a person.
+    fn relay(&self, invitation: &str) -> VoiceResponse {
+        let Some(id) = self.id else {
+            return self.dial_counselor(VoiceResponse::new());
+        };
+        let mut greeting = script::greeting(self.language).to_owned();
+        if self.language == Language::English {
+            greeting = format!("{greeting} {}", script::spanish_offer());
+        }
+        let greeting = format!("{greeting} {invitation}");
+        let socket = twilio_signature::websocket_url(
+            &self.voice.public_base_url,
+            &Webhook::Relay.path(Some(id)),
+        );
+        let other = match self.language {
+            Language::English => Language::Spanish,
+            Language::Spanish => Language::English,
+        };
+        VoiceResponse::new().verb(Verb::Connect(Connect {
+            action: self.url(Webhook::RelayEnded),
+            relay: ConversationRelay {
+                url: socket,
+                welcome_greeting: Some(greeting),
+                language: Some(self.language.tag().to_owned()),
+                voice: Some(self.voice.voices.for_language(self.language).to_owned()),
+                dtmf_detection: Some(true),
+                interruptible: Some("any".into()),
+                hints: Some(SPEECH_HINTS.into()),
+                languages: vec![(
+                    other.tag().to_owned(),
+                    self.voice.voices.for_language(other).to_owned(),
+                )],
+            },
+        }))
+    }
+
+    /// A speech turn: the caller's words (or a key) go to the speech webhook, which answers in
+    /// the same response. `prompts` play while Twilio already listens, so the caller can speak
+    /// over them. Silence is an answer too (`actionOnEmptyResult`): it reaches a person.
+    fn gather_speech(&self, doc: VoiceResponse, prompts: Vec<Verb>) -> VoiceResponse {
+        if self.id.is_none() {
+            let mut doc = doc;
+            for prompt in prompts {
+                doc = doc.verb(prompt);
+            }
+            return self.dial_counselor(doc);
+        }
+        let doc = doc.verb(Verb::Gather(Gather {
+            action: self.url(Webhook::Speech),
+            action_on_empty_result: Some(true),
+            hints: Some(SPEECH_HINTS.into()),
+            input: Some("dtmf speech".into()),
+            language: Some(self.language.tag().to_owned()),
             num_digits: Some(1),
-            timeout: Some(1),
-            children: vec![self.say_verb(script::greeting())],
-            ..Gather::default()
+            speech_timeout: Some("auto".into()),
+            timeout: Some(8),
+            children: prompts,
         }));
-        self.listen(doc)
+        // Should Twilio run on past the `<Gather>` anyway, the caller is put through to a person.
+        self.dial_counselor(self.say(doc, script::connecting_counselor(self.language)))
+    }
+
+    /// Listens for the next turn after `prompt`.
+    fn listen(&self, doc: VoiceResponse, prompt: &str) -> VoiceResponse {
+        match self.voice.conversation {
+            Conversation::Speech | Conversation::Relay => {
+                self.gather_speech(doc, vec![self.say_verb(prompt)])
+            }
+            Conversation::Record => self.record(self.say(doc, prompt)),
+        }
     }
 
     /// Records a turn. Twilio skips `action` when the recording is empty and runs the next verbs
     /// instead: an offer to try again or reach a person, then a person.
-    fn listen(&self, doc: VoiceResponse) -> VoiceResponse {
+    fn record(&self, doc: VoiceResponse) -> VoiceResponse {
         if self.id.is_none() {
             return self.dial_counselor(doc);
         }
@@ -142,26 +348,40 @@ impl Writer<'_> {
                 input: Some("dtmf".into()),
                 num_digits: Some(1),
                 timeout: Some(8),
-                children: vec![self.say_verb(&script::silence(&self.voice.lines.crisis))],
+                children: vec![
+                    self.say_verb(&script::silence(&self.voice.lines.crisis, self.language))
+                ],
                 ..Gather::default()
             }));
-        self.dial_counselor(self.say(doc, script::connecting_counselor()))
+        self.dial_counselor(self.say(doc, script::connecting_counselor(self.language)))
     }
 
-    /// The choice after a reply; with no answer, the conversation simply goes on.
-    fn offer_choice(&self, doc: VoiceResponse) -> VoiceResponse {
-        let doc = doc.verb(Verb::Gather(Gather {
-            action: self.url(Webhook::UserChoice),
-            hints: Some("continue, goodbye, counselor".into()),
-            input: Some("dtmf speech".into()),
-            language: Some(self.voice.language.clone()),
-            num_digits: Some(1),
-            speech_timeout: Some("auto".into()),
-            timeout: Some(6),
-            children: vec![self.say_verb(script::choice_prompt())],
-            ..Gather::default()
-        }));
-        self.listen(self.say(doc, script::listen_again()))
+    /// `text`, then what comes next: in record mode the choice (with no answer, the
+    /// conversation simply goes on); when Twilio recognises speech, the caller just speaks on,
+    /// and may speak over the reply.
+    fn offer_choice(&self, doc: VoiceResponse, text: &str) -> VoiceResponse {
+        match self.voice.conversation {
+            Conversation::Speech | Conversation::Relay => {
+                self.gather_speech(doc, vec![self.say_verb(text)])
+            }
+            Conversation::Record => {
+                let doc = self.say(doc, text).verb(Verb::Gather(Gather {
+                    action: self.url(Webhook::UserChoice),
+                    hints: Some("continue, goodbye, counselor".into()),
+                    input: Some("dtmf speech".into()),
+                    language: Some(self.language.tag().to_owned()),
+                    num_digits: Some(1),
+                    speech_timeout: Some("auto".into()),
+                    timeout: Some(6),
+                    children: vec![self.say_verb(script::choice_prompt(self.language))],
+                    ..Gather::default()
+                }));
+                self.listen(
+                    doc,
+                    script::listen_again(self.language, Listening::AfterTone),
+                )
+            }
+        }
     }
 
     /// The direct question, by speech or keys. Silence is an answer too (`actionOnEmptyResult`):
@@ -176,23 +396,25 @@ impl Writer<'_> {
             action_on_empty_result: Some(true),
             hints: Some("yes, no, not sure, maybe, sí, no sé".into()),
             input: Some("dtmf speech".into()),
-            language: Some(self.voice.language.clone()),
+            language: Some(self.language.tag().to_owned()),
             num_digits: Some(1),
             speech_timeout: Some("auto".into()),
             timeout: Some(6),
-            children: vec![self.say_verb(script::direct_question())],
+            children: vec![self.say_verb(script::direct_question(self.language))],
         }));
-        self.dial_counselor(self.say(doc, script::connecting_counselor()))
+        self.dial_counselor(self.say(doc, script::connecting_counselor(self.language)))
     }
 
-    /// Dials the counselor line; its `action` falls back to the crisis line when nobody answers.
+    /// Dials the counselor line for the caller's language; its `action` falls back to the
+    /// crisis line when nobody answers.
     fn dial_counselor(&self, doc: VoiceResponse) -> VoiceResponse {
         let lines = &self.voice.lines;
-        if lines.counselor == lines.crisis {
+        let counselor = lines.counselor_for(self.language);
+        if *counselor == lines.crisis {
             return self.dial_crisis_line(doc);
         }
         doc.verb(Verb::Dial(Dial {
-            number: lines.counselor.as_str().to_owned(),
+            number: counselor.as_str().to_owned(),
             action: Some(self.url(Webhook::DialStatus)),
             timeout: Some(COUNSELOR_RING_SECS),
             ..Dial::default()
@@ -220,7 +442,7 @@ mod tests {
     use std::path::PathBuf;
 
     use application::Lines;
-    use domain::{CallId, CallSid, DialNumber};
+    use domain::{CallSid, DialNumber};
     use quick_xml::events::Event;
     use quick_xml::{Reader, Writer};
 
@@ -232,11 +454,17 @@ mod tests {
             lines: Lines {
                 counselor: DialNumber::parse(counselor).expect("valid"),
                 crisis: DialNumber::parse("988").expect("valid"),
+                counselor_es: Some(DialNumber::parse("+15005550002").expect("valid")),
             },
-            voice: "Polly.Joanna".into(),
-            language: "en-US".into(),
+            voices: Voices::default(),
+            conversation: Conversation::Record,
             transcribe: false,
+            recorded: Recorded::default(),
         }
+    }
+
+    fn english(answer: &CallAnswer) -> Spoken {
+        Spoken::new(answer.clone(), Language::English)
     }
 
     fn call() -> Option<CallId> {
@@ -258,7 +486,11 @@ mod tests {
     }
 
     fn check(name: &str, answer: &CallAnswer, id: Option<CallId>, voice: &Voice) {
-        let actual = pretty(&twiml(answer, id, voice).to_xml());
+        check_spoken(name, &english(answer), id, voice);
+    }
+
+    fn check_spoken(name: &str, spoken: &Spoken, id: Option<CallId>, voice: &Voice) {
+        let actual = pretty(&twiml(spoken, id, voice).to_xml());
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("src/twilio/golden/{name}.xml"));
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -319,6 +551,51 @@ mod tests {
             call(),
             &transcribing,
         );
+        // Speech mode (the default): every turn a speech `<Gather>`, in the call's language.
+        let speech = Voice {
+            conversation: Conversation::Speech,
+            ..voice("+15005550001")
+        };
+        for (name, answer) in [
+            ("speech_greeting", &CallAnswer::Greeting),
+            ("speech_reply", &reply),
+            ("speech_after_question", &CallAnswer::AfterQuestion),
+            ("speech_nothing_heard", &CallAnswer::NothingHeard),
+        ] {
+            check(name, answer, call(), &speech);
+        }
+        for (name, answer) in [
+            ("speech_greeting_es", CallAnswer::Greeting),
+            ("speech_escalating_es", CallAnswer::Escalating),
+            ("speech_goodbye_es", CallAnswer::Goodbye),
+        ] {
+            check_spoken(
+                name,
+                &Spoken::new(answer, Language::Spanish),
+                call(),
+                &speech,
+            );
+        }
+        // A human-voiced greeting is played where configured.
+        let recorded = Voice {
+            recorded: Recorded {
+                greeting_en: Some("https://cdn.example.org/greeting-en.mp3".into()),
+                greeting_es: None,
+            },
+            ..speech.clone()
+        };
+        check(
+            "speech_greeting_recorded",
+            &CallAnswer::Greeting,
+            call(),
+            &recorded,
+        );
+        // The live mode: the greeting opens the call's ConversationRelay session.
+        let relay = Voice {
+            conversation: Conversation::Relay,
+            ..voice("+15005550001")
+        };
+        check("relay_greeting", &CallAnswer::Greeting, call(), &relay);
     }
 
     #[test]
@@ -341,8 +618,9 @@ mod tests {
             CallAnswer::Farewell,
             CallAnswer::LastResort,
             CallAnswer::Trouble,
+            CallAnswer::NothingHeard,
         ] {
-            let doc = twiml(&answer, call(), &v);
+            let doc = twiml(&english(&answer), call(), &v);
             let last = doc.verbs().last().cloned();
             let ends_well = match &last {
                 Some(Verb::Hangup | Verb::Redirect { .. } | Verb::Dial(_)) => true,

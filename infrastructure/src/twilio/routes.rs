@@ -22,6 +22,14 @@ pub enum Webhook {
     Transcription,
     /// The call's status changed (`/twilio/status/`).
     Status,
+    /// A speech `<Gather>` ended: the caller's words, keys, or nothing.
+    Speech,
+    /// The call's ConversationRelay WebSocket.
+    Relay,
+    /// The `<Connect action>`: the live session ended.
+    RelayEnded,
+    /// The recording status callback of the call's own recording.
+    CallRecording,
 }
 
 impl Webhook {
@@ -36,6 +44,10 @@ impl Webhook {
             Self::DialStatus => "dial-status",
             Self::Transcription => "transcription",
             Self::Status => "status",
+            Self::Speech => "speech",
+            Self::Relay => "relay",
+            Self::RelayEnded => "relay-ended",
+            Self::CallRecording => "call-recording",
         }
     }
 

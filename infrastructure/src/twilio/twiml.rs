@@ -26,6 +26,29 @@ pub enum Verb {
     Dial(Dial),
     Redirect { url: String },
     Hangup,
+    Connect(Connect),
+}
+
+/// `<Connect action><ConversationRelay …>`: the call's live session over a WebSocket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Connect {
+    /// Where Twilio asks what next once the session ends.
+    pub action: String,
+    pub relay: ConversationRelay,
+}
+
+/// `<ConversationRelay>`, with its `<Language>` children.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConversationRelay {
+    pub url: String,
+    pub welcome_greeting: Option<String>,
+    pub language: Option<String>,
+    pub voice: Option<String>,
+    pub dtmf_detection: Option<bool>,
+    pub interruptible: Option<String>,
+    pub hints: Option<String>,
+    /// Other languages the session may switch to: (code, voice).
+    pub languages: Vec<(String, String)>,
 }
 
 /// `<Say>`.
@@ -265,6 +288,32 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
             write_text(writer, "Redirect", vec![("method", "POST".to_owned())], url)
         }
         Verb::Hangup => write_empty(writer, "Hangup", Attrs::new()),
+        Verb::Connect(c) => {
+            let mut a = Attrs::new();
+            attr(&mut a, "action", Some(&c.action));
+            attr(&mut a, "method", Some("POST"));
+            writer.write_event(Event::Start(start("Connect", &a)))?;
+            let r = &c.relay;
+            let mut a = Attrs::new();
+            attr(&mut a, "dtmfDetection", r.dtmf_detection);
+            attr(&mut a, "hints", r.hints.as_ref());
+            attr(&mut a, "interruptible", r.interruptible.as_ref());
+            attr(&mut a, "language", r.language.as_ref());
+            attr(&mut a, "url", Some(&r.url));
+            attr(&mut a, "voice", r.voice.as_ref());
+            attr(&mut a, "welcomeGreeting", r.welcome_greeting.as_ref());
+            if r.languages.is_empty() {
+                write_empty(writer, "ConversationRelay", a)?;
+            } else {
+                writer.write_event(Event::Start(start("ConversationRelay", &a)))?;
+                for (code, voice) in &r.languages {
+                    let attrs = vec![("code", code.clone()), ("voice", voice.clone())];
+                    write_empty(writer, "Language", attrs)?;
+                }
+                writer.write_event(Event::End(BytesEnd::new("ConversationRelay")))?;
+            }
+            writer.write_event(Event::End(BytesEnd::new("Connect")))
+        }
     }
 }
 
