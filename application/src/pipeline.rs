@@ -18,7 +18,7 @@ use domain::call::{
     Analysis, Escalate, EscalationReason, PlayResponse, PlayedVia, RecordAnalysis, RecordFailure,
     ReplySource, Stage, StageTimings,
 };
-use domain::risk::{self, ModelOpinion, RiskLevel, Route};
+use domain::risk::{self, Language, ModelOpinion, RiskLevel, Route};
 use domain::{script, Call, CallCommand, CallId, CallSid};
 
 use crate::calls::Lines;
@@ -345,7 +345,10 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         let (reply, reply_source) = match assessment.route {
             Route::Escalate => (None, None),
             Route::Reply => {
-                let (text, source) = self.compose(&transcript, assessment.level).await;
+                // A turn routed to a reply was read, so it has a language; English is the line's
+                // own should it not.
+                let language = screening.language.unwrap_or(Language::English);
+                let (text, source) = self.compose(&transcript, assessment.level, language).await;
                 (Some(text), Some(source))
             }
         };
@@ -425,19 +428,28 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         self.process_caller_audio(&audio, id).await
     }
 
-    /// The model's reply if it passes the guard in time; the vetted script otherwise.
-    async fn compose(&self, transcript: &str, level: RiskLevel) -> (String, ReplySource) {
+    /// The model's reply in `language` if it passes the guard in time; the vetted script
+    /// otherwise.
+    async fn compose(
+        &self,
+        transcript: &str,
+        level: RiskLevel,
+        language: Language,
+    ) -> (String, ReplySource) {
         let scripted = || script::reply_for(level).to_owned();
         let Some(model) = &self.model else {
             return (scripted(), ReplySource::Script);
         };
-        match tokio::time::timeout(self.model_timeout, model.compose_reply(transcript, level)).await
-        {
+        let reply = model.compose_reply(transcript, level, language);
+        match tokio::time::timeout(self.model_timeout, reply).await {
             Ok(Ok(reply)) => match risk::guard_reply(&reply) {
                 Ok(()) => (reply, ReplySource::Model),
                 Err(violation) => {
                     // The violation names a category, never the reply's text.
-                    tracing::warn!(violation = %violation_class(&violation), "model reply blocked by the guard");
+                    tracing::warn!(
+                        violation = violation.category(),
+                        "model reply blocked by the guard"
+                    );
                     (scripted(), ReplySource::ScriptAfterGuard)
                 }
             },
@@ -618,16 +630,6 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
     }
 }
 
-fn violation_class(violation: &risk::GuardViolation) -> &'static str {
-    match violation {
-        risk::GuardViolation::MentionsMeans(_) => "mentions_means",
-        risk::GuardViolation::PresentsSuicideAsSolution(_) => "suicide_as_solution",
-        risk::GuardViolation::ClaimsToBeHuman(_) => "claims_to_be_human",
-        risk::GuardViolation::Empty => "empty",
-        risk::GuardViolation::TooLong => "too_long",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -667,6 +669,8 @@ mod tests {
         risk: Result<RiskLevel, Failure>,
         reply: Result<String, Failure>,
         delay: Duration,
+        /// The language each reply was asked for in.
+        asked_in: Arc<Mutex<Vec<Language>>>,
     }
     #[async_trait]
     impl LanguageModel for Model {
@@ -677,7 +681,13 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.risk.map_err(|f| PortError::new(Service::Ai, f))
         }
-        async fn compose_reply(&self, _t: &str, _l: RiskLevel) -> Result<String, PortError> {
+        async fn compose_reply(
+            &self,
+            _t: &str,
+            _l: RiskLevel,
+            language: Language,
+        ) -> Result<String, PortError> {
+            self.asked_in.lock().expect("not poisoned").push(language);
             self.reply
                 .clone()
                 .map_err(|f| PortError::new(Service::Ai, f))
@@ -813,6 +823,7 @@ mod tests {
             risk: Ok(risk),
             reply: Ok(reply.into()),
             delay: Duration::ZERO,
+            asked_in: Arc::default(),
         }
     }
 
@@ -901,13 +912,11 @@ mod tests {
         for failing in [
             Model {
                 risk: Err(Failure::Status(503)),
-                reply: Ok("x".into()),
-                delay: Duration::ZERO,
+                ..model(RiskLevel::None, "x")
             },
             Model {
-                risk: Ok(RiskLevel::None),
-                reply: Ok("x".into()),
                 delay: Duration::from_secs(5),
+                ..model(RiskLevel::None, "x")
             },
         ] {
             let h = harness(Ok("I had a rough day."), Some(failing), Control::default());
@@ -953,6 +962,25 @@ mod tests {
             analysis(&h.store, id).await.model.as_deref(),
             Some("test-model")
         );
+    }
+
+    #[tokio::test]
+    async fn the_reply_is_asked_for_in_the_language_the_turn_was_read_in() {
+        for (transcript, language) in [
+            ("No puedo dormir, tengo mucha ansiedad.", Language::Spanish),
+            ("I can't sleep.", Language::English),
+        ] {
+            let kind = model(RiskLevel::None, "I'm here to listen.");
+            let asked_in = kind.asked_in.clone();
+            let h = harness(Ok(transcript), Some(kind), Control::default());
+            let id = call_with_one_turn(&h.store).await;
+            h.pipeline.process_turn(id, 1).await.expect("runs");
+            assert_eq!(
+                analysis(&h.store, id).await.screening.language,
+                Some(language)
+            );
+            assert_eq!(*asked_in.lock().expect("ok"), [language], "{transcript}");
+        }
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
-use domain::risk::RiskLevel;
+use domain::risk::{Language, RiskLevel};
 use domain::{CallId, CallSid, DialNumber};
 
 /// Which kind of service a port talks to. It names the failure's class, so an operator can tell
@@ -163,8 +163,13 @@ pub trait LanguageModel: Send + Sync {
     fn name(&self) -> &str;
     /// The model's reading of the risk in `transcript`.
     async fn assess_risk(&self, transcript: &str) -> Result<RiskLevel, PortError>;
-    /// A short, supportive reply to `transcript`, which was assessed at `level`.
-    async fn compose_reply(&self, transcript: &str, level: RiskLevel) -> Result<String, PortError>;
+    /// A short, supportive reply in `language` to `transcript`, which was assessed at `level`.
+    async fn compose_reply(
+        &self,
+        transcript: &str,
+        level: RiskLevel,
+        language: Language,
+    ) -> Result<String, PortError>;
 }
 
 /// Acts on the live call.

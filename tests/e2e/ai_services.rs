@@ -1,7 +1,7 @@
 //! The OpenAI-compatible speech-to-text and chat clients against wiremock stand-ins.
 
 use application::ports::{Audio, Failure, LanguageModel, PortError, Service, SpeechToText};
-use domain::risk::RiskLevel;
+use domain::risk::{Language, RiskLevel};
 use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use secrecy::SecretString;
 use serde_json::json;
@@ -133,7 +133,29 @@ async fn the_model_s_reply_is_read_from_its_json() {
         .await;
     let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
     assert_eq!(
-        model.compose_reply("I can't sleep.", RiskLevel::Low).await,
+        model
+            .compose_reply("I can't sleep.", RiskLevel::Low, Language::English)
+            .await,
         Ok("That sounds hard. I'm here to listen.".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_reply_is_asked_for_in_the_caller_s_language() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("Reply in Spanish"))
+        .respond_with(chat_answer(
+            r#"{"reply": "Eso suena difícil. Estoy aquí para escucharte."}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
+    assert_eq!(
+        model
+            .compose_reply("No puedo dormir.", RiskLevel::None, Language::Spanish)
+            .await,
+        Ok("Eso suena difícil. Estoy aquí para escucharte.".to_owned())
     );
 }

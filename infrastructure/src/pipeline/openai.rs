@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use application::ports::{Audio, Failure, LanguageModel, PortError, Service, SpeechToText};
 use async_trait::async_trait;
-use domain::risk::RiskLevel;
+use domain::risk::{Language, RiskLevel};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -179,11 +179,27 @@ the C-SSRS screener (wish to be dead, active thoughts, method, intent, plan, rec
 Answer only with JSON: {\"risk\": \"none\" | \"low\" | \"moderate\" | \"high\" | \"imminent\"}. \
 When unsure, choose the higher level.";
 
+/// The instructions of every reply, whole or streamed, but its form.
 const REPLY_PROMPT: &str = "You are the automated voice of a crisis line, speaking to a caller. \
 Reply in two or three short, warm sentences that reflect what they said and invite them to say more. \
 Follow safe-messaging guidelines: never mention methods, means, doses or places; never present \
-suicide as a solution or relief; never claim to be a person; do not give medical advice. \
-Answer only with JSON: {\"reply\": \"...\"}.";
+suicide as a solution or relief; never claim to be a person; do not give medical advice.";
+
+/// A whole reply is read from JSON.
+const JSON_REPLY: &str = "Answer only with JSON: {\"reply\": \"...\"}.";
+
+/// The reply prompt asking for a reply in `language`, in the `form` given.
+fn reply_prompt(language: Language, form: &str) -> String {
+    let language = match language {
+        Language::English => "English",
+        Language::Spanish => "Spanish",
+    };
+    format!("{REPLY_PROMPT} Reply in {language}, the language the caller spoke. {form}")
+}
+
+fn reply_request(transcript: &str, level: RiskLevel) -> String {
+    format!("Assessed risk: {level:?}. The caller said: {transcript}")
+}
 
 #[async_trait]
 impl LanguageModel for OpenAiChat {
@@ -200,9 +216,14 @@ impl LanguageModel for OpenAiChat {
             .ok_or_else(|| failed(Failure::UnreadableAnswer))
     }
 
-    async fn compose_reply(&self, transcript: &str, level: RiskLevel) -> Result<String, PortError> {
-        let user = format!("Assessed risk: {level:?}. The caller said: {transcript}");
-        let answer = self.ask(REPLY_PROMPT, &user).await?;
+    async fn compose_reply(
+        &self,
+        transcript: &str,
+        level: RiskLevel,
+        language: Language,
+    ) -> Result<String, PortError> {
+        let system = reply_prompt(language, JSON_REPLY);
+        let answer = self.ask(&system, &reply_request(transcript, level)).await?;
         answer
             .get("reply")
             .and_then(serde_json::Value::as_str)
