@@ -11,6 +11,7 @@ pub mod calls;
 pub mod deadline;
 pub mod dispatch;
 pub mod error;
+pub mod guarded;
 pub mod metadata;
 pub mod operations;
 pub mod pipeline;

@@ -578,7 +578,7 @@ mod tests {
     use super::*;
     use crate::ports::Audio;
     use domain::call::ReplySource;
-    use domain::script;
+    use domain::{script, Language};
 
     use crate::ports::{Failure, Service};
 
@@ -607,6 +607,8 @@ mod tests {
         risk: Result<RiskLevel, Failure>,
         reply: Result<String, Failure>,
         delay: Duration,
+        /// The language each reply was asked for in.
+        asked_in: Arc<Mutex<Vec<Language>>>,
     }
     #[async_trait]
     impl LanguageModel for Model {
@@ -617,7 +619,13 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             self.risk.map_err(|f| PortError::new(Service::Ai, f))
         }
-        async fn compose_reply(&self, _t: &str, _l: RiskLevel) -> Result<String, PortError> {
+        async fn compose_reply(
+            &self,
+            _t: &str,
+            _l: RiskLevel,
+            language: Language,
+        ) -> Result<String, PortError> {
+            self.asked_in.lock().expect("not poisoned").push(language);
             self.reply
                 .clone()
                 .map_err(|f| PortError::new(Service::Ai, f))
@@ -760,6 +768,7 @@ mod tests {
             risk: Ok(risk),
             reply: Ok(reply.into()),
             delay: Duration::ZERO,
+            asked_in: Arc::default(),
         }
     }
 
@@ -848,13 +857,11 @@ mod tests {
         for failing in [
             Model {
                 risk: Err(Failure::Status(503)),
-                reply: Ok("x".into()),
-                delay: Duration::ZERO,
+                ..model(RiskLevel::None, "x")
             },
             Model {
-                risk: Ok(RiskLevel::None),
-                reply: Ok("x".into()),
                 delay: Duration::from_secs(5),
+                ..model(RiskLevel::None, "x")
             },
         ] {
             let h = harness(Ok("I had a rough day."), Some(failing), Control::default());
@@ -900,6 +907,25 @@ mod tests {
             analysis(&h.store, id).await.model.as_deref(),
             Some("test-model")
         );
+    }
+
+    #[tokio::test]
+    async fn the_reply_is_asked_for_in_the_language_the_turn_was_read_in() {
+        for (transcript, language) in [
+            ("No puedo dormir, tengo mucha ansiedad.", Language::Spanish),
+            ("I can't sleep.", Language::English),
+        ] {
+            let kind = model(RiskLevel::None, "I'm here to listen.");
+            let asked_in = kind.asked_in.clone();
+            let h = harness(Ok(transcript), Some(kind), Control::default());
+            let id = call_with_one_turn(&h.store).await;
+            h.pipeline.process_turn(id, 1).await.expect("runs");
+            assert_eq!(
+                analysis(&h.store, id).await.screening.language,
+                Some(language)
+            );
+            assert_eq!(*asked_in.lock().expect("ok"), [language], "{transcript}");
+        }
     }
 
     #[tokio::test]

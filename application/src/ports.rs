@@ -2,6 +2,7 @@
 //! language model, and control of the live call. Adapters implement them in `infrastructure`.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
@@ -156,6 +157,11 @@ pub trait SpeechToText: Send + Sync {
     async fn transcribe(&self, audio: &Audio) -> Result<String, PortError>;
 }
 
+/// A reply as the model writes it: pieces of text (a few characters each, or the whole reply), in
+/// order. An error ends it: what came before is all there is. Nothing in it has passed the
+/// safe-messaging guard yet (`crate::guarded` does that, sentence by sentence).
+pub type ReplyStream = Pin<Box<dyn futures_core::Stream<Item = Result<String, PortError>> + Send>>;
+
 /// A language model: a second opinion on risk, and a composer of replies.
 #[async_trait]
 pub trait LanguageModel: Send + Sync {
@@ -163,8 +169,24 @@ pub trait LanguageModel: Send + Sync {
     fn name(&self) -> &str;
     /// The model's reading of the risk in `transcript`.
     async fn assess_risk(&self, transcript: &str) -> Result<RiskLevel, PortError>;
-    /// A short, supportive reply to `transcript`, which was assessed at `level`.
-    async fn compose_reply(&self, transcript: &str, level: RiskLevel) -> Result<String, PortError>;
+    /// A short, supportive reply in `language` to `transcript`, which was assessed at `level`.
+    async fn compose_reply(
+        &self,
+        transcript: &str,
+        level: RiskLevel,
+        language: Language,
+    ) -> Result<String, PortError>;
+    /// The same reply, streamed as the model writes it, so that the caller can start hearing it
+    /// sooner. A model that cannot stream composes the whole reply and yields it as one piece.
+    async fn stream_reply(
+        &self,
+        transcript: &str,
+        level: RiskLevel,
+        language: Language,
+    ) -> Result<ReplyStream, PortError> {
+        let reply = self.compose_reply(transcript, level, language).await?;
+        Ok(Box::pin(futures_util::stream::iter([Ok(reply)])))
+    }
 }
 
 /// Acts on the live call.
@@ -231,6 +253,48 @@ mod tests {
         ] {
             assert_eq!(PortError::new(service, failure).to_string(), class);
         }
+    }
+
+    /// A model that can only compose whole replies.
+    struct Composer;
+    #[async_trait]
+    impl LanguageModel for Composer {
+        fn name(&self) -> &str {
+            "composer"
+        }
+        async fn assess_risk(&self, _transcript: &str) -> Result<RiskLevel, PortError> {
+            Ok(RiskLevel::None)
+        }
+        async fn compose_reply(
+            &self,
+            _transcript: &str,
+            _level: RiskLevel,
+            language: Language,
+        ) -> Result<String, PortError> {
+            match language {
+                Language::English => Ok("I hear you. Tell me more.".to_owned()),
+                Language::Spanish => Err(PortError::new(Service::Ai, Failure::Status(503))),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_that_cannot_stream_streams_its_whole_reply_as_one_piece() {
+        use futures_util::StreamExt;
+        let stream = Composer
+            .stream_reply("…", RiskLevel::None, Language::English)
+            .await
+            .expect("composed");
+        let pieces: Vec<_> = stream.collect().await;
+        assert_eq!(pieces, [Ok("I hear you. Tell me more.".to_owned())]);
+        let failed = Composer
+            .stream_reply("…", RiskLevel::None, Language::Spanish)
+            .await
+            .err();
+        assert_eq!(
+            failed,
+            Some(PortError::new(Service::Ai, Failure::Status(503)))
+        );
     }
 
     #[test]

@@ -178,14 +178,16 @@ impl Responder {
         let Some(model) = &self.model else {
             return (scripted(), ReplySource::Script);
         };
-        let _ = language;
-        match tokio::time::timeout(self.model_timeout, model.compose_reply(transcript, level)).await
-        {
+        let reply = model.compose_reply(transcript, level, language);
+        match tokio::time::timeout(self.model_timeout, reply).await {
             Ok(Ok(reply)) => match risk::guard_reply(&reply) {
                 Ok(()) => (reply, ReplySource::Model),
                 Err(violation) => {
                     // The violation names a category, never the reply's text.
-                    tracing::warn!(violation = %violation_class(&violation), "model reply blocked by the guard");
+                    tracing::warn!(
+                        violation = violation.category(),
+                        "model reply blocked by the guard"
+                    );
                     (scripted(), ReplySource::ScriptAfterGuard)
                 }
             },
@@ -198,16 +200,5 @@ impl Responder {
                 (scripted(), ReplySource::Script)
             }
         }
-    }
-}
-
-/// The guard's verdict as a category, safe to log.
-pub fn violation_class(violation: &risk::GuardViolation) -> &'static str {
-    match violation {
-        risk::GuardViolation::MentionsMeans(_) => "mentions_means",
-        risk::GuardViolation::PresentsSuicideAsSolution(_) => "suicide_as_solution",
-        risk::GuardViolation::ClaimsToBeHuman(_) => "claims_to_be_human",
-        risk::GuardViolation::Empty => "empty",
-        risk::GuardViolation::TooLong => "too_long",
     }
 }

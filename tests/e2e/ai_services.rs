@@ -1,7 +1,12 @@
 //! The OpenAI-compatible speech-to-text and chat clients against wiremock stand-ins.
 
-use application::ports::{Audio, Failure, LanguageModel, PortError, Service, SpeechToText};
-use domain::risk::RiskLevel;
+use std::time::Duration;
+
+use application::ports::{
+    Audio, Failure, LanguageModel, PortError, ReplyStream, Service, SpeechToText,
+};
+use domain::risk::{Language, RiskLevel};
+use futures::StreamExt;
 use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use secrecy::SecretString;
 use serde_json::json;
@@ -133,7 +138,144 @@ async fn the_model_s_reply_is_read_from_its_json() {
         .await;
     let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
     assert_eq!(
-        model.compose_reply("I can't sleep.", RiskLevel::Low).await,
+        model
+            .compose_reply("I can't sleep.", RiskLevel::Low, Language::English)
+            .await,
         Ok("That sounds hard. I'm here to listen.".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_reply_is_asked_for_in_the_caller_s_language() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("Reply in Spanish"))
+        .respond_with(chat_answer(
+            r#"{"reply": "Eso suena difícil. Estoy aquí para escucharte."}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
+    assert_eq!(
+        model
+            .compose_reply("No puedo dormir.", RiskLevel::None, Language::Spanish)
+            .await,
+        Ok("Eso suena difícil. Estoy aquí para escucharte.".to_owned())
+    );
+}
+
+/// A streamed completion's body: one event per piece, then `[DONE]`.
+fn event_stream(pieces: &[&str]) -> String {
+    let role = json!({ "choices": [{ "index": 0, "delta": { "role": "assistant" } }] });
+    let mut body = format!(": keep-alive\n\ndata: {role}\n\n");
+    for piece in pieces {
+        let chunk = json!({
+            "id": "chatcmpl-1", "object": "chat.completion.chunk",
+            "choices": [{ "index": 0, "delta": { "content": piece }, "finish_reason": null }]
+        });
+        body.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let end = json!({ "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] });
+    body.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+    body
+}
+
+fn streamed(body: String) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
+/// Every piece of a streamed reply, or the error that ended it (before the stream or in it).
+async fn pieces(stream: Result<ReplyStream, PortError>) -> Result<Vec<String>, PortError> {
+    let mut stream = stream?;
+    let mut pieces = Vec::new();
+    while let Some(piece) = stream.next().await {
+        pieces.push(piece?);
+    }
+    Ok(pieces)
+}
+
+#[tokio::test]
+async fn a_streamed_reply_comes_back_piece_by_piece_in_order() {
+    let tokens = ["Eso", " suena", " difícil", ". Estoy", " aquí", "."];
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", "Bearer sk-test"))
+        .and(body_partial_json(
+            json!({ "model": "gpt-test", "stream": true }),
+        ))
+        .and(body_string_contains("safe-messaging"))
+        .and(body_string_contains("Reply in Spanish"))
+        .respond_with(streamed(event_stream(&tokens)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
+    let stream = model
+        .stream_reply("No puedo dormir.", RiskLevel::None, Language::Spanish)
+        .await;
+    assert_eq!(pieces(stream).await, Ok(tokens.map(str::to_owned).to_vec()));
+}
+
+#[tokio::test]
+async fn a_streamed_reply_s_failures_come_back_as_classes() {
+    let cases = [
+        (
+            ResponseTemplate::new(503).set_body_string("overloaded: the caller said something"),
+            "http_503",
+        ),
+        (
+            chat_answer(r#"{"reply": "Not a stream."}"#),
+            "unreadable_answer",
+        ),
+        (
+            ResponseTemplate::new(200).set_body_string("the caller said something"),
+            "unreadable_answer",
+        ),
+        // Cut off before `[DONE]`: what came may be half a reply.
+        (
+            streamed(event_stream(&["I hear"]).replace("data: [DONE]\n\n", "")),
+            "unreadable_answer",
+        ),
+        (
+            streamed(
+                "data: {\"choices\": [{\"delta\": {\"content\": \"I\"}}]}\n\ndata: {oops}\n\n"
+                    .into(),
+            ),
+            "unreadable_answer",
+        ),
+        (streamed(event_stream(&[])), "empty_answer"),
+    ];
+    for (answer, class) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let model = OpenAiChat::new(endpoint(&server, "gpt-test"));
+        let stream = model
+            .stream_reply("I can't sleep.", RiskLevel::None, Language::English)
+            .await;
+        let error = pieces(stream).await.expect_err(class);
+        assert_eq!(error.to_string(), class);
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_reply_that_does_not_start_in_time_is_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(streamed(event_stream(&["Late."])).set_delay(Duration::from_secs(2)))
+        .mount(&server)
+        .await;
+    let model = OpenAiChat::new(endpoint(&server, "gpt-test"))
+        .with_first_token_timeout(Duration::from_millis(200));
+    let stream = model
+        .stream_reply("I can't sleep.", RiskLevel::None, Language::English)
+        .await;
+    assert_eq!(
+        pieces(stream).await,
+        Err(PortError::new(Service::Ai, Failure::Timeout))
     );
 }

@@ -20,6 +20,20 @@ pub enum GuardViolation {
     TooLong,
 }
 
+impl GuardViolation {
+    /// The rule the reply broke, as a stable snake_case name: safe to log, unlike the violation's
+    /// `Display`, which quotes the phrase the reply used.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::MentionsMeans(_) => "mentions_means",
+            Self::PresentsSuicideAsSolution(_) => "suicide_as_solution",
+            Self::ClaimsToBeHuman(_) => "claims_to_be_human",
+            Self::Empty => "empty",
+            Self::TooLong => "too_long",
+        }
+    }
+}
+
 /// The longest reply spoken in one turn (about 40 seconds of speech).
 pub const MAX_REPLY_CHARS: usize = 700;
 
@@ -271,6 +285,13 @@ mod tests {
                 "{reply:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_violation_s_category_names_the_rule_and_never_the_phrase() {
+        let violation = guard_reply("Put the gun somewhere safe.").expect_err("blocked");
+        assert_eq!(violation.category(), "mentions_means");
+        assert_eq!(GuardViolation::TooLong.category(), "too_long");
     }
 
     #[test]

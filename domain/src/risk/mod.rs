@@ -1,4 +1,5 @@
-//! Suicide-risk assessment, and the guard every generated reply passes before it is spoken.
+//! Suicide-risk assessment, and the guard every generated reply passes before it is spoken (whole,
+//! or sentence by sentence as a streamed reply is cut by `SentenceBuffer`).
 //!
 //! Risk only escalates. The built-in screener's level is a floor: a language model's opinion may
 //! raise it, never lower it, and an opinion that could not be had (the model failed or timed out)
@@ -11,11 +12,13 @@ mod normalise;
 mod pattern;
 mod question;
 mod screener;
+mod sentences;
 
-pub use guard::{guard_reply, GuardViolation};
+pub use guard::{guard_reply, GuardViolation, MAX_REPLY_CHARS};
 pub use normalise::words;
 pub use question::{direct_answer, DirectAnswer, NO_KEY, YES_KEY};
 pub use screener::{screen, SCREENER_VERSION};
+pub use sentences::SentenceBuffer;
 
 use serde::{Deserialize, Serialize};
 
