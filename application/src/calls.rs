@@ -432,14 +432,12 @@ impl<ES: EventStore<Call>> CallService<ES> {
             Choice::from_input(None, Some(&text)),
             Some(Choice::Counselor | Choice::End)
         );
-        if !risky {
-            if only_a_choice {
-                let input = ChoiceInput {
-                    digits: None,
-                    speech: Some(text),
-                };
-                return self.record_choice(id, input, meta).await;
-            }
+        if only_a_choice && !risky {
+            let input = ChoiceInput {
+                digits: None,
+                speech: Some(text),
+            };
+            return self.record_choice(id, input, meta).await;
         }
         let state = match self.load(id).await {
             Ok(state) => state,

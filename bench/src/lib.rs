@@ -226,6 +226,8 @@ impl Server {
             .env("DATABASE_URL", &db.url)
             .env("HOTLINE_ADDR", format!("127.0.0.1:{port}"))
             .env("HOTLINE_DATA_DIR", dir.path())
+            // These workloads measure record mode's webhooks and pipeline.
+            .env("HOTLINE_CONVERSATION", "record")
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

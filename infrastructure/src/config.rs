@@ -40,7 +40,6 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_VOICE_ES",
     "HOTLINE_GREETING_AUDIO_EN",
     "HOTLINE_GREETING_AUDIO_ES",
-    "HOTLINE_RECORD_CALLS",
     "COUNSELOR_NUMBER_ES",
 ];
 
@@ -172,11 +171,6 @@ pub struct Config {
     /// A pre-recorded Spanish greeting.
     #[arg(long, env = "HOTLINE_GREETING_AUDIO_ES", value_parser = parse_base_url)]
     pub greeting_audio_es: Option<String>,
-
-    /// Record the whole call in speech and live modes (Twilio's call recording; its status
-    /// callback is stored with the call and the audio kept in the audio store).
-    #[arg(long, env = "HOTLINE_RECORD_CALLS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub record_calls: bool,
 
     /// The counselor line for callers who speak Spanish (E.164). Defaults to COUNSELOR_NUMBER.
     #[arg(long, env = "COUNSELOR_NUMBER_ES", value_parser = parse_dial_number)]

@@ -181,8 +181,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// How a test app is configured: everything goes through `Config` and the composition root
 /// (`api::wiring::Service::build`), as in `hotline serve`; only the retries are made immediate.
-/// Its apps hear turns in record mode unless told otherwise (`conversation`): most tests are
-/// about the pipeline that mode runs on.
+/// Its apps hear turns in record mode: the tests built on it are about the pipeline that mode
+/// runs on (speech mode is tested through `hotline serve`, in `speech.rs`).
 #[derive(Debug)]
 pub struct TestAppBuilder {
     pool: Option<PgPool>,
@@ -231,18 +231,6 @@ impl TestAppBuilder {
     /// With the language model at `base_url`, given `timeout` to answer.
     pub fn model(mut self, base_url: &str, timeout: Duration) -> Self {
         self.model = Some((base_url.to_owned(), timeout));
-        self
-    }
-
-    /// Hearing turns as `conversation` says (speech, record or relay).
-    pub fn conversation(mut self, conversation: Conversation) -> Self {
-        self.conversation = conversation;
-        self
-    }
-
-    /// Giving a speech turn's answer `budget` while Twilio waits.
-    pub fn speech_budget(mut self, budget: Duration) -> Self {
-        self.speech_budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
@@ -333,7 +321,6 @@ impl TestAppBuilder {
             voice_es: "Polly.Lupe".into(),
             greeting_audio_en: None,
             greeting_audio_es: None,
-            record_calls: false,
             counselor_number_es: Some(number(COUNSELOR_ES)),
         }
     }

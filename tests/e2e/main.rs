@@ -19,6 +19,7 @@ mod resilience;
 mod safety;
 mod security;
 mod simulated;
+mod speech;
 mod twilio_rest;
 mod twilio_stand_in;
 mod views;

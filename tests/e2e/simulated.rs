@@ -29,7 +29,13 @@ pub(crate) struct Served {
     _data_dir: tempfile::TempDir,
 }
 
+/// Record mode: these calls are about the pipeline and its REST updates.
 pub(crate) async fn serve_with_simulated_twilio() -> Served {
+    serve_with_simulated_twilio_and(&[("HOTLINE_CONVERSATION", "record")]).await
+}
+
+/// `hotline serve` as above, with `extra` variables set (a mode, a model).
+pub(crate) async fn serve_with_simulated_twilio_and(extra: &[(&str, &str)]) -> Served {
     let (pool, name) = fresh_database().await;
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
@@ -48,6 +54,8 @@ pub(crate) async fn serve_with_simulated_twilio() -> Served {
         .env("TWILIO_API_BASE", &simulator.rest_base_url)
         .env("COUNSELOR_NUMBER", COUNSELOR)
         .env("CRISIS_LINE_NUMBER", CRISIS)
+        .env("COUNSELOR_NUMBER_ES", COUNSELOR_ES)
+        .envs(extra.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -229,15 +229,16 @@ impl Writer<'_> {
             // The greeting can be interrupted with a key (0 for a counselor, 9 for Spanish),
             // then the first turn is recorded.
             Conversation::Record => {
-                let doc = VoiceResponse::new().verb(Verb::Gather(Gather {
+                let mut verbs = self.greeting_verbs();
+                verbs.push(self.say_verb(invitation));
+                self.record(VoiceResponse::new().verb(Verb::Gather(Gather {
                     action: self.url(Webhook::UserChoice),
                     input: Some("dtmf".into()),
                     num_digits: Some(1),
                     timeout: Some(1),
-                    children: self.greeting_verbs(),
+                    children: verbs,
                     ..Gather::default()
-                }));
-                self.listen(doc, invitation)
+                })))
             }
             Conversation::Speech => {
                 let mut verbs = self.greeting_verbs();
