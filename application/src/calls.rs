@@ -18,6 +18,8 @@ use domain::{
     Choice, DialNumber, Language, RecordingSid,
 };
 
+pub mod relay;
+
 use crate::answer::{CallAnswer, Spoken};
 use crate::breaker::Breaker;
 use crate::dispatch::CommandDispatcher;

@@ -15,6 +15,7 @@ mod operator;
 mod pipeline;
 mod processes;
 mod read_api;
+mod relay;
 mod resilience;
 mod safety;
 mod security;

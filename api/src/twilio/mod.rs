@@ -5,6 +5,7 @@
 
 pub mod extract;
 pub mod params;
+pub mod relay;
 pub mod render;
 
 use application::{AppError, CallAnswer, Spoken};
@@ -12,7 +13,7 @@ use axum::extract::FromRequest;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use domain::CallId;
 
@@ -33,6 +34,8 @@ pub fn router() -> Router<AppState> {
         .route(&Webhook::Recording.per_call_route(), post(recording))
         .route(&Webhook::Continue.per_call_route(), post(continue_call))
         .route(&Webhook::Speech.per_call_route(), post(speech))
+        .route(&Webhook::Relay.per_call_route(), get(relay::upgrade))
+        .route(&Webhook::RelayEnded.per_call_route(), post(relay_ended))
         .route(&Webhook::UserChoice.per_call_route(), post(user_choice))
         .route(&Webhook::Question.per_call_route(), post(question))
         .route(&Webhook::DialStatus.per_call_route(), post(dial_status))
@@ -129,6 +132,29 @@ async fn speech(
         (_, Err(error)) => unusable(&state, &error, id),
         (None, Ok(_)) => unusable(&state, &ApiError::UnknownCall, None),
     }
+}
+
+/// `POST /twilio/relay-ended/{call_id}/`: the `<Connect action>`, once the live session ended.
+async fn relay_ended(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = id else {
+        return unusable(&state, &ApiError::UnknownCall, None);
+    };
+    let ended = params::relay_ended(&request.params);
+    let reply = state
+        .calls
+        .relay_ended(
+            id,
+            ended.status,
+            ended.error_code,
+            ended.handoff,
+            &request.metadata,
+        )
+        .await;
+    answer(&state, &reply, Some(id))
 }
 
 /// `POST /twilio/user-choice/{call_id}/`: the caller pressed a key or said a word.

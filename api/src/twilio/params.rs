@@ -97,6 +97,27 @@ pub fn speech_input(params: &Params) -> Result<SpeechInput, ApiError> {
     })
 }
 
+/// The `<Connect action>` webhook after a ConversationRelay session.
+#[derive(Debug, Clone)]
+pub struct RelayEnded {
+    pub status: String,
+    pub error_code: Option<String>,
+    pub handoff: Option<String>,
+}
+
+/// Reads `SessionStatus`, `ErrorCode` and `HandoffData`; a missing status reads as `failed`, so
+/// that a session nobody can tell the end of is treated as lost.
+pub fn relay_ended(params: &Params) -> RelayEnded {
+    RelayEnded {
+        status: params
+            .non_empty("SessionStatus")
+            .unwrap_or("failed")
+            .to_owned(),
+        error_code: params.non_empty("ErrorCode").map(str::to_owned),
+        handoff: params.non_empty("HandoffData").map(str::to_owned),
+    }
+}
+
 /// The `<Dial action>` webhook.
 pub fn dial_outcome(params: &Params) -> DialOutcome {
     match params.get("DialCallStatus") {

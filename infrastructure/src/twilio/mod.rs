@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod answers;
+pub mod relay;
 pub mod rest;
 pub mod routes;
 pub mod twiml;
