@@ -50,6 +50,8 @@ pub enum CallAnswer {
     Trouble,
     /// Nothing was heard where speech was expected: a person is dialled.
     NothingHeard,
+    /// The caller already heard why (over the live session): a person is dialled at once.
+    PutThrough,
     /// The call is already over: nothing to say (an empty response).
     Nothing,
 }

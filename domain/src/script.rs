@@ -178,6 +178,20 @@ pub fn nothing_heard(crisis_line: &DialNumber, language: Language) -> String {
     }
 }
 
+/// Said on the live line when the caller has been quiet for a while.
+pub fn still_here(language: Language) -> &'static str {
+    match language {
+        English => {
+            "I'm still here with you. Take your time. You can also press 0 to talk with a \
+             counselor."
+        }
+        Spanish => {
+            "Sigo aquí con usted. Tómese su tiempo. También puede oprimir 0 para hablar con un \
+             consejero."
+        }
+    }
+}
+
 /// Said before dialling the counselor line.
 pub fn connecting_counselor(language: Language) -> &'static str {
     match language {
@@ -315,6 +329,7 @@ mod tests {
             connecting_crisis_line(language),
             farewell(language),
             escalating(language),
+            still_here(language),
             reply_for(RiskLevel::Moderate, language),
         ]
         .iter()

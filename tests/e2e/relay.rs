@@ -270,3 +270,31 @@ async fn an_unsafe_streamed_reply_never_reaches_the_callers_ears() {
         "script_after_guard"
     );
 }
+
+#[tokio::test]
+async fn a_caller_who_says_nothing_hears_the_line_speak_up_then_reaches_a_person() {
+    let served = relay_mode(&[]).await;
+    let call = served
+        .simulator
+        .call(&scenario(
+            "name: silent\nafterwards: stay_silent\nsteps: []\n",
+        ))
+        .await;
+    assert_eq!(call.outcome, Ok(()), "{:#?}", call.lines);
+    let heard = call.heard();
+    assert!(
+        heard.iter().any(|l| l.contains("I'm still here with you")),
+        "{heard:#?}"
+    );
+    assert!(heard.iter().any(|l| l.contains("9 8 8")), "{heard:#?}");
+    assert_eq!(call.dialled(), [COUNSELOR], "{:#?}", call.lines);
+    let events = served
+        .app
+        .events(&CallSid::parse(&call.call_sid).expect("a CallSid"))
+        .await;
+    let escalated = events
+        .iter()
+        .find(|e| e.event_type == "Escalated")
+        .expect("an escalation");
+    assert_eq!(escalated.payload["Escalated"]["reason"], "silence");
+}

@@ -9,6 +9,7 @@ use application::auth::Role;
 use infrastructure::config::Config;
 use infrastructure::event_store::audit;
 use infrastructure::tokens::ApiTokens;
+use infrastructure::twilio::answers::Conversation;
 use secrecy::{ExposeSecret, SecretString};
 
 use twilio_sim::load::{print_figures, run_calls};
@@ -168,7 +169,10 @@ pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> 
 const DEMO_ACCOUNT: &str = "AC0de0000000000000000000000000de00";
 
 /// `hotline demo`.
-pub async fn demo(mut config: Config) -> anyhow::Result<()> {
+pub async fn demo(mut config: Config, relay: bool) -> anyhow::Result<()> {
+    if relay {
+        config.conversation = Conversation::Relay;
+    }
     let auth_token = {
         use rand::Rng;
         let bytes: [u8; 16] = rand::rng().random();
@@ -196,6 +200,7 @@ pub async fn demo(mut config: Config) -> anyhow::Result<()> {
     if config.counselor_number.is_none() {
         config.counselor_number = Some(domain::DialNumber::parse("+15005550001")?);
     }
+    let config_conversation = config.conversation;
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let service = tokio::spawn(crate::cli::serve::serve_until(
         config,
@@ -210,14 +215,29 @@ pub async fn demo(mut config: Config) -> anyhow::Result<()> {
             Err(panicked) => anyhow::Error::new(panicked).context("the service failed"),
         });
     };
+    let mode = match config_conversation {
+        Conversation::Speech => {
+            "speech mode: Twilio's speech recognition (simulated) hears each turn"
+        }
+        Conversation::Record => {
+            "record mode: each turn is recorded and Twilio's transcription (simulated) read"
+        }
+        Conversation::Relay => {
+            "the live mode: a ConversationRelay session (simulated) over a WebSocket"
+        }
+    };
     println!(
-        "\nHotline is answering at {base_url}, with a simulated Twilio at {}.\n\
-         No Twilio account, no AI service: Twilio's transcription is simulated and the vetted \
-         script answers. Here are the example calls, as the caller hears them.",
+        "\nHotline is answering at {base_url}, with a simulated Twilio at {}, in {mode}.\n\
+         No Twilio account, no AI service: the vetted script answers. Here are the example \
+         calls, as the caller hears them.",
         simulator.rest_base_url
     );
     let mut failures = 0;
-    for example in scenario::examples() {
+    let mut examples = scenario::examples();
+    if config_conversation == Conversation::Relay {
+        examples.extend(scenario::relay_examples());
+    }
+    for example in examples {
         let report = simulator.call(&example).await;
         if let Err(error) = &report.outcome {
             failures += 1;

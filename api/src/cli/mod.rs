@@ -44,8 +44,13 @@ enum Command {
     /// wrong.
     Simulate(demo::SimulateArgs),
     /// Start Hotline on its embedded database with a simulated Twilio, run the example calls,
-    /// print each conversation and its events, and leave the dashboard running.
-    Demo,
+    /// print each conversation and its events, and leave the dashboard running. Speech mode
+    /// unless HOTLINE_CONVERSATION says otherwise; --relay shows the live mode.
+    Demo {
+        /// Run the calls over ConversationRelay (the live mode), streamed over a WebSocket.
+        #[arg(long)]
+        relay: bool,
+    },
     /// Print a call's whole event history, one JSON object per line.
     Events {
         /// The call's id, or its CallSid.
@@ -97,7 +102,7 @@ pub async fn main() -> ExitCode {
         Command::Migrate => serve::migrate(cli.config).await,
         Command::Sign { url, params } => sign(&cli.config, &url, &params),
         Command::Simulate(args) => demo::simulate(cli.config, args).await,
-        Command::Demo => demo::demo(cli.config).await,
+        Command::Demo { relay } => demo::demo(cli.config, relay).await,
         Command::Events { call } => ops::events(cli.config, call).await,
         Command::Verify { call } => ops::verify(cli.config, call).await,
         Command::Replay { swap } => ops::replay(cli.config, swap).await,
@@ -260,6 +265,9 @@ mod tests {
     fn the_service_logs_and_the_commands_keep_quiet() {
         assert_eq!(Command::Serve.verbosity(), Verbosity::Service);
         assert_eq!(Command::Migrate.verbosity(), Verbosity::Command);
-        assert_eq!(Command::Demo.verbosity(), Verbosity::Command);
+        assert_eq!(
+            Command::Demo { relay: false }.verbosity(),
+            Verbosity::Command
+        );
     }
 }

@@ -24,6 +24,11 @@ use crate::state::AppState;
 /// The largest frame read from Twilio: prompts are short, and nothing else is worth more.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// How long the caller may be quiet before the line speaks up (the first time) or hands them to
+/// a person (the second): long enough not to cut off someone still speaking (Twilio sends their
+/// words only once they stop), short enough that nobody is left in silence.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `GET /twilio/relay/{call_id}/`: the upgrade, once Twilio's signature is checked.
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -78,7 +83,10 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
     let (mut out, mut frames) = socket.split();
     let mut call_sid: Option<CallSid> = None;
     let mut streaming: Option<Streaming> = None;
+    let mut quiet_until = tokio::time::Instant::now() + QUIET;
+    let mut silences = 0;
     loop {
+        let waiting_for_words = streaming.is_none() && call_sid.is_some();
         let next_sentence = async {
             match streaming.as_mut() {
                 Some(s) => s.reply.sentences.next().await,
@@ -86,6 +94,8 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
             }
         };
         let to_send: Vec<ToRelay> = tokio::select! {
+            // What Twilio says comes first: an interrupt must stop a reply at once.
+            biased;
             frame = frames.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
@@ -119,6 +129,8 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
                         if last == Some(false) {
                             continue;
                         }
+                        silences = 0;
+                        quiet_until = tokio::time::Instant::now() + QUIET;
                         let mut messages = Vec::new();
                         // New words while a reply is still being sent: it was spoken over.
                         if let Some(current) = streaming.take() {
@@ -143,6 +155,8 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
                         messages
                     }
                     FromRelay::Dtmf { digit } => {
+                        silences = 0;
+                        quiet_until = tokio::time::Instant::now() + QUIET;
                         written(state.calls.relay_dtmf(id, digit, &metadata()).await)
                     }
                     FromRelay::Interrupt { utterance_until_interrupt, duration_until_interrupt_ms } => {
@@ -177,13 +191,25 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
                     }
                     None => match streaming.take() {
                         Some(current) => {
-                            let mut messages = vec![ToRelay::Text { token: String::new(), last: true }];
-                            messages.extend(finish(&state, id, current, false).await);
+                            // What follows the reply (the direct question) is part of it: the
+                            // reply ends with it, or with an empty last token.
+                            let then = finish(&state, id, current, false).await;
+                            let mut messages = Vec::new();
+                            if !matches!(then.first(), Some(ToRelay::Text { .. })) {
+                                messages.push(ToRelay::Text { token: String::new(), last: true });
+                            }
+                            messages.extend(then);
+                            quiet_until = tokio::time::Instant::now() + QUIET;
                             messages
                         }
                         None => continue,
                     },
                 }
+            }
+            () = tokio::time::sleep_until(quiet_until), if waiting_for_words => {
+                silences += 1;
+                quiet_until = tokio::time::Instant::now() + QUIET;
+                written(state.calls.relay_silence(id, silences, &metadata()).await)
             }
         };
         let mut ended = false;
@@ -213,7 +239,14 @@ async fn finish(state: &AppState, id: CallId, current: Streaming, cut_off: bool)
     let sent = current.sent.trim().to_owned();
     let then = state
         .calls
-        .relay_answered(id, current.reply, sent, current.source, &metadata())
+        .relay_answered(
+            id,
+            current.reply,
+            sent,
+            current.source,
+            cut_off,
+            &metadata(),
+        )
         .await;
     if cut_off {
         // The caller is speaking: the question waits for the next reply, and only an end is sent.

@@ -31,6 +31,8 @@ pub enum Handoff {
     Goodbye,
     /// Something on our side failed: a person is the safe way on.
     Trouble,
+    /// The caller said nothing at all.
+    Silence,
 }
 
 impl Handoff {
@@ -41,6 +43,7 @@ impl Handoff {
             Self::Risk => r#"{"reason":"risk"}"#,
             Self::Goodbye => r#"{"reason":"goodbye"}"#,
             Self::Trouble => r#"{"reason":"trouble"}"#,
+            Self::Silence => r#"{"reason":"silence"}"#,
         }
     }
 }
@@ -200,7 +203,10 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 timings: StageTimings::default(),
                 recording_key: None,
             };
-            return Heard::Send(self.answer_relay_turn(id, turn, analysis, meta).await);
+            return Heard::Send(
+                self.answer_relay_turn(id, turn, analysis, false, meta)
+                    .await,
+            );
         }
         let sentences = match stream {
             Some(Ok(stream)) => guarded_sentences(stream, fallback),
@@ -235,11 +241,13 @@ impl<ES: EventStore<Call>> CallService<ES> {
         reply: Box<ReplyInProgress>,
         sent: String,
         source: ReplySource,
+        cut_off: bool,
         meta: &CommandMetadata,
     ) -> Vec<Relay> {
         let turn = reply.turn;
         let analysis = reply.analysis(sent, source);
-        self.answer_relay_turn(id, turn, analysis, meta).await
+        self.answer_relay_turn(id, turn, analysis, cut_off, meta)
+            .await
     }
 
     async fn answer_relay_turn(
@@ -247,6 +255,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         id: CallId,
         turn: u32,
         analysis: Analysis,
+        cut_off: bool,
         meta: &CommandMetadata,
     ) -> Vec<Relay> {
         let counselor = self.counselor_for(id).await;
@@ -254,6 +263,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             turn,
             analysis,
             via: PlayedVia::Relay,
+            cut_off,
             counselor_line: counselor,
             at: meta.received_at,
         });
@@ -351,6 +361,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         handoff: Option<String>,
         meta: &CommandMetadata,
     ) -> Spoken {
+        let handed_off = handoff.is_some();
         let command = CallCommand::EndRelaySession(EndRelaySession {
             status,
             error_code,
@@ -367,12 +378,46 @@ impl<ES: EventStore<Call>> CallService<ES> {
             in_call(&state, CallAnswer::Nothing)
         } else if state.chose_to_end(turn) && !state.warrants_person() {
             in_call(&state, CallAnswer::Goodbye)
-        } else if state.asked_for_person(turn) {
-            in_call(&state, CallAnswer::ConnectCounselor)
-        } else if state.warrants_person() {
-            in_call(&state, CallAnswer::Escalating)
+        } else if state.is_escalated() && handed_off {
+            // The caller heard why over the session: they are put through at once.
+            in_call(&state, CallAnswer::PutThrough)
         } else {
+            // The session was lost (a dropped socket, a restart): the caller hears that a
+            // person is coming, and is put through.
             in_call(&state, CallAnswer::Trouble)
+        }
+    }
+}
+
+impl<ES: EventStore<Call>> CallService<ES> {
+    /// The caller has said nothing for a while: the first time they are told we are still
+    /// here; the second time, silence may be the hardest way to ask for help, so the session
+    /// hands them to a person, and the escalation is recorded.
+    pub async fn relay_silence(
+        &self,
+        id: CallId,
+        times: u32,
+        meta: &CommandMetadata,
+    ) -> Vec<Relay> {
+        let language = match self.load(id).await {
+            Ok(state) => state.language(),
+            Err(error) => return failed_messages(&error),
+        };
+        if times < 2 {
+            return vec![Relay::Say(script::still_here(language).to_owned())];
+        }
+        let command = CallCommand::Escalate(domain::call::Escalate {
+            reason: domain::call::EscalationReason::Silence,
+            target: self.lines.counselor_for(language).clone(),
+            unless_escalated: false,
+            at: meta.received_at,
+        });
+        match self.run(id, command, meta).await {
+            Ok(_) => vec![
+                Relay::Say(script::nothing_heard(&self.lines.crisis, language)),
+                Relay::End(Handoff::Silence),
+            ],
+            Err(error) => failed_messages(&error),
         }
     }
 }

@@ -299,14 +299,18 @@ impl Call {
             analysis: cmd.analysis,
             at: cmd.at,
         })?;
-        self.then(analysed, |next| {
+        let events = self.then(analysed, |next| {
             next.play_response(PlayResponse {
                 turn: Some(cmd.turn),
                 via: cmd.via,
                 counselor_line: cmd.counselor_line,
                 at: cmd.at,
             })
-        })
+        })?;
+        Ok(events
+            .into_iter()
+            .filter(|e| !(cmd.cut_off && matches!(e, CallEvent::DirectQuestionAsked { .. })))
+            .collect())
     }
 
     fn choose_language(&self, cmd: ChooseLanguage) -> Result<Vec<CallEvent>, CallError> {

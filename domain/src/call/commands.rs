@@ -162,6 +162,9 @@ pub struct AnswerTurn {
     pub turn: u32,
     pub analysis: Analysis,
     pub via: PlayedVia,
+    /// The caller spoke over the reply: what was to follow it (the direct question) was never
+    /// heard, so it is not recorded as asked; the next reply asks it.
+    pub cut_off: bool,
     pub counselor_line: DialNumber,
     pub at: DateTime<Utc>,
 }

@@ -1267,6 +1267,7 @@ fn a_streamed_answer_is_recorded_with_its_playing_once_sent() {
             turn: 1,
             analysis: analysis.clone(),
             via: PlayedVia::Relay,
+            cut_off: false,
             counselor_line: counselor(),
             at: at(12),
         }))
@@ -1431,4 +1432,31 @@ fn the_calls_recording_is_kept_even_after_the_call_ended_and_only_once() {
         .given(vec![started()])
         .when(keep("calls/x/call-RE09.wav"))
         .then_expect_error(CallError::UnknownRecording);
+}
+
+#[test]
+fn a_reply_the_caller_spoke_over_leaves_the_question_for_the_next_one() {
+    let analysis = words_analysis(CALM);
+    CallTest::with(())
+        .given(vec![
+            started(),
+            relay_started(),
+            speech_received(1, CALM, SpeechSource::Relay),
+        ])
+        .when(CallCommand::AnswerTurn(AnswerTurn {
+            turn: 1,
+            analysis: analysis.clone(),
+            via: PlayedVia::Relay,
+            cut_off: true,
+            counselor_line: counselor(),
+            at: at(12),
+        }))
+        .then_expect_events(vec![
+            analysed_at(1, analysis, 12),
+            CallEvent::ResponsePlayed {
+                turn: 1,
+                via: PlayedVia::Relay,
+                at: at(12),
+            },
+        ]);
 }

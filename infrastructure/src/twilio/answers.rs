@@ -175,6 +175,7 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
             VoiceResponse::new(),
             &script::nothing_heard(crisis, language),
         )),
+        CallAnswer::PutThrough => w.dial_counselor(VoiceResponse::new()),
         CallAnswer::Nothing => VoiceResponse::new(),
     }
 }
@@ -620,6 +621,7 @@ mod tests {
             CallAnswer::LastResort,
             CallAnswer::Trouble,
             CallAnswer::NothingHeard,
+            CallAnswer::PutThrough,
         ] {
             let doc = twiml(&english(&answer), call(), &v);
             let last = doc.verbs().last().cloned();
