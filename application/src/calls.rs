@@ -385,9 +385,17 @@ impl<ES: EventStore<Call>> CallService<ES> {
             .await
     }
 
-    /// The counselor line for call `id`'s language (the call's state is usually cached).
+    /// The counselor line for call `id`'s language. The cached state is enough (a language is
+    /// chosen once, at the start); only a call this instance does not hold is read.
     async fn counselor_for(&self, id: CallId) -> DialNumber {
-        match self.load(id).await {
+        if self.lines.counselor_es.is_none() {
+            return self.lines.counselor.clone();
+        }
+        let state = match self.dispatcher.cached(id).await {
+            Some(state) => Ok(state),
+            None => self.load(id).await,
+        };
+        match state {
             Ok(state) => self.lines.counselor_for(state.language()).clone(),
             Err(_) => self.lines.counselor.clone(),
         }
@@ -441,7 +449,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             };
             return self.record_choice(id, input, meta).await;
         }
-        let state = match self.load(id).await {
+        let state = match self.known(id).await {
             Ok(state) => state,
             Err(error) => return trouble(&error),
         };
@@ -698,9 +706,22 @@ impl<ES: EventStore<Call>> CallService<ES> {
         self.run_unheard(id, command, meta).await.map(|_| ())
     }
 
+    /// The call's state as this instance last left it, or as stored when it holds none: for
+    /// reading before a command, which the store then checks (a stale read is caught by the
+    /// append, never acted on).
+    async fn known(&self, id: CallId) -> Result<Call, AppError> {
+        match self.dispatcher.cached(id).await {
+            Some(state) => Ok(state),
+            None => self.load(id).await,
+        }
+    }
+
     /// `answer` in the language of call `id`, for answers that need no command: the call's state
     /// is read (from the cache, usually); when it cannot be, the default language is used.
     async fn in_language_of(&self, id: CallId, answer: CallAnswer) -> Spoken {
+        if let Some(state) = self.dispatcher.cached(id).await {
+            return Spoken::new(answer, state.language());
+        }
         let language = match self.load(id).await {
             Ok(state) => state.language(),
             Err(_) => Language::default(),

@@ -299,6 +299,18 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
     /// The call's current state, for answers that only read. It is loaded from the store, never
     /// taken from the cache, which holds only what this process wrote or read last (and is
     /// refreshed by this load).
+    /// The state this dispatcher last left call `id` in, if it keeps it, without asking the
+    /// store: for what changes rarely and is safe to read a moment late (the call's language).
+    pub async fn cached(&self, id: CallId) -> Option<Call> {
+        self.resuming.as_ref()?;
+        let stripe = self.stripe_for(id).lock().await;
+        stripe
+            .known
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.call.clone())
+    }
+
     pub async fn load(&self, id: CallId) -> Result<Call, AppError> {
         let Some(resuming) = &self.resuming else {
             return Ok(self.load_context(id).await?.aggregate().clone());

@@ -132,7 +132,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         if text.is_empty() {
             return Heard::Send(vec![]);
         }
-        let state = match self.load(id).await {
+        let state = match self.known(id).await {
             Ok(state) => state,
             Err(error) => return failed(&error),
         };
@@ -310,7 +310,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         digit: String,
         meta: &CommandMetadata,
     ) -> Vec<Relay> {
-        let state = match self.load(id).await {
+        let state = match self.known(id).await {
             Ok(state) => state,
             Err(error) => return failed_messages(&error),
         };
@@ -344,10 +344,11 @@ impl<ES: EventStore<Call>> CallService<ES> {
         if asked && !Choice::keys_ask_for_person(Some(&digit)) {
             return said(self.answer_question(id, input, meta).await);
         }
-        if Choice::keys_ask_for_person(Some(&digit)) {
-            return said(self.record_choice(id, input, meta).await);
+        // 0 a person, 1 go on, 2 goodbye, as at every prompt of the other modes.
+        match Choice::from_input(Some(&digit), None) {
+            Some(_) => said(self.record_choice(id, input, meta).await),
+            None => vec![],
         }
-        vec![]
     }
 
     /// `POST /twilio/relay-ended/{call_id}/`: the session is over. The caller goes where the
@@ -399,7 +400,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         times: u32,
         meta: &CommandMetadata,
     ) -> Vec<Relay> {
-        let language = match self.load(id).await {
+        let language = match self.known(id).await {
             Ok(state) => state.language(),
             Err(error) => return failed_messages(&error),
         };
