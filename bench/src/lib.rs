@@ -33,8 +33,8 @@ use infrastructure::twilio::routes::Webhook;
 use serde_json::json;
 use sqlx::{ConnectOptions, PgPool};
 use twilio_signature::sign_request;
-use twilio_sim::scenario;
-use twilio_sim::{new_sid, Simulator, Target};
+use twilio_sim::scenario::{self, Afterwards, Scenario, Step, Transcription};
+use twilio_sim::{new_sid, Line, Simulator, Target};
 
 /// The baselines, served by the bench's server through the same stack as the webhooks:
 /// the same signature check and form parsing, and the same TwiML rendering.
@@ -149,6 +149,9 @@ pub enum Workload {
     Turns,
     Aggregate,
     Replay,
+    /// A caller's wait for each reply, in speech mode, with a model that answers at once and one
+    /// that takes 700 ms.
+    Latency,
 }
 
 /// A row of the table.
@@ -204,6 +207,32 @@ impl BenchDatabase {
     }
 }
 
+/// How a bench server converses with callers (`HOTLINE_CONVERSATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conversation {
+    /// Recorded turns, answered by the pipeline's REST update: the webhook, memory and turn
+    /// workloads.
+    Record,
+    /// Each turn a speech `<Gather>`, answered in its action's own response.
+    Speech,
+}
+
+impl Conversation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Speech => "speech",
+        }
+    }
+}
+
+/// A port free on 127.0.0.1 now.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A server process: the service and the baselines.
 struct Server {
     child: tokio::process::Child,
@@ -212,11 +241,23 @@ struct Server {
 }
 
 impl Server {
-    /// Starts one on `db`; `twilio` (REST base, STT base) turns the pipeline on.
-    async fn start(db: &BenchDatabase, twilio: Option<(&str, &str)>) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    /// Starts one on `db`, conversing as `conversation` says; `twilio` (REST base, base of the
+    /// speech-to-text and model stand-ins) turns the pipeline and the model on.
+    async fn start(
+        db: &BenchDatabase,
+        conversation: Conversation,
+        twilio: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
+        Self::start_on(free_port()?, db, conversation, twilio).await
+    }
+
+    /// As [`Server::start`], on `port` (chosen beforehand, for a simulator calling it).
+    async fn start_on(
+        port: u16,
+        db: &BenchDatabase,
+        conversation: Conversation,
+        twilio: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join(DEVELOPMENT_TOKEN_FILE), TOKEN)?;
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
@@ -226,20 +267,19 @@ impl Server {
             .env("DATABASE_URL", &db.url)
             .env("HOTLINE_ADDR", format!("127.0.0.1:{port}"))
             .env("HOTLINE_DATA_DIR", dir.path())
-            // These workloads measure record mode's webhooks and pipeline.
-            .env("HOTLINE_CONVERSATION", "record")
+            .env("HOTLINE_CONVERSATION", conversation.name())
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if let Some((rest, stt)) = twilio {
+        if let Some((rest, ai)) = twilio {
             command
                 .env("TWILIO_ACCOUNT_SID", ACCOUNT)
                 .env("TWILIO_AUTH_TOKEN", TOKEN)
                 .env("TWILIO_API_BASE", rest)
-                .env("STT_BASE_URL", stt)
-                .env("LLM_BASE_URL", stt);
+                .env("STT_BASE_URL", ai)
+                .env("LLM_BASE_URL", ai);
         }
         let child = command
             .spawn()
@@ -466,6 +506,12 @@ async fn run(
         eprintln!("bench: turn overhead…");
         rows.push(turn_overhead(db, if quick { 10 } else { 100 }).await?);
     }
+    if runs(Workload::Latency) {
+        for case in latency_cases(quick) {
+            eprintln!("bench: {}…", case.name());
+            rows.push(turn_latency(db, &case).await?);
+        }
+    }
     if runs(Workload::Aggregate) {
         eprintln!("bench: aggregate load against call length…");
         rows.push(aggregate_load(&db.pool, if quick { 5 } else { 50 }).await?);
@@ -479,7 +525,7 @@ async fn run(
 
 async fn webhooks(db: &BenchDatabase, seconds: f64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("bench: webhook commands ({seconds} s per run)…");
-    let server = Server::start(db, None).await?;
+    let server = Server::start(db, Conversation::Record, None).await?;
     for connections in [16, 64] {
         // The service and its baselines take turns, a slice each, so that the machine's speed
         // drifting during the run (it does, on shared machines) weighs on all three alike.
@@ -544,7 +590,7 @@ async fn webhooks(db: &BenchDatabase, seconds: f64, rows: &mut Vec<Row>) -> anyh
 
 async fn memory(db: &BenchDatabase, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("bench: peak memory at 200 concurrent calls…");
-    let server = Server::start(db, None).await?;
+    let server = Server::start(db, Conversation::Record, None).await?;
     let mut simulator = Simulator::start(
         Target {
             base_url: server.base_url.clone(),
@@ -582,8 +628,14 @@ async fn memory(db: &BenchDatabase, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Speech-to-text and a language model that answer at once.
-async fn instant_ai() -> anyhow::Result<String> {
+/// What the model stand-in replies to every turn.
+const MODEL_REPLY: &str = "That sounds hard. I'm here to listen.";
+
+/// Speech-to-text that answers at once, and a language model that answers each request after
+/// `model_delay` (a real wait on this server, so the service's connection waits it too). The
+/// service asks the model for `{"risk": …}` and for `{"reply": …}`, at the same time; one answer
+/// holding both keys serves either question.
+async fn ai_stand_in(model_delay: Duration) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let router = Router::new()
@@ -593,9 +645,11 @@ async fn instant_ai() -> anyhow::Result<String> {
         )
         .route(
             "/v1/chat/completions",
-            post(|| async {
-                let content =
-                    json!({ "risk": "none", "reply": "That sounds hard. I'm here to listen." });
+            post(move || async move {
+                if !model_delay.is_zero() {
+                    tokio::time::sleep(model_delay).await;
+                }
+                let content = json!({ "risk": "none", "reply": MODEL_REPLY });
                 Json(json!({ "choices": [{ "message": { "content": content.to_string() } }] }))
             }),
         );
@@ -605,7 +659,7 @@ async fn instant_ai() -> anyhow::Result<String> {
 
 /// From the recording webhook to the reply arriving at the Twilio stand-in.
 async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> {
-    let ai = instant_ai().await?;
+    let ai = ai_stand_in(Duration::ZERO).await?;
     // The stand-in is started before the server it will be Twilio for.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -626,7 +680,12 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
     // on an otherwise idle pipeline.
     vacuum(&db.pool).await?;
     subscription::skip_to_end(&db.pool, PipelineConsumer::default().name()).await?;
-    let server = Server::start(db, Some((&simulator.rest_base_url, &ai))).await?;
+    let server = Server::start(
+        db,
+        Conversation::Record,
+        Some((&simulator.rest_base_url, &ai)),
+    )
+    .await?;
     let client = reqwest::Client::new();
     let post = |path: String, params: Vec<(String, String)>| {
         let client = client.clone();
@@ -705,6 +764,262 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
         ratio: format!("{} round trips at p50", ratio(p50, rt50)),
         target: "p99 ≤ 50 ms".into(),
     })
+}
+
+/// The modes whose turns the simulator times for a caller (`CallReport::turn_latencies`). A
+/// ConversationRelay mode, timed from the final `prompt` to the first `text` token, is another
+/// variant here once the service has its relay side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatencyMode {
+    /// From a speech `<Gather>`'s action request to its TwiML response.
+    Speech,
+}
+
+impl LatencyMode {
+    fn conversation(self) -> Conversation {
+        match self {
+            Self::Speech => Conversation::Speech,
+        }
+    }
+
+    /// The turns' name in the table.
+    fn turns(self) -> &'static str {
+        match self {
+            Self::Speech => "speech turns",
+        }
+    }
+
+    /// A calm caller, so that the model answers every turn: ordinary lines, and a clear no to
+    /// the direct question.
+    fn scenario(self) -> Scenario {
+        let say = |line: &str| Step::Say(line.into());
+        Scenario {
+            name: format!("calm caller, {}", self.turns()),
+            description: String::new(),
+            from: "+14155550123".into(),
+            steps: vec![
+                say("I had a rough day at work and I just need to get it off my chest."),
+                say("No, I'm not."),
+                say("Work has been really stressful lately."),
+                say("My manager keeps adding to my list and I never catch up."),
+                say("Talking about it helps a little."),
+            ],
+            afterwards: Afterwards::HangUp,
+            dial: Vec::new(),
+            transcription: Transcription::default(),
+        }
+    }
+}
+
+/// One latency row: calls in `mode` against a model stand-in that takes `model_delay`.
+#[derive(Debug)]
+struct LatencyCase {
+    mode: LatencyMode,
+    model_delay: Duration,
+    calls: usize,
+    /// Calls at a time; each caller speaks again as soon as they have heard the reply.
+    concurrency: usize,
+    target_p99: Duration,
+}
+
+impl LatencyCase {
+    fn name(&self) -> String {
+        let model = if self.model_delay.is_zero() {
+            "zero-latency model".to_owned()
+        } else {
+            format!("{} ms model", self.model_delay.as_millis())
+        };
+        format!("{}, {model}", self.mode.turns())
+    }
+}
+
+/// The latency rows: speech mode with the model answering at once, and after 700 ms (within the
+/// default speech budget of 2.5 s, so these turns too are answered in their own response).
+fn latency_cases(quick: bool) -> [LatencyCase; 2] {
+    [
+        LatencyCase {
+            mode: LatencyMode::Speech,
+            model_delay: Duration::ZERO,
+            calls: if quick { 4 } else { 100 },
+            concurrency: 4,
+            target_p99: Duration::from_millis(25),
+        },
+        LatencyCase {
+            mode: LatencyMode::Speech,
+            model_delay: Duration::from_millis(700),
+            calls: if quick { 4 } else { 40 },
+            concurrency: 4,
+            target_p99: Duration::from_secs(1),
+        },
+    ]
+}
+
+/// The latency runs alternate with their baseline in this many slices.
+const LATENCY_SLICES: usize = 4;
+
+/// A caller's wait for each reply, against the fixed-TwiML route served by the same process and
+/// posted to in the same way: `concurrency` clients, each sending its next request when its last
+/// is answered.
+async fn turn_latency(db: &BenchDatabase, case: &LatencyCase) -> anyhow::Result<Row> {
+    let ai = ai_stand_in(case.model_delay).await?;
+    // The stand-in is started before the server it will be Twilio for (a turn over the budget is
+    // answered by the pipeline's REST update, as in production).
+    let port = free_port()?;
+    let mut simulator = Simulator::start(
+        Target {
+            base_url: format!("http://127.0.0.1:{port}"),
+            account_sid: ACCOUNT.into(),
+            auth_token: TOKEN.into(),
+            to: "+15005550006".into(),
+        },
+        0,
+    )
+    .await?;
+    simulator.pace = 0.0;
+    // As for the turn workload: the pipeline starts at the store's end, on a vacuumed database.
+    vacuum(&db.pool).await?;
+    subscription::skip_to_end(&db.pool, PipelineConsumer::default().name()).await?;
+    // HOTLINE_SPEECH_BUDGET_MS is left at its default.
+    let server = Server::start_on(
+        port,
+        db,
+        case.mode.conversation(),
+        Some((&simulator.rest_base_url, &ai)),
+    )
+    .await?;
+    let scenario = case.mode.scenario();
+    let (mut turns, mut fixed) = (Load::default(), Load::default());
+    let mut reports = Vec::with_capacity(case.calls);
+    let slices = LATENCY_SLICES.min(case.calls).max(1);
+    for slice in 0..slices {
+        let calls = case.calls / slices + usize::from(slice < case.calls % slices);
+        let run = twilio_sim::load::run_calls(&simulator, &scenario, calls, case.concurrency).await;
+        let answered: usize = run.calls.iter().map(|c| c.turn_latencies.len()).sum();
+        turns.add(
+            Load {
+                latencies: run
+                    .calls
+                    .iter()
+                    .flat_map(|c| c.turn_latencies.iter().copied())
+                    .collect(),
+                failures: 0,
+                elapsed: run.elapsed,
+            },
+            Duration::ZERO,
+        );
+        reports.extend(run.calls);
+        // The projection catches up before the baseline runs, as in the webhook workload.
+        settle(&db.pool).await;
+        fixed.add(
+            fixed_twiml(&server.base_url, answered, case.concurrency).await,
+            Duration::ZERO,
+        );
+    }
+    server.stop().await;
+
+    let failures: Vec<_> = reports
+        .iter()
+        .filter_map(|c| c.outcome.as_ref().err())
+        .collect();
+    let failed = failures.len();
+    if let Some(first) = failures.first() {
+        eprintln!("bench: {failed} calls failed, the first with: {first}");
+    }
+    // A turn the budget did not cover is answered by a REST update; one the model did not answer
+    // gets a scripted reply. Either would make these figures something else.
+    let by_rest = reports
+        .iter()
+        .flat_map(|c| &c.lines)
+        .filter(|l| matches!(l, Line::Note(n) if n.contains("updated the live call")))
+        .count();
+    let model_replies = reports
+        .iter()
+        .flat_map(|c| c.heard())
+        .filter(|l| l.contains(MODEL_REPLY))
+        .count();
+    anyhow::ensure!(
+        fixed.failures == 0,
+        "{} fixed-TwiML requests failed",
+        fixed.failures
+    );
+    let (p50, p99) = (turns.quantile_ms(0.5), turns.quantile_ms(0.99));
+    let (f50, f99) = (fixed.quantile_ms(0.5), fixed.quantile_ms(0.99));
+    let target_ms = case.target_p99.as_secs_f64() * 1000.0;
+    Ok(Row {
+        workload: format!(
+            "{}, {} calls ({} at a time)",
+            case.name(),
+            case.calls,
+            case.concurrency
+        ),
+        figure: format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms over {} turns; {model_replies} model replies, \
+             {by_rest} left to a REST update ({failed} of {} calls failed)",
+            turns.latencies.len(),
+            case.calls
+        ),
+        baseline: format!("fixed TwiML p50 {f50:.2} ms, p99 {f99:.2} ms"),
+        ratio: format!("{} at p50, {} at p99", ratio(p50, f50), ratio(p99, f99)),
+        target: if target_ms < 1000.0 {
+            format!("p99 ≤ {target_ms:.0} ms")
+        } else {
+            format!("p99 ≤ {:.1} s", target_ms / 1000.0)
+        },
+    })
+}
+
+/// `requests` posts to the fixed-TwiML route, `concurrency` clients at a time, each sending its
+/// next request when its last is answered.
+async fn fixed_twiml(base_url: &str, requests: usize, concurrency: usize) -> Load {
+    let client = reqwest::Client::new();
+    let url = format!("{base_url}/bench/fixed/");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client_index in 0..concurrency {
+        let (client, url) = (client.clone(), url.clone());
+        let share = requests / concurrency + usize::from(client_index < requests % concurrency);
+        tasks.spawn(async move {
+            let mut load = Load::default();
+            for _ in 0..share {
+                let params = vec![
+                    ("CallSid".to_owned(), new_sid("CA")),
+                    ("AccountSid".to_owned(), ACCOUNT.to_owned()),
+                    (
+                        "SpeechResult".to_owned(),
+                        "Work has been really stressful lately.".to_owned(),
+                    ),
+                    ("Confidence".to_owned(), "0.92".to_owned()),
+                ];
+                let signature = sign_request(TOKEN, &url, &params);
+                let sent = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header("X-Twilio-Signature", signature)
+                    .form(&params)
+                    .send()
+                    .await;
+                let ok = match answer {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        ok && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                load.latencies.push(sent.elapsed());
+                if !ok {
+                    load.failures += 1;
+                }
+            }
+            load
+        });
+    }
+    let mut total = Load::default();
+    while let Some(Ok(load)) = tasks.join_next().await {
+        total.latencies.extend(load.latencies);
+        total.failures += load.failures;
+    }
+    total.elapsed = started.elapsed();
+    total
 }
 
 /// µs per command on calls of 10, 100 and 1,000 events.

@@ -26,6 +26,8 @@ async fn the_bench_runs_every_workload_and_prints_its_table() {
         "webhook commands, 64 connections",
         "memory, 200 concurrent calls",
         "turn overhead",
+        "speech turns, zero-latency model",
+        "speech turns, 700 ms model",
         "aggregate load against call length",
         "replay of",
     ] {
@@ -41,4 +43,11 @@ async fn the_bench_runs_every_workload_and_prints_its_table() {
     assert!(stdout.contains("0 errors"), "{stdout}");
     assert!(stdout.contains("(0 of 200 calls failed)"), "{stdout}");
     assert!(stdout.contains(", 0 lost"), "{stdout}");
+    // Every speech turn answered in its own response, by the model stand-in, in calls that all
+    // ended well.
+    for row in stdout.lines().filter(|l| l.starts_with("| speech turns")) {
+        assert!(row.contains("(0 of "), "{row}");
+        assert!(row.contains(" 0 left to a REST update"), "{row}");
+        assert!(row.contains(" at p99"), "{row}");
+    }
 }
