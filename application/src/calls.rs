@@ -431,18 +431,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             }
             (None, None) => return self.nothing_heard(id, meta).await,
         };
-        // Words that are only a choice ("counselor", "goodbye") are that choice; anything that
-        // shows risk is a turn, whatever choice words it also holds.
-        let risky = {
-            let screening = domain::risk::screen(&text);
-            screening.level > domain::risk::RiskLevel::None
-                || screening.signals.iter().any(|s| s.is_risk())
-        };
-        let only_a_choice = matches!(
-            Choice::from_input(None, Some(&text)),
-            Some(Choice::Counselor | Choice::End)
-        );
-        if only_a_choice && !risky {
+        if only_a_choice(&text) {
             let input = ChoiceInput {
                 digits: None,
                 speech: Some(text),
@@ -549,11 +538,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let speech = input.speech.clone().filter(|s| !s.trim().is_empty());
         // Whatever was said is screened first: risky words reach a person, whichever choice
         // words they also hold ("I want to hurt someone", "end it").
-        let risky = speech.as_deref().is_some_and(|text| {
-            let screening = domain::risk::screen(text);
-            screening.level > domain::risk::RiskLevel::None
-                || screening.signals.iter().any(|s| s.is_risk())
-        });
+        let risky = speech.as_deref().is_some_and(shows_risk);
         let spanish = speech.is_none()
             && input
                 .digits
@@ -761,6 +746,22 @@ fn answer_for(state: &Call, turn: &Turn) -> Spoken {
         CallAnswer::Reply { text: reply }
     };
     in_call(state, answer)
+}
+
+/// Whether the screener finds any sign of risk in `text`.
+fn shows_risk(text: &str) -> bool {
+    let screening = domain::risk::screen(text);
+    screening.level > domain::risk::RiskLevel::None || screening.signals.iter().any(|s| s.is_risk())
+}
+
+/// Whether words said where a turn was expected are only a choice ("counselor", "goodbye"), to
+/// be taken as that choice. Anything that shows risk is a turn, whatever choice words it also
+/// holds ("I want to end it, goodbye").
+fn only_a_choice(text: &str) -> bool {
+    matches!(
+        Choice::from_input(None, Some(text)),
+        Some(Choice::Counselor | Choice::End)
+    ) && !shows_risk(text)
 }
 
 /// `answer`, in the call's language.

@@ -14,7 +14,7 @@ use domain::call::{
 use domain::risk::{RiskAssessment, Route, Screening};
 use domain::{script, Call, CallCommand, CallId, CallSid, Choice, Language};
 
-use super::{in_call, log_failure, trouble, CallService, ChoiceInput};
+use super::{in_call, log_failure, only_a_choice, trouble, CallService, ChoiceInput};
 use crate::answer::{CallAnswer, Spoken};
 use crate::guarded::{guarded_sentences, GuardedSentences};
 use crate::metadata::CommandMetadata;
@@ -136,9 +136,6 @@ impl<ES: EventStore<Call>> CallService<ES> {
             Ok(state) => state,
             Err(error) => return failed(&error),
         };
-        let screening = domain::risk::screen(&text);
-        let risky = screening.level > domain::risk::RiskLevel::None
-            || screening.signals.iter().any(|s| s.is_risk());
         if matches!(state.question(), domain::call::Question::Asked { .. }) {
             let input = ChoiceInput {
                 digits: None,
@@ -147,11 +144,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             let spoken = self.answer_question(id, input, meta).await;
             return Heard::Send(said(spoken));
         }
-        let only_a_choice = matches!(
-            Choice::from_input(None, Some(&text)),
-            Some(Choice::Counselor | Choice::End)
-        );
-        if only_a_choice && !risky {
+        if only_a_choice(&text) {
             let input = ChoiceInput {
                 digits: None,
                 speech: Some(text),
@@ -178,6 +171,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         };
         // The model's opinion and its reply are asked for together; nothing of the reply is
         // sent before the opinion is in and says the bot may answer.
+        let screening = domain::risk::screen(&text);
         let reply_language = screening.language.unwrap_or(language);
         let fallback = script::scripted_reply(reply_language);
         let stream = async {
