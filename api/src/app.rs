@@ -96,6 +96,7 @@ mod tests {
             conversation: infrastructure::twilio::answers::Conversation::Speech,
             transcribe: false,
             recorded: infrastructure::twilio::answers::Recorded::default(),
+            record_calls: true,
         });
         let router: Router = Router::new()
             .route(

@@ -178,6 +178,10 @@ impl From<PipelineError> for ApiError {
                 "re-processing needs a speech-to-text service (STT_BASE_URL)".into(),
             ),
             PipelineError::App(error) => error.into(),
+            error @ PipelineError::Keep(_) => Self::Upstream {
+                service: "the audio store",
+                class: error.class().into_owned(),
+            },
             // Only a turn's job waits for Twilio's transcription; re-processing never does.
             error @ (PipelineError::Stage { .. } | PipelineError::TranscriptionPending) => {
                 Self::Upstream {

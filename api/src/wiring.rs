@@ -23,7 +23,7 @@ use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText}
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::read_side::CallViewsProjection;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
-use infrastructure::twilio::answers::{Recorded, Voices};
+use infrastructure::twilio::answers::{Recorded, RelayVoices, Voices};
 use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
 use rand::Rng;
 use secrecy::SecretString;
@@ -278,6 +278,11 @@ pub fn voice(config: &Config) -> Voice {
         voices: Voices {
             english: config.voice_en.clone(),
             spanish: config.voice_es.clone(),
+            relay: RelayVoices {
+                provider: config.relay_tts_provider.clone(),
+                english: config.relay_voice_en.clone(),
+                spanish: config.relay_voice_es.clone(),
+            },
         },
         conversation: config.conversation,
         // Without a speech-to-text service, the pipeline reads Twilio's transcriptions.
@@ -286,6 +291,7 @@ pub fn voice(config: &Config) -> Voice {
             greeting_en: config.greeting_audio_en.clone(),
             greeting_es: config.greeting_audio_es.clone(),
         },
+        record_calls: config.records_calls(),
     }
 }
 

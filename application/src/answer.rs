@@ -18,7 +18,11 @@ impl Spoken {
 /// The next thing the caller hears. Every variant leads somewhere: none ends in silence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallAnswer {
-    /// Disclosure, greeting, the way to a counselor, then record the first turn.
+    /// The call's first answer: the greeting, with the recording of the whole call started
+    /// where the deployment records calls.
+    Welcome,
+    /// Disclosure, greeting, the way to a counselor, then the first turn (again, or in the
+    /// language the caller chose).
     Greeting,
     /// The caller's words were received: a holding line, a pause, then ask again (continue).
     /// `waited` counts the holds so far, so that the wait is bounded.

@@ -132,6 +132,17 @@ pub struct TranscriptionReport {
     pub completed: bool,
 }
 
+/// Twilio's recording status callback for the call's own recording (`<Start><Recording>`).
+#[derive(Debug, Clone)]
+pub struct CallRecordingReport {
+    pub call_sid: CallSid,
+    pub recording_sid: RecordingSid,
+    pub recording_url: RecordingUrl,
+    pub duration_secs: Option<u32>,
+    /// `completed`, `absent` or `failed`.
+    pub status: String,
+}
+
 /// How a `<Dial>` ended (`DialCallStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialOutcome {
@@ -283,7 +294,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         });
         match self.run(id, command, meta).await {
             Ok(state) if state.ended().is_some() => in_call(&state, CallAnswer::Nothing),
-            Ok(state) => in_call(&state, CallAnswer::Greeting),
+            Ok(state) => in_call(&state, CallAnswer::Welcome),
             Err(error) => trouble(&error),
         }
     }
@@ -469,6 +480,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             confidence: input.confidence,
             source: SpeechSource::Gather,
             answer,
+            heard_in: None,
             counselor_line: self.lines.counselor_for(state.language()).clone(),
             at: meta.received_at,
         });
@@ -673,6 +685,30 @@ impl<ES: EventStore<Call>> CallService<ES> {
         self.run_unheard(id, command, meta).await.map(|_| ())
     }
 
+    /// `POST /twilio/call-recording/{call_id}/`: Twilio finished the recording of the whole call
+    /// (usually after it ended). Kept on the call's history; the pipeline copies the audio into
+    /// the audio store.
+    #[tracing::instrument(skip_all, fields(call_id = %id, status = %report.status))]
+    pub async fn receive_call_recording(
+        &self,
+        id: CallId,
+        report: CallRecordingReport,
+        meta: &CommandMetadata,
+    ) -> Result<(), AppError> {
+        if CallId::for_call_sid(&report.call_sid) != id {
+            return Err(AppError::WrongCall);
+        }
+        let command = CallCommand::ReceiveCallRecording(domain::call::ReceiveCallRecording {
+            call_sid: report.call_sid,
+            recording_sid: report.recording_sid,
+            recording_url: report.recording_url,
+            duration_secs: report.duration_secs,
+            status: report.status,
+            at: meta.received_at,
+        });
+        self.run_unheard(id, command, meta).await.map(|_| ())
+    }
+
     /// `POST /twilio/status/`: Twilio reports the call's status.
     #[tracing::instrument(skip_all, fields(call_sid = %report.call_sid, status = %report.status))]
     pub async fn update_status(
@@ -831,7 +867,7 @@ mod tests {
         };
         assert_eq!(
             service.answer_call(call, &meta()).await.answer,
-            CallAnswer::Greeting
+            CallAnswer::Welcome
         );
     }
 

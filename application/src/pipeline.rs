@@ -18,8 +18,9 @@ use domain::call::{
     Analysis, Escalate, EscalationReason, PlayResponse, PlayedVia, RecordAnalysis, RecordFailure,
     Stage, StageTimings,
 };
+use domain::call::{KeepCallRecording, RecordingUrl};
 use domain::risk::{self, RiskLevel, Route};
-use domain::{Call, CallCommand, CallId, CallSid};
+use domain::{Call, CallCommand, CallId, CallSid, RecordingSid};
 
 use crate::calls::Lines;
 use crate::dispatch::CommandDispatcher;
@@ -60,6 +61,9 @@ pub enum PipelineError {
     NoSuchCall,
     #[error("the URL is not one of this account's recordings")]
     ForeignRecording,
+    /// The audio store did not take a recording.
+    #[error("the audio store failed: {0}")]
+    Keep(#[source] PortError),
 }
 
 impl PipelineError {
@@ -68,16 +72,18 @@ impl PipelineError {
         match self {
             Self::Stage { stage, .. } => *stage,
             Self::TranscriptionPending | Self::SpeechToTextNotConfigured => Stage::Transcription,
-            Self::App(_) | Self::NoSuchTurn(_) | Self::NoSuchCall | Self::ForeignRecording => {
-                Stage::Delivery
-            }
+            Self::App(_)
+            | Self::NoSuchTurn(_)
+            | Self::NoSuchCall
+            | Self::ForeignRecording
+            | Self::Keep(_) => Stage::Delivery,
         }
     }
 
     /// The class of failure as it is stored with a failed turn: safe to show to an operator.
     pub fn class(&self) -> Cow<'static, str> {
         match self {
-            Self::Stage { error, .. } => error.class(),
+            Self::Stage { error, .. } | Self::Keep(error) => error.class(),
             Self::TranscriptionPending => "transcription_pending".into(),
             Self::SpeechToTextNotConfigured => "speech_to_text_not_configured".into(),
             Self::App(_) => "event_store".into(),
@@ -91,7 +97,7 @@ impl PipelineError {
     /// service stay so, and the caller should reach a person at once.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Stage { error, .. } => error.retryable(),
+            Self::Stage { error, .. } | Self::Keep(error) => error.retryable(),
             Self::TranscriptionPending | Self::App(_) => true,
             Self::SpeechToTextNotConfigured
             | Self::NoSuchTurn(_)
@@ -359,6 +365,33 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         })
     }
 
+    /// Copies the recording `recording` of the whole call `id` (Twilio's, at `url`) into the
+    /// audio store and records where it is kept. Safe to run again: the same key records nothing
+    /// new. Without an audio store the recording stays with Twilio only, and nothing is done.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn keep_call_recording(
+        &self,
+        id: CallId,
+        recording: RecordingSid,
+        url: &RecordingUrl,
+    ) -> Result<Option<String>, PipelineError> {
+        let Some(store) = &self.audio_store else {
+            return Ok(None);
+        };
+        let audio = self.download_owned(url).await?;
+        let key = store
+            .keep_call(id, &recording, &audio)
+            .await
+            .map_err(PipelineError::Keep)?;
+        let command = CallCommand::KeepCallRecording(KeepCallRecording {
+            recording_sid: recording,
+            key: key.clone(),
+            at: Utc::now(),
+        });
+        self.execute(id, command).await?;
+        Ok(Some(key))
+    }
+
     /// Re-processes the recording at `url` for call `id` (an operator's request): the recording
     /// must be one of the account's own and the call must exist. Nothing is recorded on the call
     /// and nothing is played to it.
@@ -374,15 +407,22 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         if !call.is_started() {
             return Err(PipelineError::NoSuchCall);
         }
-        let audio = self
-            .recordings
+        let audio = self.download_owned(url).await?;
+        self.process_caller_audio(&audio, id).await
+    }
+
+    /// Downloads the recording at `url`, which must be one of this account's.
+    async fn download_owned(&self, url: &RecordingUrl) -> Result<Audio, PipelineError> {
+        if !self.recordings.owns(url) {
+            return Err(PipelineError::ForeignRecording);
+        }
+        self.recordings
             .fetch(url)
             .await
             .map_err(|error| PipelineError::Stage {
                 stage: Stage::Download,
                 error,
-            })?;
-        self.process_caller_audio(&audio, id).await
+            })
     }
 
     /// Claims the turn for the REST path and plays it; a failed delivery hands it back to the
@@ -1234,6 +1274,14 @@ mod tests {
         async fn keep(&self, _id: CallId, _turn: u32, _audio: &Audio) -> Result<String, PortError> {
             std::future::pending().await
         }
+        async fn keep_call(
+            &self,
+            _id: CallId,
+            _recording: &RecordingSid,
+            _audio: &Audio,
+        ) -> Result<String, PortError> {
+            std::future::pending().await
+        }
     }
 
     #[tokio::test]
@@ -1249,5 +1297,85 @@ mod tests {
         .expect("the answer is not held back by the store");
         assert_eq!(outcome.expect("runs"), TurnOutcome::Replied);
         assert_eq!(analysis(&h.store, id).await.recording_key, None);
+    }
+
+    /// An audio store in memory: what it holds, by key.
+    #[derive(Default)]
+    struct KeptAudio(Mutex<Vec<(String, Audio)>>);
+    #[async_trait]
+    impl crate::ports::AudioStore for KeptAudio {
+        async fn keep(&self, id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError> {
+            let key = format!("{id}/turn-{turn}");
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((key.clone(), audio.clone()));
+            Ok(key)
+        }
+        async fn keep_call(
+            &self,
+            id: CallId,
+            recording: &RecordingSid,
+            audio: &Audio,
+        ) -> Result<String, PortError> {
+            let key = format!("{id}/call-{}", recording.as_str());
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((key.clone(), audio.clone()));
+            Ok(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_calls_own_recording_is_kept_once_and_only_from_this_account() {
+        let mut h = harness(Ok("I had a rough day."), None, Control::default());
+        let kept = Arc::new(KeptAudio::default());
+        h.pipeline = h.pipeline.with_audio_store(kept.clone());
+        let id = call_with_one_turn(&h.store).await;
+        let recording = RecordingSid::parse("RE00000000000000000000000000000009").expect("valid");
+        let url =
+            RecordingUrl::parse("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE9")
+                .expect("valid");
+        run(
+            &h.store,
+            id,
+            CallCommand::ReceiveCallRecording(domain::call::ReceiveCallRecording {
+                call_sid: CallSid::parse(SID).expect("valid"),
+                recording_sid: recording.clone(),
+                recording_url: url.clone(),
+                duration_secs: Some(42),
+                status: "completed".into(),
+                at: Utc::now(),
+            }),
+        )
+        .await;
+
+        let key = h
+            .pipeline
+            .keep_call_recording(id, recording.clone(), &url)
+            .await
+            .expect("kept");
+        assert_eq!(key, Some(format!("{id}/call-{}", recording.as_str())));
+        // Run again (a retried job): the same copy is written, nothing new is recorded.
+        h.pipeline
+            .keep_call_recording(id, recording.clone(), &url)
+            .await
+            .expect("kept again");
+        let types = event_types(&h.store, id).await;
+        assert_eq!(
+            types.iter().filter(|t| *t == "CallRecordingKept").count(),
+            1,
+            "{types:?}"
+        );
+        assert_eq!(kept.0.lock().expect("not poisoned").len(), 2);
+
+        let foreign = RecordingUrl::parse("https://example.org/RE9").expect("valid");
+        assert!(matches!(
+            h.pipeline
+                .keep_call_recording(id, recording, &foreign)
+                .await,
+            Err(PipelineError::ForeignRecording)
+        ));
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
 use domain::risk::RiskLevel;
-use domain::{CallId, CallSid, DialNumber, Language};
+use domain::{CallId, CallSid, DialNumber, Language, RecordingSid};
 
 /// Which kind of service a port talks to. It names the failure's class, so an operator can tell
 /// Twilio's failures from the others'.
@@ -218,6 +218,15 @@ pub trait AudioStore: Send + Sync {
     /// Keeps `audio` as turn `turn` of call `call_id`, replacing any earlier copy, and returns
     /// the key it is kept under.
     async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError>;
+
+    /// Keeps `audio` as the recording `recording` of the whole call `call_id`, replacing any
+    /// earlier copy, and returns the key it is kept under.
+    async fn keep_call(
+        &self,
+        call_id: CallId,
+        recording: &RecordingSid,
+        audio: &Audio,
+    ) -> Result<String, PortError>;
 }
 
 /// Places outbound calls, which Hotline then answers like any other.

@@ -18,7 +18,7 @@ use api::twilio::extract::TwilioRequest;
 use api::wiring::DEVELOPMENT_TOKEN_FILE;
 use application::{CallAnswer, CommandDispatcher, CommandMetadata};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
@@ -215,6 +215,8 @@ enum Conversation {
     Record,
     /// Each turn a speech `<Gather>`, answered in its action's own response.
     Speech,
+    /// The live mode: a ConversationRelay session, replies streamed.
+    Relay,
 }
 
 impl Conversation {
@@ -222,6 +224,7 @@ impl Conversation {
         match self {
             Self::Record => "record",
             Self::Speech => "speech",
+            Self::Relay => "relay",
         }
     }
 }
@@ -645,12 +648,24 @@ async fn ai_stand_in(model_delay: Duration) -> anyhow::Result<String> {
         )
         .route(
             "/v1/chat/completions",
-            post(move || async move {
+            post(move |Json(request): Json<serde_json::Value>| async move {
                 if !model_delay.is_zero() {
                     tokio::time::sleep(model_delay).await;
                 }
+                // The live mode streams its reply: the tokens, as server-sent events, after
+                // `model_delay` to the first.
+                if request["stream"] == true {
+                    let mut events = String::new();
+                    for token in MODEL_REPLY.split_inclusive(' ') {
+                        let chunk = json!({ "choices": [{ "delta": { "content": token } }] });
+                        events.push_str(&format!("data: {chunk}\n\n"));
+                    }
+                    events.push_str("data: [DONE]\n\n");
+                    return ([("content-type", "text/event-stream")], events).into_response();
+                }
                 let content = json!({ "risk": "none", "reply": MODEL_REPLY });
                 Json(json!({ "choices": [{ "message": { "content": content.to_string() } }] }))
+                    .into_response()
             }),
         );
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -766,19 +781,21 @@ async fn turn_overhead(db: &BenchDatabase, turns: usize) -> anyhow::Result<Row> 
     })
 }
 
-/// The modes whose turns the simulator times for a caller (`CallReport::turn_latencies`). A
-/// ConversationRelay mode, timed from the final `prompt` to the first `text` token, is another
-/// variant here once the service has its relay side.
+/// The modes whose turns the simulator times for a caller (`CallReport::turn_latencies`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LatencyMode {
     /// From a speech `<Gather>`'s action request to its TwiML response.
     Speech,
+    /// From a ConversationRelay session's final `prompt` to Hotline's first `text` token (the
+    /// first sentence the guard passed, screening and the model's opinion included).
+    Relay,
 }
 
 impl LatencyMode {
     fn conversation(self) -> Conversation {
         match self {
             Self::Speech => Conversation::Speech,
+            Self::Relay => Conversation::Relay,
         }
     }
 
@@ -786,6 +803,7 @@ impl LatencyMode {
     fn turns(self) -> &'static str {
         match self {
             Self::Speech => "speech turns",
+            Self::Relay => "live turns (prompt to first text token)",
         }
     }
 
@@ -834,8 +852,9 @@ impl LatencyCase {
 }
 
 /// The latency rows: speech mode with the model answering at once, and after 700 ms (within the
-/// default speech budget of 2.5 s, so these turns too are answered in their own response).
-fn latency_cases(quick: bool) -> [LatencyCase; 2] {
+/// default speech budget of 2.5 s, so these turns too are answered in their own response); the
+/// live mode with a model streaming at once, and after 700 ms to its first token.
+fn latency_cases(quick: bool) -> [LatencyCase; 4] {
     [
         LatencyCase {
             mode: LatencyMode::Speech,
@@ -846,6 +865,20 @@ fn latency_cases(quick: bool) -> [LatencyCase; 2] {
         },
         LatencyCase {
             mode: LatencyMode::Speech,
+            model_delay: Duration::from_millis(700),
+            calls: if quick { 4 } else { 40 },
+            concurrency: 4,
+            target_p99: Duration::from_secs(1),
+        },
+        LatencyCase {
+            mode: LatencyMode::Relay,
+            model_delay: Duration::ZERO,
+            calls: if quick { 4 } else { 100 },
+            concurrency: 4,
+            target_p99: Duration::from_millis(15),
+        },
+        LatencyCase {
+            mode: LatencyMode::Relay,
             model_delay: Duration::from_millis(700),
             calls: if quick { 4 } else { 40 },
             concurrency: 4,

@@ -41,6 +41,10 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_GREETING_AUDIO_EN",
     "HOTLINE_GREETING_AUDIO_ES",
     "COUNSELOR_NUMBER_ES",
+    "HOTLINE_RECORD_CALLS",
+    "HOTLINE_RELAY_TTS_PROVIDER",
+    "HOTLINE_RELAY_VOICE_EN",
+    "HOTLINE_RELAY_VOICE_ES",
 ];
 
 /// Hotline's configuration.
@@ -163,6 +167,20 @@ pub struct Config {
     #[arg(long, env = "HOTLINE_VOICE_ES", default_value = "Polly.Lupe")]
     pub voice_es: String,
 
+    /// The live session's text-to-speech provider (`Google`, `Amazon`, `ElevenLabs`); Twilio's
+    /// default when absent.
+    #[arg(long, env = "HOTLINE_RELAY_TTS_PROVIDER")]
+    pub relay_tts_provider: Option<String>,
+
+    /// The live session's English voice, as its provider names it; the provider's default
+    /// English voice when absent.
+    #[arg(long, env = "HOTLINE_RELAY_VOICE_EN")]
+    pub relay_voice_en: Option<String>,
+
+    /// The live session's Spanish voice, as its provider names it.
+    #[arg(long, env = "HOTLINE_RELAY_VOICE_ES")]
+    pub relay_voice_es: Option<String>,
+
     /// A pre-recorded English greeting (an audio URL Twilio can fetch), played instead of the
     /// spoken one.
     #[arg(long, env = "HOTLINE_GREETING_AUDIO_EN", value_parser = parse_base_url)]
@@ -175,6 +193,12 @@ pub struct Config {
     /// The counselor line for callers who speak Spanish (E.164). Defaults to COUNSELOR_NUMBER.
     #[arg(long, env = "COUNSELOR_NUMBER_ES", value_parser = parse_dial_number)]
     pub counselor_number_es: Option<DialNumber>,
+
+    /// Record each whole call (Twilio's `<Start><Recording>`, kept in the audio store): true or
+    /// false. By default calls are recorded in speech and relay modes, where no turn has a
+    /// recording of its own, and not in record mode, where every turn is recorded already.
+    #[arg(long, env = "HOTLINE_RECORD_CALLS", action = clap::ArgAction::Set)]
+    pub record_calls: Option<bool>,
 }
 
 fn parse_conversation(value: &str) -> Result<Conversation, String> {
@@ -245,6 +269,12 @@ impl Config {
     /// Whether real Twilio credentials are configured.
     pub fn has_twilio_credentials(&self) -> bool {
         self.twilio_auth_token.is_some()
+    }
+
+    /// Whether each whole call is recorded (see `record_calls`).
+    pub fn records_calls(&self) -> bool {
+        self.record_calls
+            .unwrap_or(self.conversation != Conversation::Record)
     }
 
     /// The URL Twilio calls.

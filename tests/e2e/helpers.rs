@@ -322,6 +322,10 @@ impl TestAppBuilder {
             greeting_audio_en: None,
             greeting_audio_es: None,
             counselor_number_es: Some(number(COUNSELOR_ES)),
+            record_calls: None,
+            relay_tts_provider: None,
+            relay_voice_en: None,
+            relay_voice_es: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 use domain::CallSid;
 use serde_json::json;
 use twilio_sim::scenario::{self, Scenario};
-use twilio_sim::CallReport;
+use twilio_sim::{CallReport, Line};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -141,6 +141,50 @@ async fn a_spanish_caller_is_answered_in_spanish_and_put_through_to_the_spanish_
         "{heard:#?}"
     );
     assert_eq!(call.dialled(), [COUNSELOR_ES], "{:#?}", call.lines);
+
+    // Spanish heard in the first words switches the session without a key: Twilio is told to
+    // listen and speak in Spanish, the reply is Spanish, and so is the line a person answers.
+    let detected = served
+        .simulator
+        .call(&scenario(
+            "name: detectado\nafterwards: stay_silent\nsteps:\n  - say: Hoy tuve un día muy difícil en el trabajo y me siento muy cansada.\n  - press: \"0\"\n",
+        ))
+        .await;
+    assert_eq!(detected.outcome, Ok(()), "{:#?}", detected.lines);
+    assert!(
+        detected.lines.iter().any(|l| matches!(
+            l,
+            Line::Note(n) if n == "Hotline switches the language to es-US"
+        )),
+        "{:#?}",
+        detected.lines
+    );
+    assert!(
+        detected
+            .heard()
+            .iter()
+            .any(|l| l.contains("enfrentarlo a solas")),
+        "{:#?}",
+        detected.lines
+    );
+    assert_eq!(detected.dialled(), [COUNSELOR_ES], "{:#?}", detected.lines);
+    let events = served
+        .app
+        .events(&CallSid::parse(&detected.call_sid).expect("a CallSid"))
+        .await;
+    let chosen = events
+        .iter()
+        .find(|e| e.event_type == "LanguageChosen")
+        .expect("the language was chosen");
+    assert_eq!(chosen.payload["LanguageChosen"]["how"], "detected");
+    // The live call is recorded whole, as a speech-mode call is.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "CallRecordingReceived"),
+        "{:?}",
+        events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ pub(crate) struct Served {
     _child: tokio::process::Child,
     pub(crate) app: TestApp,
     pub(crate) simulator: Simulator,
-    _data_dir: tempfile::TempDir,
+    pub(crate) data_dir: tempfile::TempDir,
 }
 
 /// Record mode: these calls are about the pipeline and its REST updates.
@@ -83,7 +83,7 @@ pub(crate) async fn serve_with_simulated_twilio_and(extra: &[(&str, &str)]) -> S
         _child: child,
         app,
         simulator,
-        _data_dir: data_dir,
+        data_dir,
     }
 }
 

@@ -203,3 +203,92 @@ async fn a_model_slower_than_the_budget_leaves_the_answer_to_a_rest_update() {
     let events = types(&served.app, &call.call_sid).await;
     assert!(events.contains(&"AnswerDeferred".to_owned()), "{events:?}");
 }
+
+/// Polls the call's history until `event_type` is in it (the worker runs on its own time),
+/// for at most 20 s.
+async fn until_recorded(app: &TestApp, report: &CallReport, event_type: &str) -> Vec<StoredEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = stored(app, report).await;
+        if events.iter().any(|e| e.event_type == event_type) {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {event_type} after 20 s: {:?}",
+            events.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_speech_mode_call_is_recorded_whole_and_kept_in_the_audio_store() {
+    let served = serve_with_simulated_twilio_and(&[]).await;
+    let call = served
+        .simulator
+        .call(&scenario(
+            "name: recorded\nsteps:\n  - say: I had a rough day at work.\n  - say: No.\n  - say: goodbye\n",
+        ))
+        .await;
+    assert_eq!(call.outcome, Ok(()), "{:#?}", call.lines);
+    let (reported_call, recording_sid) = served
+        .simulator
+        .call_recordings()
+        .pop()
+        .expect("Twilio was asked to record the call and reported its recording");
+    assert_eq!(reported_call, call.call_sid);
+
+    let events = until_recorded(&served.app, &call, "CallRecordingKept").await;
+    let received = events
+        .iter()
+        .find(|e| e.event_type == "CallRecordingReceived")
+        .expect("the recording's callback is on the call's history");
+    let received = &received.payload["CallRecordingReceived"];
+    assert_eq!(received["recording_sid"], recording_sid.as_str());
+    assert_eq!(received["status"], "completed");
+    let kept = events
+        .iter()
+        .find(|e| e.event_type == "CallRecordingKept")
+        .expect("kept");
+    let key = kept.payload["CallRecordingKept"]["key"]
+        .as_str()
+        .expect("a key");
+    let id = domain::CallId::for_call_sid(&CallSid::parse(&call.call_sid).expect("a CallSid"));
+    assert_eq!(key, format!("recordings/{id}/call-{recording_sid}.wav"));
+
+    // The audio store holds what Twilio served for that recording, byte for byte.
+    let kept_audio = std::fs::read(served.data_dir.path().join("recordings").join(key))
+        .expect("the recording is in the audio store");
+    let url = received["recording_url"].as_str().expect("a URL");
+    let served_audio = reqwest::Client::new()
+        .get(format!("{url}.wav"))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .bytes()
+        .await
+        .expect("a body");
+    assert!(kept_audio.starts_with(b"RIFF"), "a WAV file");
+    assert_eq!(kept_audio, served_audio.to_vec());
+
+    // A recording callback that names another call is refused, and nothing is stored.
+    let before = served.app.event_count().await;
+    let other = new_call_sid();
+    let refused = served
+        .app
+        .post_signed(
+            &format!("/twilio/call-recording/{id}/"),
+            &form(&[
+                ("CallSid", other.as_str()),
+                ("AccountSid", ACCOUNT_SID),
+                ("RecordingSid", "RE00000000000000000000000000000001"),
+                ("RecordingUrl", url),
+                ("RecordingStatus", "completed"),
+            ]),
+        )
+        .await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    assert_eq!(served.app.event_count().await, before);
+}

@@ -189,6 +189,15 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Recordings of whole calls (`<Start><Recording>`) the simulator reported, as
+    /// (CallSid, RecordingSid).
+    pub fn call_recordings(&self) -> Vec<(String, String)> {
+        self.registry
+            .lock()
+            .map(|r| r.call_recordings.clone())
+            .unwrap_or_default()
+    }
+
     /// Registers a live call `call_sid` (placed by someone else) and returns where REST updates
     /// of it arrive.
     pub fn watch_call(&self, call_sid: &str) -> mpsc::Receiver<String> {
@@ -238,14 +247,16 @@ impl Simulator {
             quiet: 0.0,
             started: Instant::now(),
             late_transcription: None,
+            recording_callback: None,
         };
         let outcome = call.run().await;
         let ended = call.status_callback().await;
+        let recorded = call.recording_status_callback().await;
         if let Ok(mut registry) = self.registry.lock() {
             registry.calls.remove(&call_sid);
         }
         let mut report = call.report;
-        report.outcome = outcome.and(ended);
+        report.outcome = outcome.and(ended).and(recorded);
         report
     }
 }
@@ -279,6 +290,8 @@ struct Call<'a> {
     /// A transcription held back until the caller next reaches a prompt (`Transcription::Late`):
     /// its callback URL and parameters.
     late_transcription: Option<(String, Vec<(String, String)>)>,
+    /// Where the call's own recording (`<Start><Recording>`) is reported when it is ready.
+    recording_callback: Option<String>,
 }
 
 impl Call<'_> {
@@ -480,11 +493,74 @@ impl Call<'_> {
             "Record" => self.record(document, verb).await,
             "Dial" => self.dial(document, verb).await,
             "Connect" => self.connect(document, verb).await,
+            "Start" => self.start(document, verb),
             other => Err(SimError::InvalidTwiml {
                 url: document.url.clone(),
                 reason: format!("<{other}> cannot run here"),
             }),
         }
+    }
+
+    /// `<Start><Recording>`: the call is recorded from here on; its status callback is sent once
+    /// the call has ended, as Twilio sends it when the recording is ready.
+    fn start(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
+        for noun in &verb.children {
+            let Some(callback) = noun.attr("recordingStatusCallback") else {
+                continue;
+            };
+            let events = noun
+                .attr("recordingStatusCallbackEvent")
+                .unwrap_or("completed");
+            if noun.attr("recordingStatusCallbackMethod").unwrap_or("POST") != "POST" {
+                return Err(SimError::InvalidTwiml {
+                    url: document.url.clone(),
+                    reason: "the simulator sends recording callbacks by POST only".into(),
+                });
+            }
+            if events.split_whitespace().any(|e| e == "completed") {
+                self.recording_callback = Some(self.resolve(document, callback));
+            }
+        }
+        self.line(Line::Note("Twilio records the call".into()));
+        Ok(Flow::Next)
+    }
+
+    /// The call's recording is ready: its media is served, and the callback sent.
+    async fn recording_status_callback(&mut self) -> Result<(), SimError> {
+        let Some(callback) = self.recording_callback.take() else {
+            return Ok(());
+        };
+        let words: Vec<String> = self
+            .report
+            .lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Caller(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        let recording_sid = new_sid("RE");
+        let url = self.sim.add_recording(&recording_sid, &words.join(" "));
+        let duration = self.started.elapsed().as_secs().max(1).to_string();
+        let params: Vec<(String, String)> = [
+            ("RecordingSid", recording_sid.as_str()),
+            ("RecordingUrl", url.as_str()),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", duration.as_str()),
+            ("RecordingChannels", "2"),
+            // [unverified] the source Twilio names for `<Start><Recording>`.
+            ("RecordingSource", "StartCallRecordingTwiML"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        self.notify_owned(&callback, &params).await?;
+        if let Ok(mut registry) = self.sim.registry.lock() {
+            registry
+                .call_recordings
+                .push((self.sid.clone(), recording_sid));
+        }
+        Ok(())
     }
 
     /// A pause takes time (at the simulator's pace), and a REST update interrupts it.

@@ -24,6 +24,8 @@ pub struct Registry {
     pub recordings: HashMap<String, String>,
     /// Calls Hotline asked to place (`POST Calls.json`), as (CallSid, To).
     pub created: Vec<(String, String)>,
+    /// Recordings of whole calls reported to Hotline, as (CallSid, RecordingSid).
+    pub call_recordings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,12 +27,15 @@ impl Verb {
 
 const VERBS: &[&str] = &[
     "Say", "Play", "Pause", "Record", "Gather", "Redirect", "Dial", "Hangup", "Reject", "Connect",
+    "Start",
 ];
 const IN_GATHER: &[&str] = &["Say", "Play", "Pause"];
 const IN_DIAL: &[&str] = &["Number", "Client", "Sip", "Conference", "Queue"];
 // The simulator plays only ConversationRelay's side of `<Connect>`, not `<Stream>`'s media.
 const IN_CONNECT: &[&str] = &["ConversationRelay"];
 const IN_RELAY: &[&str] = &["Language", "Parameter"];
+// The simulator plays only the call's recording of `<Start>`, not `<Stream>` or `<Siprec>`.
+const IN_START: &[&str] = &["Recording"];
 
 fn element(start: &BytesStart<'_>) -> Result<Verb, String> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
@@ -152,6 +155,10 @@ fn open(stack: &mut [Verb], root_seen: &mut bool, verb: Verb) -> Result<(), Stri
             .contains(&verb.name.as_str())
             .then_some(())
             .ok_or_else(|| format!("<{}> may not be inside <Connect> here", verb.name)),
+        Some(parent) if parent.name == "Start" => IN_START
+            .contains(&verb.name.as_str())
+            .then_some(())
+            .ok_or_else(|| format!("<{}> may not be inside <Start> here", verb.name)),
         Some(parent) if parent.name == "ConversationRelay" => IN_RELAY
             .contains(&verb.name.as_str())
             .then_some(())

@@ -44,6 +44,10 @@ pub fn router() -> Router<AppState> {
             &Webhook::Transcription.per_call_route(),
             post(transcription),
         )
+        .route(
+            &Webhook::CallRecording.per_call_route(),
+            post(call_recording),
+        )
         .route(&status_route, post(status))
         .route(&status_bare, post(status))
 }
@@ -261,6 +265,22 @@ async fn transcription(
         }
         stored => stored?,
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /twilio/call-recording/{call_id}/`: the recording of the whole call is ready (or was
+/// absent). No caller hears this answer.
+async fn call_recording(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    request: TwilioRequest,
+) -> Result<StatusCode> {
+    let id = id.ok_or(ApiError::UnknownCall)?;
+    let report = params::call_recording(&request.params)?;
+    state
+        .calls
+        .receive_call_recording(id, report, &request.metadata)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,8 +1,8 @@
 //! Webhook parameters turned into the use cases' inputs: parse, don't validate.
 
 use application::{
-    ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone, SpeechInput, StatusReport,
-    TranscriptionReport,
+    CallRecordingReport, ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone,
+    SpeechInput, StatusReport, TranscriptionReport,
 };
 use domain::call::RecordingUrl;
 use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
@@ -149,6 +149,20 @@ pub fn transcription(params: &Params) -> Result<TranscriptionReport, ApiError> {
             .unwrap_or_default()
             .to_owned(),
         completed: params.get("TranscriptionStatus") == Some("completed"),
+    })
+}
+
+/// The recording status callback of the call's own recording.
+pub fn call_recording(params: &Params) -> Result<CallRecordingReport, ApiError> {
+    Ok(CallRecordingReport {
+        call_sid: call_sid(params)?,
+        recording_sid: parsed(params, "RecordingSid", RecordingSid::parse)?,
+        recording_url: parsed(params, "RecordingUrl", RecordingUrl::parse)?,
+        duration_secs: seconds(params, "RecordingDuration")?,
+        status: parsed(params, "RecordingStatus", |status| match status {
+            "in-progress" | "completed" | "absent" | "failed" => Ok(status.to_owned()),
+            _ => Err("is not a recording status Twilio sends"),
+        })?,
     })
 }
 

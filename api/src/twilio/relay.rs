@@ -125,7 +125,7 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
                             Err(_) => written(vec![Relay::End(application::calls::relay::Handoff::Trouble)]),
                         }
                     }
-                    FromRelay::Prompt { voice_prompt, last, .. } => {
+                    FromRelay::Prompt { voice_prompt, lang, last } => {
                         if last == Some(false) {
                             continue;
                         }
@@ -142,9 +142,10 @@ async fn session(socket: WebSocket, state: AppState, id: CallId) {
                             tracing::warn!("a ConversationRelay prompt before its setup");
                             continue;
                         };
-                        match state.calls.relay_prompt(id, sid, voice_prompt, &metadata()).await {
+                        match state.calls.relay_prompt(id, sid, voice_prompt, lang.as_deref(), &metadata()).await {
                             Heard::Send(relay) => messages.extend(written(relay)),
-                            Heard::Stream(reply) => {
+                            Heard::Stream { before, reply } => {
+                                messages.extend(written(before));
                                 streaming = Some(Streaming {
                                     reply,
                                     sent: String::new(),

@@ -64,9 +64,13 @@ pub enum Relay {
 pub enum Heard {
     /// Messages to send, and nothing to stream.
     Send(Vec<Relay>),
-    /// A reply to stream, sentence by sentence, for turn `turn`; when it has been sent (or the
-    /// caller interrupted it), `CallService::relay_answered` records it.
-    Stream(Box<ReplyInProgress>),
+    /// A reply to stream, sentence by sentence, for turn `turn`, after the messages `before`
+    /// (a switch of language); when it has been sent (or the caller interrupted it),
+    /// `CallService::relay_answered` records it.
+    Stream {
+        before: Vec<Relay>,
+        reply: Box<ReplyInProgress>,
+    },
 }
 
 /// A reply being streamed.
@@ -126,6 +130,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         id: CallId,
         call_sid: CallSid,
         text: String,
+        lang: Option<&str>,
         meta: &CommandMetadata,
     ) -> Heard {
         let text = text.trim().to_owned();
@@ -153,12 +158,19 @@ impl<ES: EventStore<Call>> CallService<ES> {
             return Heard::Send(said(spoken));
         }
         let language = state.language();
+        // The words' language: the screener's reading of them, or else Twilio's `lang` where it
+        // names another language than the session's (Twilio detected it, as with `multi`).
+        let screening = domain::risk::screen(&text);
+        let twilio_heard = lang
+            .and_then(Language::from_tag)
+            .filter(|heard| *heard != language);
         let command = CallCommand::ReceiveSpeech(ReceiveSpeech {
             call_sid,
             text: text.clone(),
             confidence: None,
             source: SpeechSource::Relay,
             answer: SpeechAnswer::Streaming,
+            heard_in: screening.language.or(twilio_heard),
             counselor_line: self.lines.counselor_for(language).clone(),
             at: meta.received_at,
         });
@@ -169,10 +181,19 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let Some(turn) = state.current_turn().map(|t| t.number) else {
             return failed(&crate::AppError::Rule(domain::CallError::NothingToPlay));
         };
+        // First words in another language switched the call: the session listens and speaks
+        // in it from now on.
+        let before = if state.language() == language {
+            vec![]
+        } else {
+            vec![Relay::Language(state.language())]
+        };
         // The model's opinion and its reply are asked for together; nothing of the reply is
         // sent before the opinion is in and says the bot may answer.
-        let screening = domain::risk::screen(&text);
-        let reply_language = screening.language.unwrap_or(language);
+        let reply_language = screening
+            .language
+            .or(twilio_heard)
+            .unwrap_or(state.language());
         let fallback = script::scripted_reply(reply_language);
         let stream = async {
             match self.responder.model() {
@@ -197,10 +218,12 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 timings: StageTimings::default(),
                 recording_key: None,
             };
-            return Heard::Send(
+            let mut messages = before;
+            messages.extend(
                 self.answer_relay_turn(id, turn, analysis, false, meta)
                     .await,
             );
+            return Heard::Send(messages);
         }
         let sentences = match stream {
             Some(Ok(stream)) => guarded_sentences(stream, fallback),
@@ -216,15 +239,18 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 fallback,
             ),
         };
-        Heard::Stream(Box::new(ReplyInProgress {
-            turn,
-            sentences,
-            language: reply_language,
-            screening,
-            assessment,
-            transcript: text,
-            model: self.responder.model_name(),
-        }))
+        Heard::Stream {
+            before,
+            reply: Box::new(ReplyInProgress {
+                turn,
+                sentences,
+                language: reply_language,
+                screening,
+                assessment,
+                transcript: text,
+                model: self.responder.model_name(),
+            }),
+        }
     }
 
     /// The streamed reply was sent (all of it, or what the caller heard before speaking over

@@ -254,8 +254,8 @@ impl Call {
             received_at: cmd.at,
         }];
         let heard_in = match &cmd.answer {
-            SpeechAnswer::Answered(analysis) => analysis.screening.language,
-            _ => None,
+            SpeechAnswer::Answered(analysis) => analysis.screening.language.or(cmd.heard_in),
+            _ => cmd.heard_in,
         };
         if turn == 1 && !self.language_chosen && heard_in == Some(Language::Spanish) {
             events.push(CallEvent::LanguageChosen {

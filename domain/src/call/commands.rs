@@ -151,6 +151,10 @@ pub struct ReceiveSpeech {
     pub confidence: Option<f64>,
     pub source: SpeechSource,
     pub answer: SpeechAnswer,
+    /// The language the words were heard in, when it is known apart from an answered analysis
+    /// (the live session's screening, or Twilio's own detection). A first turn heard in Spanish
+    /// switches the call to Spanish.
+    pub heard_in: Option<Language>,
     /// Who the caller is connected to when the answer is a person.
     pub counselor_line: DialNumber,
     pub at: DateTime<Utc>,

@@ -1050,6 +1050,7 @@ fn speech(text: &str, source: SpeechSource, answer: SpeechAnswer) -> CallCommand
         confidence: Some(0.9),
         source,
         answer,
+        heard_in: None,
         counselor_line: counselor(),
         at: at(10),
     })
@@ -1228,6 +1229,45 @@ fn spanish_in_the_first_words_switches_the_call_to_spanish() {
         call.apply(event);
     }
     assert_eq!(call.language(), crate::risk::Language::Spanish);
+}
+
+#[test]
+fn a_live_first_turn_heard_in_spanish_switches_the_call_and_a_later_one_does_not() {
+    let heard = |text: &str| {
+        CallCommand::ReceiveSpeech(ReceiveSpeech {
+            call_sid: call_sid(),
+            text: text.into(),
+            confidence: Some(0.9),
+            source: SpeechSource::Relay,
+            answer: SpeechAnswer::Streaming,
+            heard_in: Some(crate::risk::Language::Spanish),
+            counselor_line: counselor(),
+            at: at(10),
+        })
+    };
+    CallTest::with(())
+        .given(vec![started()])
+        .when(heard("Hoy fue un día difícil."))
+        .then_expect_events(vec![
+            speech_received(1, "Hoy fue un día difícil.", SpeechSource::Relay),
+            CallEvent::LanguageChosen {
+                language: crate::risk::Language::Spanish,
+                how: LanguageChoice::Detected,
+                at: at(10),
+            },
+        ]);
+    // Only the first words choose: later, the caller presses 9 to switch.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            speech_received(1, "I had a rough day.", SpeechSource::Relay),
+        ])
+        .when(heard("Hoy fue un día difícil."))
+        .then_expect_events(vec![speech_received(
+            2,
+            "Hoy fue un día difícil.",
+            SpeechSource::Relay,
+        )]);
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! The audio store on `object_store`: callers' recordings kept per call and turn, in a local
 //! directory by default or in an S3 bucket (or any S3-compatible service) when configured.
 //!
-//! Keys are `recordings/{call_id}/turn-{turn}.{ext}`: the extension carries the content type,
+//! Keys are `recordings/{call_id}/turn-{turn}.{ext}` for a turn and
+//! `recordings/{call_id}/call-{RecordingSid}.{ext}` for the whole call: the extension carries the content type,
 //! because not every backend stores attributes (the local filesystem does not).
 
 use std::sync::Arc;
 
 use application::ports::{Audio, AudioStore, Failure, PortError, Service};
 use async_trait::async_trait;
-use domain::CallId;
+use domain::{CallId, RecordingSid};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -106,6 +107,15 @@ pub fn recording_key(call_id: CallId, turn: u32, content_type: &str) -> String {
     )
 }
 
+/// The key of the recording `recording` of the whole call `call_id`.
+pub fn call_recording_key(call_id: CallId, recording: &RecordingSid, content_type: &str) -> String {
+    format!(
+        "recordings/{call_id}/call-{}.{}",
+        recording.as_str(),
+        extension(content_type)
+    )
+}
+
 fn port_error(error: object_store::Error) -> PortError {
     // The class shows; the store's message, which can carry a bucket URL or a local path, is
     // only the source.
@@ -118,10 +128,8 @@ fn port_error(error: object_store::Error) -> PortError {
     PortError::new(Service::AudioStore, failure).caused_by(error)
 }
 
-#[async_trait]
-impl AudioStore for ObjectAudioStore {
-    async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError> {
-        let key = recording_key(call_id, turn, &audio.content_type);
+impl ObjectAudioStore {
+    async fn put(&self, key: String, audio: &Audio) -> Result<String, PortError> {
         let payload = PutPayload::from(bytes::Bytes::from(audio.bytes.clone()));
         self.store
             .put(&self.path(&key), payload)
@@ -131,6 +139,27 @@ impl AudioStore for ObjectAudioStore {
                 port_error(error)
             })?;
         Ok(key)
+    }
+}
+
+#[async_trait]
+impl AudioStore for ObjectAudioStore {
+    async fn keep(&self, call_id: CallId, turn: u32, audio: &Audio) -> Result<String, PortError> {
+        self.put(recording_key(call_id, turn, &audio.content_type), audio)
+            .await
+    }
+
+    async fn keep_call(
+        &self,
+        call_id: CallId,
+        recording: &RecordingSid,
+        audio: &Audio,
+    ) -> Result<String, PortError> {
+        self.put(
+            call_recording_key(call_id, recording, &audio.content_type),
+            audio,
+        )
+        .await
     }
 }
 
@@ -168,6 +197,11 @@ mod tests {
             "audio/mpeg"
         );
         assert!(recording_key(call(), 1, "text/html").ends_with(".bin"));
+        let recording = RecordingSid::parse("RE0123456789abcdef0123456789abcdef").expect("a sid");
+        assert_eq!(
+            call_recording_key(call(), &recording, "audio/x-wav"),
+            format!("recordings/{}/call-{}.wav", call(), recording.as_str())
+        );
     }
 
     #[test]

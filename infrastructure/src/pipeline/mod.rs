@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use application::pipeline::{Pipeline, PipelineError};
 use cqrs_es::EventStore;
-use domain::call::Stage;
-use domain::{Call, CallEvent, CallId, Choice};
+use domain::call::{RecordingUrl, Stage};
+use domain::{Call, CallEvent, CallId, Choice, RecordingSid};
 use sqlx::PgConnection;
 
 use self::jobs::{ClaimedJob, JobFailure, JobHandler, NewJob};
@@ -25,6 +25,12 @@ pub const PROCESS_TURN: &str = "process_turn";
 
 /// How many times a turn is tried before the caller is taken to a person.
 pub const TURN_ATTEMPTS: i32 = 4;
+
+/// The kind of job that copies the recording of a whole call into the audio store.
+pub const KEEP_CALL_RECORDING: &str = "keep_call_recording";
+
+/// How many times keeping a call's recording is tried (Twilio keeps its own copy meanwhile).
+pub const KEEP_CALL_RECORDING_ATTEMPTS: i32 = 6;
 
 /// Enqueues a `process_turn` job for every recorded turn: when its recording arrives, or, when
 /// Twilio transcribes the turns (no speech-to-text service), when its transcription arrives.
@@ -49,13 +55,41 @@ impl Consumer for PipelineConsumer {
             "RecordingReceived"
         };
         // Only the triggers are decoded: the other events of a call are no business of this one.
-        // A speech turn whose answer was not ready in its webhook is answered here too.
-        if event.event_type != trigger && event.event_type != "AnswerDeferred" {
+        // A speech turn whose answer was not ready in its webhook is answered here too, and the
+        // recording of a whole call is kept.
+        if event.event_type != trigger
+            && event.event_type != "AnswerDeferred"
+            && event.event_type != "CallRecordingReceived"
+        {
             return Ok(());
         }
         let Some((_, recorded)) = event.call_event()? else {
             return Ok(());
         };
+        if let CallEvent::CallRecordingReceived {
+            recording_sid,
+            recording_url,
+            status,
+            ..
+        } = recorded
+        {
+            // An absent (silent, too short) or failed recording has no audio to keep.
+            if status != "completed" {
+                return Ok(());
+            }
+            let job = NewJob {
+                call_id: event.aggregate_id.clone(),
+                turn: 0,
+                kind: KEEP_CALL_RECORDING.to_owned(),
+                payload: serde_json::json!({
+                    "recording_sid": recording_sid.as_str(),
+                    "recording_url": recording_url.as_str(),
+                }),
+                max_attempts: KEEP_CALL_RECORDING_ATTEMPTS,
+            };
+            jobs::enqueue(conn, &job).await?;
+            return Ok(());
+        }
         let turn = match recorded {
             // A recording ended with 0 is the caller asking for a person: they are being
             // connected, and a reply played now would interrupt that.
@@ -83,7 +117,7 @@ impl Consumer for PipelineConsumer {
     }
 }
 
-/// Runs `process_turn` jobs.
+/// Runs `process_turn` and `keep_call_recording` jobs.
 pub struct PipelineJobs<ES: EventStore<Call>> {
     pipeline: Arc<Pipeline<ES>>,
 }
@@ -146,6 +180,19 @@ fn target(job: &ClaimedJob) -> Result<(CallId, u32), TurnJobError> {
     Ok((id, turn))
 }
 
+fn call_recording(job: &ClaimedJob) -> Result<(CallId, RecordingSid, RecordingUrl), TurnJobError> {
+    let id =
+        CallId::parse(&job.call_id).map_err(|_| TurnJobError::Unreadable("job_without_call_id"))?;
+    let field = |name| job.payload.get(name).and_then(serde_json::Value::as_str);
+    let recording = field("recording_sid")
+        .and_then(|sid| RecordingSid::parse(sid).ok())
+        .ok_or(TurnJobError::Unreadable("job_without_recording"))?;
+    let url = field("recording_url")
+        .and_then(|url| RecordingUrl::parse(url).ok())
+        .ok_or(TurnJobError::Unreadable("job_without_recording"))?;
+    Ok((id, recording, url))
+}
+
 impl<ES> JobHandler for PipelineJobs<ES>
 where
     ES: EventStore<Call>,
@@ -154,6 +201,15 @@ where
     type Failure = TurnJobError;
 
     async fn run(&self, job: &ClaimedJob) -> Result<(), TurnJobError> {
+        if job.kind == KEEP_CALL_RECORDING {
+            let (id, recording, url) = call_recording(job)?;
+            let key = self
+                .pipeline
+                .keep_call_recording(id, recording, &url)
+                .await?;
+            tracing::info!(call_id = %id, kept = key.is_some(), "call recording handled");
+            return Ok(());
+        }
         let (id, turn) = target(job)?;
         let outcome = self.pipeline.process_turn(id, turn).await?;
         tracing::info!(call_id = %id, turn, outcome = ?outcome, "turn processed");
@@ -161,6 +217,16 @@ where
     }
 
     async fn exhausted(&self, job: &ClaimedJob, error: &TurnJobError) {
+        if job.kind == KEEP_CALL_RECORDING {
+            // Nobody is waiting on it, and Twilio still holds the recording: an operator can
+            // see the failed job and run it again.
+            tracing::error!(
+                call_id = %job.call_id,
+                error_class = %JobFailure::class(error),
+                "could not keep the call's recording; it stays with Twilio"
+            );
+            return;
+        }
         let Ok((id, turn)) = target(job) else {
             return;
         };

@@ -9,7 +9,10 @@ use domain::{CallId, Language};
 
 use super::routes::Webhook;
 
-use super::twiml::{Connect, ConversationRelay, Dial, Gather, Record, Say, Verb, VoiceResponse};
+use super::twiml::{
+    Connect, ConversationRelay, Dial, Gather, Record, RelayLanguage, Say, StartRecording, Verb,
+    VoiceResponse,
+};
 
 /// How the caller's turns are heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,11 +47,12 @@ impl Conversation {
     }
 }
 
-/// The text-to-speech voice for each language.
+/// The text-to-speech voice for each language: `<Say>`'s, and the live session's.
 #[derive(Debug, Clone)]
 pub struct Voices {
     pub english: String,
     pub spanish: String,
+    pub relay: RelayVoices,
 }
 
 impl Voices {
@@ -65,6 +69,27 @@ impl Default for Voices {
         Self {
             english: "Polly.Joanna".into(),
             spanish: "Polly.Lupe".into(),
+            relay: RelayVoices::default(),
+        }
+    }
+}
+
+/// ConversationRelay names its voices per provider (a Google voice name, an ElevenLabs voice
+/// id), not as `<Say>` does (`Polly.Joanna`), and a voice the provider does not have for the
+/// language fails the session (error 64106). So none is named unless configured: Twilio then
+/// speaks each language in its provider's default voice for it.
+#[derive(Debug, Clone, Default)]
+pub struct RelayVoices {
+    pub provider: Option<String>,
+    pub english: Option<String>,
+    pub spanish: Option<String>,
+}
+
+impl RelayVoices {
+    fn for_language(&self, language: Language) -> Option<String> {
+        match language {
+            Language::English => self.english.clone(),
+            Language::Spanish => self.spanish.clone(),
         }
     }
 }
@@ -102,6 +127,9 @@ pub struct Voice {
     pub transcribe: bool,
     /// Pre-recorded prompts.
     pub recorded: Recorded,
+    /// Record the whole call (`<Start><Recording>` in its first answer), for the record: in
+    /// speech and live modes no turn has a recording of its own.
+    pub record_calls: bool,
 }
 
 /// The longest a caller may speak in one turn, in seconds.
@@ -124,6 +152,7 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
     let crisis = &voice.lines.crisis;
     let listening = voice.conversation.listening();
     match &spoken.answer {
+        CallAnswer::Welcome => w.welcome(),
         CallAnswer::Greeting => w.greeting(),
         CallAnswer::Hold { waited } => {
             let line = if *waited <= 1 {
@@ -223,6 +252,27 @@ impl Writer<'_> {
         verbs
     }
 
+    /// The call's first answer: the greeting, after the recording of the whole call is started
+    /// (Twilio starts it before running the next verb, so it holds the greeting too).
+    fn welcome(&self) -> VoiceResponse {
+        let greeting = self.greeting();
+        match self.id {
+            Some(_) if self.voice.record_calls => {
+                let mut verbs = vec![Verb::StartRecording(StartRecording {
+                    recording_status_callback: self.url(Webhook::CallRecording),
+                    recording_status_callback_event: Some("completed absent".into()),
+                    channels: Some("dual".into()),
+                    trim: Some("do-not-trim".into()),
+                })];
+                verbs.extend(greeting.verbs().iter().cloned());
+                verbs
+                    .into_iter()
+                    .fold(VoiceResponse::new(), VoiceResponse::verb)
+            }
+            _ => greeting,
+        }
+    }
+
     fn greeting(&self) -> VoiceResponse {
         let listening = self.voice.conversation.listening();
         let invitation = script::first_invitation(self.language, listening);
@@ -275,14 +325,16 @@ impl Writer<'_> {
                 url: socket,
                 welcome_greeting: Some(greeting),
                 language: Some(self.language.tag().to_owned()),
-                voice: Some(self.voice.voices.for_language(self.language).to_owned()),
+                voice: self.voice.voices.relay.for_language(self.language),
+                tts_provider: self.voice.voices.relay.provider.clone(),
                 dtmf_detection: Some(true),
                 interruptible: Some("any".into()),
                 hints: Some(SPEECH_HINTS.into()),
-                languages: vec![(
-                    other.tag().to_owned(),
-                    self.voice.voices.for_language(other).to_owned(),
-                )],
+                languages: vec![RelayLanguage {
+                    code: other.tag().to_owned(),
+                    tts_provider: self.voice.voices.relay.provider.clone(),
+                    voice: self.voice.voices.relay.for_language(other),
+                }],
             },
         }))
     }
@@ -462,6 +514,7 @@ mod tests {
             conversation: Conversation::Record,
             transcribe: false,
             recorded: Recorded::default(),
+            record_calls: false,
         }
     }
 
@@ -598,6 +651,50 @@ mod tests {
             ..voice("+15005550001")
         };
         check("relay_greeting", &CallAnswer::Greeting, call(), &relay);
+        // With the live session's own voices configured.
+        let relay_voiced = Voice {
+            voices: Voices {
+                relay: RelayVoices {
+                    provider: Some("Google".into()),
+                    english: Some("en-US-Journey-O".into()),
+                    spanish: Some("es-US-Neural2-A".into()),
+                },
+                ..Voices::default()
+            },
+            ..relay.clone()
+        };
+        check(
+            "relay_greeting_voiced",
+            &CallAnswer::Greeting,
+            call(),
+            &relay_voiced,
+        );
+        // The call's first answer starts the recording of the whole call where calls are
+        // recorded, and only there: the greeting again (a language chosen) starts nothing.
+        let recording = Voice {
+            record_calls: true,
+            ..speech.clone()
+        };
+        check("speech_welcome", &CallAnswer::Welcome, call(), &recording);
+        check(
+            "speech_welcome_unrecorded",
+            &CallAnswer::Welcome,
+            call(),
+            &speech,
+        );
+        check(
+            "relay_welcome",
+            &CallAnswer::Welcome,
+            call(),
+            &Voice {
+                record_calls: true,
+                ..relay.clone()
+            },
+        );
+        assert_eq!(
+            twiml(&english(&CallAnswer::Greeting), call(), &recording).to_xml(),
+            twiml(&english(&CallAnswer::Greeting), call(), &speech).to_xml(),
+        );
     }
 
     #[test]
@@ -606,6 +703,7 @@ mod tests {
         // a person being dialled or the crisis number being read out.
         let v = voice("+15005550001");
         for answer in [
+            CallAnswer::Welcome,
             CallAnswer::Greeting,
             CallAnswer::Hold { waited: 1 },
             CallAnswer::Reply { text: "x".into() },

@@ -19,14 +19,35 @@ pub struct VoiceResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verb {
     Say(Say),
-    Play { url: String },
-    Pause { length: u32 },
+    Play {
+        url: String,
+    },
+    Pause {
+        length: u32,
+    },
     Record(Record),
     Gather(Gather),
     Dial(Dial),
-    Redirect { url: String },
+    Redirect {
+        url: String,
+    },
     Hangup,
     Connect(Connect),
+    /// `<Start><Recording>`: Twilio records the whole call from here on, while the document runs.
+    StartRecording(StartRecording),
+}
+
+/// `<Recording>` inside `<Start>`: a recording of the call (both parties) that runs alongside
+/// the rest of the document and ends with the call; its status callback says when it is ready.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StartRecording {
+    pub recording_status_callback: String,
+    /// Space-separated: `in-progress`, `completed`, `absent`.
+    pub recording_status_callback_event: Option<String>,
+    /// `mono` or `dual` (the caller and Hotline on a channel each).
+    pub channels: Option<String>,
+    /// `trim-silence` or `do-not-trim`.
+    pub trim: Option<String>,
 }
 
 /// `<Connect action><ConversationRelay …>`: the call's live session over a WebSocket.
@@ -44,11 +65,22 @@ pub struct ConversationRelay {
     pub welcome_greeting: Option<String>,
     pub language: Option<String>,
     pub voice: Option<String>,
+    /// `Google`, `Amazon` or `ElevenLabs`; Twilio's default when absent.
+    pub tts_provider: Option<String>,
     pub dtmf_detection: Option<bool>,
     pub interruptible: Option<String>,
     pub hints: Option<String>,
-    /// Other languages the session may switch to: (code, voice).
-    pub languages: Vec<(String, String)>,
+    /// Other languages the session may switch to.
+    pub languages: Vec<RelayLanguage>,
+}
+
+/// A `<Language>` of `<ConversationRelay>`: a language the session may switch to, with its
+/// voice (the provider's default for the language when absent).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RelayLanguage {
+    pub code: String,
+    pub tts_provider: Option<String>,
+    pub voice: Option<String>,
 }
 
 /// `<Say>`.
@@ -299,6 +331,7 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
             attr(&mut a, "hints", r.hints.as_ref());
             attr(&mut a, "interruptible", r.interruptible.as_ref());
             attr(&mut a, "language", r.language.as_ref());
+            attr(&mut a, "ttsProvider", r.tts_provider.as_ref());
             attr(&mut a, "url", Some(&r.url));
             attr(&mut a, "voice", r.voice.as_ref());
             attr(&mut a, "welcomeGreeting", r.welcome_greeting.as_ref());
@@ -306,13 +339,35 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
                 write_empty(writer, "ConversationRelay", a)?;
             } else {
                 writer.write_event(Event::Start(start("ConversationRelay", &a)))?;
-                for (code, voice) in &r.languages {
-                    let attrs = vec![("code", code.clone()), ("voice", voice.clone())];
-                    write_empty(writer, "Language", attrs)?;
+                for language in &r.languages {
+                    let mut a = Attrs::new();
+                    attr(&mut a, "code", Some(&language.code));
+                    attr(&mut a, "ttsProvider", language.tts_provider.as_ref());
+                    attr(&mut a, "voice", language.voice.as_ref());
+                    write_empty(writer, "Language", a)?;
                 }
                 writer.write_event(Event::End(BytesEnd::new("ConversationRelay")))?;
             }
             writer.write_event(Event::End(BytesEnd::new("Connect")))
+        }
+        Verb::StartRecording(r) => {
+            let mut a = Attrs::new();
+            attr(&mut a, "channels", r.channels.as_ref());
+            attr(
+                &mut a,
+                "recordingStatusCallback",
+                Some(&r.recording_status_callback),
+            );
+            attr(
+                &mut a,
+                "recordingStatusCallbackEvent",
+                r.recording_status_callback_event.as_ref(),
+            );
+            attr(&mut a, "recordingStatusCallbackMethod", Some("POST"));
+            attr(&mut a, "trim", r.trim.as_ref());
+            writer.write_event(Event::Start(BytesStart::new("Start")))?;
+            write_empty(writer, "Recording", a)?;
+            writer.write_event(Event::End(BytesEnd::new("Start")))
         }
     }
 }
