@@ -188,8 +188,9 @@ impl Call<'_> {
         request
             .headers_mut()
             .insert("X-Twilio-Signature", signature);
-        match tokio::time::timeout(TWILIO_TIMEOUT, tokio_tungstenite::connect_async(request)).await
-        {
+        // Small frames go at once, as a media server's would (no Nagle).
+        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        match tokio::time::timeout(TWILIO_TIMEOUT, connecting).await {
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(tungstenite::Error::Http(response))) => Err(format!(
                 "the upgrade was answered HTTP {}",
