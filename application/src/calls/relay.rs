@@ -174,7 +174,26 @@ impl<ES: EventStore<Call>> CallService<ES> {
             counselor_line: self.lines.counselor_for(language).clone(),
             at: meta.received_at,
         });
-        let state = match self.run(id, command, meta).await {
+        // The words are put on record while the model is asked for its opinion and its reply:
+        // the caller's wait is the longer of the two, not their sum. Nothing is sent before
+        // both are done, so no reply ever goes out for words that are not on record.
+        let reply_language = screening.language.or(twilio_heard).unwrap_or(language);
+        let fallback = script::scripted_reply(reply_language);
+        let stream = async {
+            match self.responder.model() {
+                Some(model) => Some(
+                    model
+                        .stream_reply(&text, screening.level, reply_language)
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (stored, ((screening, assessment), stream)) =
+            tokio::join!(self.run(id, command, meta), async {
+                tokio::join!(self.responder.assess(&text, Words::Readable), stream)
+            });
+        let state = match stored {
             Ok(state) => state,
             Err(error) => return failed(&error),
         };
@@ -188,25 +207,6 @@ impl<ES: EventStore<Call>> CallService<ES> {
         } else {
             vec![Relay::Language(state.language())]
         };
-        // The model's opinion and its reply are asked for together; nothing of the reply is
-        // sent before the opinion is in and says the bot may answer.
-        let reply_language = screening
-            .language
-            .or(twilio_heard)
-            .unwrap_or(state.language());
-        let fallback = script::scripted_reply(reply_language);
-        let stream = async {
-            match self.responder.model() {
-                Some(model) => Some(
-                    model
-                        .stream_reply(&text, screening.level, reply_language)
-                        .await,
-                ),
-                None => None,
-            }
-        };
-        let ((screening, assessment), stream) =
-            tokio::join!(self.responder.assess(&text, Words::Readable), stream);
         if assessment.route == Route::Escalate || state.warrants_person() {
             let analysis = Analysis {
                 transcript: text,
