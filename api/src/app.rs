@@ -91,12 +91,15 @@ mod tests {
                 counselor: domain::DialNumber::parse("+15005550001").expect("valid"),
                 crisis: domain::DialNumber::parse("988").expect("valid"),
                 counselor_es: None,
+                more: Vec::new(),
+                more_es: Vec::new(),
             },
             voices: infrastructure::twilio::answers::Voices::default(),
             conversation: infrastructure::twilio::answers::Conversation::Speech,
             transcribe: false,
             recorded: infrastructure::twilio::answers::Recorded::default(),
             record_calls: true,
+            whisper: true,
         });
         let router: Router = Router::new()
             .route(

@@ -50,7 +50,8 @@ impl AppState {
         )
         .caching()
         .with_pipeline()
-        .with_responder(responder, budget);
+        .with_responder(responder, budget)
+        .with_whisper(self.voice.whisper);
         self.calls = Arc::new(calls);
         self
     }
@@ -64,7 +65,8 @@ impl AppState {
             self.voice.lines.clone(),
         )
         .caching()
-        .with_responder(responder, budget);
+        .with_responder(responder, budget)
+        .with_whisper(self.voice.whisper);
         self.calls = Arc::new(calls);
         self
     }
@@ -85,7 +87,8 @@ impl AppState {
             event_store::call_store(webhooks.clone()),
             voice.lines.clone(),
         )
-        .caching();
+        .caching()
+        .with_whisper(voice.whisper);
         Self {
             calls: Arc::new(calls),
             validator: Arc::new(validator),

@@ -274,6 +274,8 @@ pub fn voice(config: &Config) -> Voice {
             counselor: config.counselor_line(),
             crisis: config.crisis_line_number.clone(),
             counselor_es: config.counselor_number_es.clone(),
+            more: config.counselor_numbers.clone(),
+            more_es: config.counselor_numbers_es.clone(),
         },
         voices: Voices {
             english: config.voice_en.clone(),
@@ -292,6 +294,7 @@ pub fn voice(config: &Config) -> Voice {
             greeting_es: config.greeting_audio_es.clone(),
         },
         record_calls: config.records_calls(),
+        whisper: config.whisper,
     }
 }
 

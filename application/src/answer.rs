@@ -42,6 +42,9 @@ pub enum CallAnswer {
     Goodbye,
     /// Connect the caller to the counselor line (crisis line if no answer).
     ConnectCounselor,
+    /// The counselor rung before did not take the call: a short holding line, then the next
+    /// counselor in order (`attempt`, from 1).
+    NextCounselor { attempt: u32 },
     /// The caller's risk calls for a person: no automated reply, a counselor is dialled.
     Escalating,
     /// The counselor line did not answer: connect to the crisis line.

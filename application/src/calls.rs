@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::EventStore;
 use domain::call::{
-    AnswerQuestion, ChooseLanguage, Escalate, EscalationReason, HearUtterance, LanguageChoice,
-    PlayResponse, PlayedVia, Prompt, ReceiveRecording, ReceiveSpeech, RecordChoice, RecordingUrl,
-    SpeechAnswer, SpeechSource, StageTimings, StartCall, Turn, UpdateStatus,
+    AnswerQuestion, AnswerWhisper, ChooseLanguage, DecideWhisper, DialResult, EndDial, Escalate,
+    EscalationReason, HearUtterance, LanguageChoice, PlayResponse, PlayedVia, Prompt,
+    ReceiveRecording, ReceiveSpeech, RecordChoice, RecordingUrl, SpeechAnswer, SpeechSource,
+    StageTimings, StartCall, Turn, UpdateStatus,
 };
 use domain::risk::Route;
 use domain::{
@@ -19,6 +20,7 @@ use domain::{
 };
 
 pub mod relay;
+pub mod whisper;
 
 use crate::answer::{CallAnswer, Spoken};
 use crate::breaker::Breaker;
@@ -36,6 +38,10 @@ pub struct Lines {
     pub crisis: DialNumber,
     /// The counselor line for callers who speak Spanish, when it is another line.
     pub counselor_es: Option<DialNumber>,
+    /// More counselors, rung in this order after the first when it does not take the call
+    /// (`COUNSELOR_NUMBERS`, and `COUNSELOR_NUMBERS_ES` for Spanish callers).
+    pub more: Vec<DialNumber>,
+    pub more_es: Vec<DialNumber>,
 }
 
 impl Lines {
@@ -44,6 +50,20 @@ impl Lines {
         match (language, &self.counselor_es) {
             (Language::Spanish, Some(spanish)) => spanish,
             _ => &self.counselor,
+        }
+    }
+
+    /// Counselor `attempt` (from 1, in the order they are rung) for a caller who speaks
+    /// `language`; none past the last.
+    pub fn counselor_at(&self, language: Language, attempt: u32) -> Option<&DialNumber> {
+        let more = match (language, &self.counselor_es) {
+            (Language::Spanish, Some(_)) => &self.more_es,
+            _ => &self.more,
+        };
+        match attempt {
+            0 => None,
+            1 => Some(self.counselor_for(language)),
+            n => more.get(usize::try_from(n - 2).ok()?),
         }
     }
 }
@@ -104,22 +124,40 @@ pub struct StatusReport {
     pub duration_secs: Option<u32>,
 }
 
-/// Which line a `<Dial>` called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DialedLine {
-    Counselor,
-    CrisisLine,
-}
+pub use domain::call::DialedLine;
 
-/// What follows a `<Dial>`: after a conversation, a kind goodbye; when the counselor line did not
-/// answer, the crisis line; when the crisis line did not either, its number and the automated line
-/// again, never a hang-up.
+/// What follows a `<Dial>` when nothing about the call is known (a fallback that named no call):
+/// after a conversation, a kind goodbye; when the counselor line did not answer, the crisis line;
+/// when the crisis line did not either, its number and the automated line again, never a hang-up.
 pub fn after_dial(line: DialedLine, outcome: DialOutcome) -> CallAnswer {
     match (line, outcome) {
         (_, DialOutcome::Connected) => CallAnswer::Farewell,
+        (_, DialOutcome::CallerGone) => CallAnswer::Nothing,
         (DialedLine::Counselor, DialOutcome::NotConnected) => CallAnswer::ConnectCrisisLine,
         (DialedLine::CrisisLine, DialOutcome::NotConnected) => CallAnswer::LastResort,
     }
+}
+
+/// A `<Dial action>` request: which dial it was, and how it ended.
+#[derive(Debug, Clone)]
+pub struct DialReport {
+    pub line: DialedLine,
+    /// For a counselor, which in the order they are rung (from 1); 0 for the crisis line.
+    pub attempt: u32,
+    pub status: DialStatus,
+    /// `DialCallDuration`.
+    pub talk_secs: Option<u32>,
+}
+
+/// Twilio's `DialCallStatus`, and whether the caller was still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialStatus {
+    Completed,
+    NoAnswer,
+    Busy,
+    Failed,
+    /// The caller hung up while it rang (the action request's `CallStatus` is `completed`).
+    CallerHungUp,
 }
 
 /// Twilio's transcription callback.
@@ -143,13 +181,36 @@ pub struct CallRecordingReport {
     pub status: String,
 }
 
-/// How a `<Dial>` ended (`DialCallStatus`).
+/// How a `<Dial>` ended, for a call nothing is known of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialOutcome {
     /// Someone answered and the conversation ended.
     Connected,
     /// Busy, no answer, failed or canceled.
     NotConnected,
+    /// The caller hung up.
+    CallerGone,
+}
+
+impl From<DialStatus> for DialOutcome {
+    fn from(status: DialStatus) -> Self {
+        match status {
+            DialStatus::Completed => Self::Connected,
+            DialStatus::CallerHungUp => Self::CallerGone,
+            DialStatus::NoAnswer | DialStatus::Busy | DialStatus::Failed => Self::NotConnected,
+        }
+    }
+}
+
+/// What a counselor hears when they pick up, and what their key does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhisperAnswer {
+    /// The summary, then "press 1 to take the call".
+    Summary(String),
+    /// Take the call: the whisper ends and the two are bridged.
+    Bridge,
+    /// Pass the call on: the counselor's leg is hung up, and the caller offered the next.
+    PassOn,
 }
 
 /// How many times a caller is held on the continue webhook (each hold is a holding line and a
@@ -176,6 +237,8 @@ pub struct CallService<ES: EventStore<Call>> {
     pipeline_enabled: bool,
     responder: Responder,
     speech_budget: Duration,
+    /// Counselors hear a whisper and press 1 to take the call.
+    whisper: bool,
 }
 
 impl<ES: EventStore<Call>> std::fmt::Debug for CallService<ES> {
@@ -196,7 +259,16 @@ impl<ES: EventStore<Call>> CallService<ES> {
             pipeline_enabled: false,
             responder: Responder::new(None),
             speech_budget: SPEECH_BUDGET,
+            whisper: false,
         }
+    }
+
+    /// Counselors hear a whisper when they pick up, and take the call by pressing 1; until one
+    /// does, the caller is not with a person.
+    #[must_use]
+    pub fn with_whisper(mut self, whisper: bool) -> Self {
+        self.whisper = whisper;
+        self
     }
 
     /// Speech turns are understood by `responder` (the screener, and the model if it has one)
@@ -635,33 +707,152 @@ impl<ES: EventStore<Call>> CallService<ES> {
         }
     }
 
-    /// `POST /twilio/dial-status/{call_id}/`: a `<Dial>` ended. Falling back from the counselor
-    /// line to the crisis line is recorded as an escalation.
-    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    /// `POST /twilio/dial-status/{call_id}/`: a `<Dial>` ended, and is recorded (who it rang,
+    /// how it went). A counselor who did not take the call is followed by the next, the last by
+    /// the crisis line (recorded as an escalation), the crisis line by its number and the
+    /// automated line again. With whispers on, only a counselor who pressed 1 talked with the
+    /// caller, whatever `DialCallStatus` says.
+    #[tracing::instrument(skip_all, fields(call_id = %id, attempt = report.attempt))]
     pub async fn dial_ended(
         &self,
         id: CallId,
-        line: DialedLine,
-        outcome: DialOutcome,
+        report: DialReport,
         meta: &CommandMetadata,
     ) -> Spoken {
-        let next = after_dial(line, outcome);
-        if next != CallAnswer::ConnectCrisisLine {
-            return self.in_language_of(id, next).await;
-        }
-        let command = CallCommand::Escalate(Escalate {
-            reason: EscalationReason::CounselorUnavailable,
-            target: self.lines.crisis.clone(),
-            unless_escalated: false,
-            at: meta.received_at,
-        });
-        // The caller is connected to the crisis line whether or not this could be stored.
-        match self.run(id, command, meta).await {
-            Ok(state) => in_call(&state, next),
+        let state = match self.known(id).await {
+            Ok(state) => state,
             Err(error) => {
                 log_failure(&error);
-                Spoken::new(next, Language::default())
+                let next = after_dial(report.line, report.status.into());
+                return Spoken::new(next, Language::default());
             }
+        };
+        let language = state.language();
+        let number = match report.line {
+            DialedLine::Counselor => self.counselor_number(language, report.attempt),
+            DialedLine::CrisisLine => self.lines.crisis.clone(),
+        };
+        let screened = report.line == DialedLine::Counselor && self.whisper;
+        let result = match report.status {
+            DialStatus::Completed if screened && !state.counselor_accepted(report.attempt) => {
+                DialResult::Declined
+            }
+            DialStatus::Completed => DialResult::Talked,
+            DialStatus::NoAnswer => DialResult::NoAnswer,
+            DialStatus::Busy => DialResult::Busy,
+            DialStatus::Failed => DialResult::Failed,
+            DialStatus::CallerHungUp => DialResult::CallerHungUp,
+        };
+        let command = CallCommand::EndDial(EndDial {
+            line: report.line,
+            attempt: report.attempt,
+            number,
+            result,
+            talk_secs: report.talk_secs,
+            at: meta.received_at,
+        });
+        let next = match (result, report.line) {
+            (DialResult::Talked, _) => CallAnswer::Farewell,
+            (DialResult::CallerHungUp, _) => CallAnswer::Nothing,
+            (_, DialedLine::CrisisLine) => CallAnswer::LastResort,
+            (_, DialedLine::Counselor) => {
+                let attempt = report.attempt + 1;
+                if self.lines.counselor_at(language, attempt).is_some() {
+                    CallAnswer::NextCounselor { attempt }
+                } else {
+                    CallAnswer::ConnectCrisisLine
+                }
+            }
+        };
+        // The caller goes on to the next person whether or not this could be stored.
+        let mut state = match self.run(id, command, meta).await {
+            Ok(state) => state,
+            Err(error) => {
+                log_failure(&error);
+                return Spoken::new(next, language);
+            }
+        };
+        if next == CallAnswer::ConnectCrisisLine {
+            let command = CallCommand::Escalate(Escalate {
+                reason: EscalationReason::CounselorUnavailable,
+                target: self.lines.crisis.clone(),
+                unless_escalated: false,
+                at: meta.received_at,
+            });
+            match self.run(id, command, meta).await {
+                Ok(escalated) => state = escalated,
+                Err(error) => log_failure(&error),
+            }
+        }
+        in_call(&state, next)
+    }
+
+    /// The number of counselor `attempt` for `language`; the first, for an attempt past the
+    /// last (a URL from an older configuration).
+    fn counselor_number(&self, language: Language, attempt: u32) -> DialNumber {
+        self.lines
+            .counselor_at(language, attempt)
+            .unwrap_or_else(|| self.lines.counselor_for(language))
+            .clone()
+    }
+
+    /// `POST /twilio/whisper/{call_id}/?attempt=N`, on the counselor's leg when they pick up:
+    /// what they hear before taking the call. The caller hears nothing of it (they hear the
+    /// ringing, after the holding line).
+    #[tracing::instrument(skip_all, fields(call_id = %id, attempt))]
+    pub async fn whisper(&self, id: CallId, attempt: u32, meta: &CommandMetadata) -> WhisperAnswer {
+        let state = match self.known(id).await {
+            Ok(state) => state,
+            // Whatever failed, the caller is waiting for this person: the call is theirs.
+            Err(error) => {
+                log_failure(&error);
+                return WhisperAnswer::Summary(whisper::unknown());
+            }
+        };
+        let number = self.counselor_number(state.language(), attempt);
+        let command = CallCommand::AnswerWhisper(AnswerWhisper {
+            attempt,
+            number,
+            at: meta.received_at,
+        });
+        match self.run_unheard(id, command, meta).await {
+            Ok(state) => WhisperAnswer::Summary(whisper::summary(&state, meta.received_at)),
+            Err(error) => {
+                log_failure(&error);
+                WhisperAnswer::Summary(whisper::summary(&state, meta.received_at))
+            }
+        }
+    }
+
+    /// `POST /twilio/whisper-answer/{call_id}/?attempt=N`: the counselor's key after the
+    /// whisper. 1 takes the call; anything else, or nothing, passes it on.
+    #[tracing::instrument(skip_all, fields(call_id = %id, attempt))]
+    pub async fn whisper_answered(
+        &self,
+        id: CallId,
+        attempt: u32,
+        digits: Option<&str>,
+        meta: &CommandMetadata,
+    ) -> WhisperAnswer {
+        let accepted = digits.is_some_and(|d| d.trim() == "1");
+        let number = match self.known(id).await {
+            Ok(state) => self.counselor_number(state.language(), attempt),
+            Err(_) => self.lines.counselor.clone(),
+        };
+        let command = CallCommand::DecideWhisper(DecideWhisper {
+            attempt,
+            number,
+            accepted,
+            at: meta.received_at,
+        });
+        if let Err(error) = self.run_unheard(id, command, meta).await {
+            // A counselor who pressed 1 is bridged even if it could not be stored.
+            log_failure(&error);
+        }
+        if accepted {
+            WhisperAnswer::Bridge
+        } else {
+            WhisperAnswer::PassOn
         }
     }
 
@@ -845,6 +1036,8 @@ mod tests {
             counselor: DialNumber::parse("+15005550001").expect("valid"),
             crisis: DialNumber::parse("988").expect("valid"),
             counselor_es: Some(DialNumber::parse("+15005550002").expect("valid")),
+            more: Vec::new(),
+            more_es: Vec::new(),
         }
     }
 

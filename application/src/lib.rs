@@ -21,9 +21,9 @@ pub mod views;
 
 pub use answer::{CallAnswer, Spoken};
 pub use calls::{
-    after_dial, CallRecordingReport, CallService, ChoiceInput, DialOutcome, DialedLine,
-    IncomingCall, Lines, RecordingDone, SpeechInput, StatusReport, TranscriptionReport,
-    COMMAND_DEADLINE, MIN_CONFIDENCE, SPEECH_BUDGET,
+    after_dial, CallRecordingReport, CallService, ChoiceInput, DialOutcome, DialReport, DialStatus,
+    DialedLine, IncomingCall, Lines, RecordingDone, SpeechInput, StatusReport, TranscriptionReport,
+    WhisperAnswer, COMMAND_DEADLINE, MIN_CONFIDENCE, SPEECH_BUDGET,
 };
 pub use dispatch::CommandDispatcher;
 pub use error::AppError;

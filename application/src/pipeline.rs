@@ -721,6 +721,8 @@ mod tests {
             counselor: DialNumber::parse("+15005550001").expect("valid"),
             crisis: DialNumber::parse("988").expect("valid"),
             counselor_es: None,
+            more: Vec::new(),
+            more_es: Vec::new(),
         }
     }
 

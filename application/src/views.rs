@@ -200,7 +200,11 @@ impl CallProjection {
             | CallEvent::ReplyInterrupted { .. }
             | CallEvent::RelaySessionEnded { .. }
             | CallEvent::CallRecordingReceived { .. }
-            | CallEvent::CallRecordingKept { .. } => {}
+            | CallEvent::CallRecordingKept { .. }
+            | CallEvent::CounselorAnswered { .. }
+            | CallEvent::CounselorAccepted { .. }
+            | CallEvent::CounselorDeclined { .. }
+            | CallEvent::DialEnded { .. } => {}
             // Words screened outside a recorded turn count towards the call's highest risk.
             CallEvent::DirectQuestionAnswered {
                 screening: Some(screening),

@@ -247,6 +247,22 @@ pub fn trouble(crisis_line: &DialNumber, language: Language) -> String {
     }
 }
 
+/// Said while the next counselor is rung, after one did not take the call.
+pub fn trying_another(crisis_line: &DialNumber, language: Language) -> String {
+    match language {
+        English => format!(
+            "Please stay with me. I'm reaching another counselor for you now. If the call drops, \
+             you can call {} at any time.",
+            crisis_line.spoken()
+        ),
+        Spanish => format!(
+            "Por favor, siga en la línea. Estoy buscando a otro consejero para usted. Si la \
+             llamada se corta, puede llamar al {} en cualquier momento.",
+            crisis_line.spoken()
+        ),
+    }
+}
+
 /// Said when neither the counselor line nor the crisis line answered; the caller can go on talking.
 pub fn last_resort(crisis_line: &DialNumber, language: Language, listening: Listening) -> String {
     let go_on = match (language, listening) {
@@ -345,6 +361,7 @@ mod tests {
             nothing_heard(&crisis, language),
             goodbye(&crisis, language),
             trouble(&crisis, language),
+            trying_another(&crisis, language),
         ]);
         lines
     }
@@ -387,6 +404,7 @@ mod tests {
             assert!(greeting(language).contains('0'));
             assert!(goodbye(&crisis, language).contains("9 8 8"));
             assert!(trouble(&crisis, language).contains("9 8 8"));
+            assert!(trying_another(&crisis, language).contains("9 8 8"));
             assert!(nothing_heard(&crisis, language).contains("9 8 8"));
         }
     }

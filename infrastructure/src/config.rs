@@ -42,6 +42,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_GREETING_AUDIO_ES",
     "COUNSELOR_NUMBER_ES",
     "HOTLINE_RECORD_CALLS",
+    "COUNSELOR_NUMBERS",
+    "COUNSELOR_NUMBERS_ES",
+    "HOTLINE_WHISPER",
     "HOTLINE_RELAY_TTS_PROVIDER",
     "HOTLINE_RELAY_VOICE_EN",
     "HOTLINE_RELAY_VOICE_ES",
@@ -101,6 +104,20 @@ pub struct Config {
     /// absent, callers are connected to the crisis line.
     #[arg(long, env = "COUNSELOR_NUMBER", value_parser = parse_dial_number)]
     pub counselor_number: Option<DialNumber>,
+
+    /// More counselors (E.164, comma-separated), rung one after another, in this order, after
+    /// COUNSELOR_NUMBER when it does not take the call.
+    #[arg(long, env = "COUNSELOR_NUMBERS", value_delimiter = ',', value_parser = parse_dial_number)]
+    pub counselor_numbers: Vec<DialNumber>,
+
+    /// The same for Spanish callers, after COUNSELOR_NUMBER_ES.
+    #[arg(long, env = "COUNSELOR_NUMBERS_ES", value_delimiter = ',', value_parser = parse_dial_number)]
+    pub counselor_numbers_es: Vec<DialNumber>,
+
+    /// Counselors hear a short whisper when they pick up (the caller's risk and its reasons,
+    /// language, time on the line) and press 1 to take the call: true or false.
+    #[arg(long, env = "HOTLINE_WHISPER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub whisper: bool,
 
     /// The crisis line: dialled when no counselor answers, and read out to every caller.
     #[arg(long, env = "CRISIS_LINE_NUMBER", default_value = "988", value_parser = parse_dial_number)]

@@ -219,6 +219,8 @@ async fn application_state(app: &TestApp, sid: &domain::CallSid) -> domain::Call
             counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
             crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
             counselor_es: None,
+            more: Vec::new(),
+            more_es: Vec::new(),
         },
     );
     service
@@ -238,7 +240,10 @@ async fn pressing_zero_at_the_choice_dials_the_counselor_then_the_crisis_line() 
     let connect = app.choose(&sid, "0").await;
     assert_eq!(connect.verbs(), ["Say", "Dial"]);
     assert_eq!(connect.dialled(), [COUNSELOR]);
-    let dial_action = format!("{}/twilio/dial-status/{id}/", app.base_url);
+    let dial_action = format!(
+        "{}/twilio/dial-status/{id}/?line=counselor&attempt=1",
+        app.base_url
+    );
     assert_eq!(
         connect.first("Dial").attr("action"),
         Some(dial_action.as_str())
@@ -284,16 +289,23 @@ async fn pressing_zero_at_the_choice_dials_the_counselor_then_the_crisis_line() 
             "DirectQuestionAsked",
             "CallerChose",
             "Escalated",
-            "Escalated"
+            "DialEnded",
+            "Escalated",
+            "DialEnded"
         ]
     );
     assert_eq!(events[5].payload["Escalated"]["reason"], "caller_requested");
     assert_eq!(events[5].payload["Escalated"]["target"], COUNSELOR);
+    assert_eq!(events[6].payload["DialEnded"]["result"], "no_answer");
     assert_eq!(
-        events[6].payload["Escalated"]["reason"],
+        events[7].payload["Escalated"]["reason"],
         "counselor_unavailable"
     );
-    assert_eq!(events[6].payload["Escalated"]["target"], CRISIS);
+    // The crisis line's dial ended busy; the conversation reported after it changes nothing
+    // already on record for the counselor's dial.
+    assert_eq!(events[8].payload["DialEnded"]["line"], "crisis_line");
+    assert_eq!(events[8].payload["DialEnded"]["result"], "busy");
+    assert_eq!(events[7].payload["Escalated"]["target"], CRISIS);
 }
 
 #[tokio::test]

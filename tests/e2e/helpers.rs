@@ -25,6 +25,8 @@ pub const ACCOUNT_SID: &str = domain::fixtures::ACCOUNT_SID;
 pub const COUNSELOR: &str = "+15005550001";
 /// The counselor line for callers who speak Spanish.
 pub const COUNSELOR_ES: &str = "+15005550002";
+/// The second counselor, rung when the first does not take the call.
+pub const COUNSELOR_2: &str = "+15005550003";
 pub const CRISIS: &str = "988";
 
 /// The server every test database is created on, chosen once per test run.
@@ -326,6 +328,11 @@ impl TestAppBuilder {
             relay_tts_provider: None,
             relay_voice_en: None,
             relay_voice_es: None,
+            counselor_numbers: Vec::new(),
+            counselor_numbers_es: Vec::new(),
+            // The harness's webhooks stand in for Twilio's dial by hand; whole calls through the
+            // simulator (`hotline serve`) have whispers on, as deployed.
+            whisper: false,
         }
     }
 }

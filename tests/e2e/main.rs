@@ -9,6 +9,7 @@ mod command_line;
 mod dashboard;
 mod durable;
 mod embedded;
+mod handoff;
 mod helpers;
 mod openapi;
 mod operator;

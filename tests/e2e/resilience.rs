@@ -41,7 +41,10 @@ async fn with_the_database_unreachable_callers_still_get_a_person() {
     assert_person_on_the_line(&voice);
     assert_eq!(voice.verbs(), ["Say", "Dial"]);
     // The counselor dial reports back to the same call, so a no-answer still reaches the crisis line.
-    let dial_action = format!("{}/twilio/dial-status/{id}/", app.base_url);
+    let dial_action = format!(
+        "{}/twilio/dial-status/{id}/?line=counselor&attempt=1",
+        app.base_url
+    );
     assert_eq!(
         voice.first("Dial").attr("action"),
         Some(dial_action.as_str())

@@ -65,7 +65,13 @@ pub enum Line {
     Caller(String),
     Keys(String),
     Pause(f64),
-    Dial { number: String, answer: DialAnswer },
+    Dial {
+        number: String,
+        answer: DialAnswer,
+    },
+    /// What the counselor heard before taking the call (`<Number url>`), which the caller does
+    /// not hear.
+    Whisper(String),
     Note(String),
 }
 
@@ -82,9 +88,12 @@ impl std::fmt::Display for Line {
                     DialAnswer::Completed => "answered: the caller talks with a person",
                     DialAnswer::NoAnswer => "no answer",
                     DialAnswer::Busy => "busy",
+                    DialAnswer::Declines => "answered, but the call was not taken",
+                    DialAnswer::CallerHangsUp => "the caller hangs up while it rings",
                 };
                 write!(f, "  ☎ Hotline dials {number}: {how}")
             }
+            Self::Whisper(text) => write!(f, "    (to the counselor) Hotline: {text}"),
             Self::Note(note) => write!(f, "  [{note}]"),
         }
     }
@@ -811,19 +820,40 @@ impl Call<'_> {
     }
 
     async fn dial(&mut self, document: &Document, verb: &Verb) -> Result<Flow, SimError> {
-        let answer = self.scenario.dial_answer(self.dials);
+        let mut answer = self.scenario.dial_answer(self.dials);
         self.dials += 1;
-        let number = verb
+        let numbers: Vec<&Verb> = verb
             .children
             .iter()
-            .map(|n| n.text.trim())
-            .find(|n| !n.is_empty())
-            .unwrap_or_else(|| verb.text.trim())
+            .filter(|n| !n.text.trim().is_empty())
+            .collect();
+        let number = numbers
+            .first()
+            .map_or_else(|| verb.text.trim(), |n| n.text.trim())
             .to_owned();
-        self.heard(Line::Dial { number, answer });
+        let whisper = numbers
+            .first()
+            .and_then(|n| n.attr("url"))
+            .map(|url| self.resolve(document, url));
+        self.heard(Line::Dial {
+            number: number.clone(),
+            answer,
+        });
+        let dial_sid = new_sid("CA");
+        // A counselor who picks up hears the whisper on their own leg, and takes the call or not.
+        if let (Some(url), DialAnswer::Completed | DialAnswer::Declines) = (whisper, answer) {
+            if !self
+                .counselor_takes_call(&url, &dial_sid, &number, answer)
+                .await?
+            {
+                answer = DialAnswer::Declines;
+            }
+        }
+        // [unverified] what Twilio reports for a leg hung up during its whisper: `completed`
+        // (it was answered) is assumed, the case Hotline must not read as a conversation.
         let status = match answer {
-            DialAnswer::Completed => "completed",
-            DialAnswer::NoAnswer => "no-answer",
+            DialAnswer::Completed | DialAnswer::Declines => "completed",
+            DialAnswer::NoAnswer | DialAnswer::CallerHangsUp => "no-answer",
             DialAnswer::Busy => "busy",
         };
         let Some(action) = verb.attr("action").map(|a| self.resolve(document, a)) else {
@@ -838,17 +868,19 @@ impl Call<'_> {
         } else {
             "0"
         };
-        let dial_sid = new_sid("CA");
-        let next = self
-            .fetch(
-                &action,
-                &[
-                    ("DialCallStatus", status),
-                    ("DialCallSid", &dial_sid),
-                    ("DialCallDuration", duration),
-                ],
-            )
-            .await?;
+        let mut extra = vec![
+            ("DialCallStatus", status),
+            ("DialCallSid", dial_sid.as_str()),
+            ("DialCallDuration", duration),
+        ];
+        // The caller is gone: Twilio still requests the action, for the record.
+        if answer == DialAnswer::CallerHangsUp {
+            extra.push(("CallStatus", "completed"));
+            let params = self.params(&extra);
+            self.post(&action, &params).await?;
+            return Ok(Flow::End);
+        }
+        let next = self.fetch(&action, &extra).await?;
         if answer == DialAnswer::Completed {
             self.line(Line::Note(
                 "the caller hangs up after talking with the person".into(),
@@ -856,6 +888,58 @@ impl Call<'_> {
             return Ok(Flow::End);
         }
         Ok(Flow::Goto(next))
+    }
+
+    /// The counselor's leg: its whisper document (`<Number url>`), run as the counselor hears
+    /// it. They press 1 at its `<Gather>` when `answer` is `Completed`, and 2 otherwise. Whether
+    /// the document then let the two be bridged (it ended without hanging up).
+    async fn counselor_takes_call(
+        &mut self,
+        url: &str,
+        dial_sid: &str,
+        number: &str,
+        answer: DialAnswer,
+    ) -> Result<bool, SimError> {
+        let parent = self.sid.clone();
+        let leg = [
+            ("CallSid", dial_sid),
+            ("ParentCallSid", parent.as_str()),
+            ("Direction", "outbound-dial"),
+            ("To", number),
+            ("Called", number),
+        ];
+        let mut document = self.fetch(url, &leg).await?;
+        loop {
+            let Some(verb) = document.verbs.get(document.next).cloned() else {
+                return Ok(true);
+            };
+            document.next += 1;
+            match verb.name.as_str() {
+                "Say" => self.line(Line::Whisper(verb.text.trim().to_owned())),
+                "Pause" | "Play" => {}
+                "Hangup" | "Reject" => return Ok(false),
+                "Gather" => {
+                    for prompt in verb.children.iter().filter(|c| c.name == "Say") {
+                        self.line(Line::Whisper(prompt.text.trim().to_owned()));
+                    }
+                    let key = if answer == DialAnswer::Completed {
+                        "1"
+                    } else {
+                        "2"
+                    };
+                    let action = self.action(&document, &verb);
+                    let mut params = leg.to_vec();
+                    params.push(("Digits", key));
+                    document = self.fetch(&action, &params).await?;
+                }
+                other => {
+                    return Err(SimError::InvalidTwiml {
+                        url: document.url.clone(),
+                        reason: format!("<{other}> cannot run on a counselor's leg here"),
+                    })
+                }
+            }
+        }
     }
 
     /// Twilio's status callback when the call ends.

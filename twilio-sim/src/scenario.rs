@@ -116,11 +116,16 @@ pub enum Afterwards {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DialAnswer {
-    /// Someone answers; the caller talks with them and the call ends.
+    /// Someone answers (after a whisper, they press 1); the caller talks with them and the call
+    /// ends.
     #[default]
     Completed,
     NoAnswer,
     Busy,
+    /// The counselor answers and hears the whisper, but does not press 1.
+    Declines,
+    /// The caller hangs up while it rings.
+    CallerHangsUp,
 }
 
 /// When Twilio's transcription of a turn reaches Hotline.

@@ -20,6 +20,7 @@ use domain::CallId;
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use extract::{CallPath, TwilioRequest};
+use infrastructure::twilio::answers::{whisper_twiml, whisper_unknown};
 use infrastructure::twilio::routes::{self, Webhook};
 
 /// The webhook routes. The voice and status URLs are also served without their trailing slash,
@@ -39,6 +40,11 @@ pub fn router() -> Router<AppState> {
         .route(&Webhook::UserChoice.per_call_route(), post(user_choice))
         .route(&Webhook::Question.per_call_route(), post(question))
         .route(&Webhook::DialStatus.per_call_route(), post(dial_status))
+        .route(&Webhook::Whisper.per_call_route(), post(whisper))
+        .route(
+            &Webhook::WhisperAnswer.per_call_route(),
+            post(whisper_answer),
+        )
         .route(&dial_status_route, post(dial_status_unknown_call))
         .route(
             &Webhook::Transcription.per_call_route(),
@@ -202,17 +208,48 @@ async fn dial_status(
     RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
-    let outcome = params::dial_outcome(&request.params);
-    let line = params::dialed_line(query.as_deref());
+    let report = params::dial_report(&request.params, query.as_deref());
     let Some(id) = id else {
-        let next = unknown_language(application::after_dial(line, outcome));
+        let next = unknown_language(application::after_dial(report.line, report.status.into()));
         return answer(&state, &next, None);
     };
-    let reply = state
-        .calls
-        .dial_ended(id, line, outcome, &request.metadata)
-        .await;
+    let reply = state.calls.dial_ended(id, report, &request.metadata).await;
     answer(&state, &reply, Some(id))
+}
+
+/// `POST /twilio/whisper/{call_id}/?attempt=N`: a counselor picked up. This TwiML runs on their
+/// leg, not the caller's.
+async fn whisper(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    RawQuery(query): RawQuery,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = id else {
+        return render::respond(&whisper_unknown(&state.voice));
+    };
+    let attempt = params::attempt(query.as_deref());
+    let said = state.calls.whisper(id, attempt, &request.metadata).await;
+    render::respond(&whisper_twiml(&said, id, attempt, &state.voice))
+}
+
+/// `POST /twilio/whisper-answer/{call_id}/?attempt=N`: the counselor's key after the whisper.
+async fn whisper_answer(
+    State(state): State<AppState>,
+    CallPath(id): CallPath,
+    RawQuery(query): RawQuery,
+    request: TwilioRequest,
+) -> Response {
+    let Some(id) = id else {
+        return render::respond(&whisper_unknown(&state.voice));
+    };
+    let attempt = params::attempt(query.as_deref());
+    let digits = request.params.non_empty("Digits");
+    let decided = state
+        .calls
+        .whisper_answered(id, attempt, digits, &request.metadata)
+        .await;
+    render::respond(&whisper_twiml(&decided, id, attempt, &state.voice))
 }
 
 /// `POST /twilio/dial-status/`: a `<Dial>` from a fallback that named no call ended.

@@ -1,8 +1,8 @@
 //! Webhook parameters turned into the use cases' inputs: parse, don't validate.
 
 use application::{
-    CallRecordingReport, ChoiceInput, DialOutcome, DialedLine, IncomingCall, RecordingDone,
-    SpeechInput, StatusReport, TranscriptionReport,
+    CallRecordingReport, ChoiceInput, DialOutcome, DialReport, DialStatus, DialedLine,
+    IncomingCall, RecordingDone, SpeechInput, StatusReport, TranscriptionReport,
 };
 use domain::call::RecordingUrl;
 use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
@@ -118,12 +118,47 @@ pub fn relay_ended(params: &Params) -> RelayEnded {
     }
 }
 
-/// The `<Dial action>` webhook.
+/// The `<Dial action>` webhook, for a call nothing is known of.
 pub fn dial_outcome(params: &Params) -> DialOutcome {
+    dial_status(params).into()
+}
+
+/// How the `<Dial>` ended. When the caller hung up while it rang, Twilio's action request
+/// reports the caller's own call as `completed`.
+fn dial_status(params: &Params) -> DialStatus {
     match params.get("DialCallStatus") {
-        Some("completed" | "answered") => DialOutcome::Connected,
-        _ => DialOutcome::NotConnected,
+        Some("completed" | "answered") => DialStatus::Completed,
+        _ if params.get("CallStatus") == Some("completed") => DialStatus::CallerHungUp,
+        Some("busy") => DialStatus::Busy,
+        Some("no-answer") => DialStatus::NoAnswer,
+        _ => DialStatus::Failed,
     }
+}
+
+/// The `<Dial action>` webhook: which dial it was (its URL's query, `?line=crisis` or
+/// `?line=counselor&attempt=N`) and how it ended.
+pub fn dial_report(params: &Params, query: Option<&str>) -> DialReport {
+    let line = dialed_line(query);
+    DialReport {
+        line,
+        attempt: match line {
+            DialedLine::Counselor => attempt(query),
+            DialedLine::CrisisLine => 0,
+        },
+        status: dial_status(params),
+        talk_secs: seconds(params, "DialCallDuration").ok().flatten(),
+    }
+}
+
+/// Which counselor in order a URL is about (`?attempt=N`, from 1; 1 when absent or unreadable).
+pub fn attempt(query: Option<&str>) -> u32 {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("attempt="))
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=100).contains(n))
+        .unwrap_or(1)
 }
 
 /// Which line a `<Dial action>` reports on, from its URL's query (`?line=crisis`).

@@ -16,12 +16,13 @@ use super::commands::{
     KeepCallRecording, ReceiveCallRecording, ReceiveSpeech, ReceiveTranscription, RecordAnalysis,
     RecordFailure, SpeechAnswer, StartRelaySession,
 };
+use super::commands::{AnswerWhisper, DecideWhisper, EndDial};
 use super::commands::{
     CallCommand, Escalate, PlayResponse, ReceiveRecording, RecordChoice, StartCall, UpdateStatus,
 };
 use super::events::{
-    Analysis, CallEvent, EscalationReason, LanguageChoice, LateCallback, PlayedVia, RecordingUrl,
-    SpeechSource, Stage,
+    Analysis, CallEvent, DialedLine, EscalationReason, LanguageChoice, LateCallback, PlayedVia,
+    RecordingUrl, SpeechSource, Stage,
 };
 use super::CallError;
 use crate::risk::{self, DirectAnswer, Language, Route};
@@ -111,9 +112,65 @@ pub struct Call {
     /// The recordings of the whole call, and where each is kept once it was copied.
     #[serde(default)]
     call_recordings: BTreeMap<RecordingSid, Option<String>>,
+    #[serde(default)]
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The dials that ended, by (line, attempt), so a retried action records nothing new.
+    #[serde(default)]
+    dials_ended: BTreeSet<(DialedLine, u32)>,
+    /// What each counselor did with the whisper, by attempt.
+    #[serde(default)]
+    whispers: BTreeMap<u32, Whisper>,
+    /// When a person took the call, first.
+    #[serde(default)]
+    person_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Where a counselor's whisper stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Whisper {
+    /// They picked up and hear the summary.
+    Playing,
+    Accepted,
+    Declined,
 }
 
 impl Call {
+    /// When the call started (its incoming-call webhook).
+    pub fn started_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.started_at
+    }
+
+    /// Whether counselor `attempt` took the call after its whisper.
+    pub fn counselor_accepted(&self, attempt: u32) -> bool {
+        self.whispers.get(&attempt) == Some(&Whisper::Accepted)
+    }
+
+    /// When a person first took the call, if one has.
+    pub fn person_reached_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.person_at
+    }
+
+    /// Why the call was escalated, each time, in order.
+    pub fn escalation_reasons(&self) -> impl Iterator<Item = EscalationReason> + '_ {
+        self.escalations.iter().map(|(reason, _)| *reason)
+    }
+
+    /// Whether the caller asked for a person (0, "counselor") at any time in the call.
+    pub fn asked_for_a_person(&self) -> bool {
+        self.escalations
+            .iter()
+            .any(|(reason, _)| *reason == EscalationReason::CallerRequested)
+    }
+
+    /// The highest risk any turn of the call was assessed at.
+    pub fn highest_risk(&self) -> Option<crate::risk::RiskLevel> {
+        self.turns
+            .iter()
+            .filter_map(|t| t.analysis.as_ref())
+            .map(|a| a.assessment.level)
+            .max()
+    }
+
     /// The call's Twilio SID, once any webhook named it.
     pub fn call_sid(&self) -> Option<&CallSid> {
         self.call_sid.as_ref()
@@ -415,6 +472,85 @@ impl Call {
                 at: cmd.at,
             }]),
         }
+    }
+
+    /// A `<Dial>` ended. A person dialled with no escalation on record (the greeting's own
+    /// fallback for a caller who never spoke) is recorded as an escalation too, so that every
+    /// call put through to a person says so.
+    fn end_dial(&self, cmd: EndDial) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.dials_ended.contains(&(cmd.line, cmd.attempt)) {
+            return Ok(vec![]);
+        }
+        let mut events: Vec<CallEvent> = self.unrecorded_escalation(&cmd.number, cmd.at);
+        events.push(CallEvent::DialEnded {
+            line: cmd.line,
+            attempt: cmd.attempt,
+            number: cmd.number,
+            result: cmd.result,
+            talk_secs: cmd.talk_secs,
+            at: cmd.at,
+        });
+        Ok(events)
+    }
+
+    /// A counselor picked up and hears the whisper.
+    fn answer_whisper(&self, cmd: AnswerWhisper) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        if self.whispers.contains_key(&cmd.attempt) {
+            return Ok(vec![]);
+        }
+        let mut events = self.unrecorded_escalation(&cmd.number, cmd.at);
+        events.push(CallEvent::CounselorAnswered {
+            attempt: cmd.attempt,
+            number: cmd.number,
+            at: cmd.at,
+        });
+        Ok(events)
+    }
+
+    /// The counselor's key after the whisper. Decided once: a retried webhook changes nothing.
+    fn decide_whisper(&self, cmd: DecideWhisper) -> Result<Vec<CallEvent>, CallError> {
+        if !self.started {
+            return Err(CallError::NotStarted);
+        }
+        match self.whispers.get(&cmd.attempt) {
+            Some(Whisper::Accepted | Whisper::Declined) => return Ok(vec![]),
+            Some(Whisper::Playing) => {}
+            None => return Err(CallError::NoWhisper),
+        }
+        let (attempt, number, at) = (cmd.attempt, cmd.number, cmd.at);
+        Ok(vec![if cmd.accepted {
+            CallEvent::CounselorAccepted {
+                attempt,
+                number,
+                at,
+            }
+        } else {
+            CallEvent::CounselorDeclined {
+                attempt,
+                number,
+                at,
+            }
+        }])
+    }
+
+    /// The escalation a dial implies, when none is on record.
+    fn unrecorded_escalation(
+        &self,
+        number: &DialNumber,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<CallEvent> {
+        if self.is_escalated() {
+            return vec![];
+        }
+        self.escalation(EscalationReason::Silence, number.clone(), at)
+            .into_iter()
+            .collect()
     }
 
     fn current_turn_number(&self) -> u32 {
@@ -850,6 +986,9 @@ impl Aggregate for Call {
             CallCommand::EndRelaySession(cmd) => self.end_relay_session(cmd),
             CallCommand::ReceiveCallRecording(cmd) => self.receive_call_recording(cmd),
             CallCommand::KeepCallRecording(cmd) => self.keep_call_recording(cmd),
+            CallCommand::EndDial(cmd) => self.end_dial(cmd),
+            CallCommand::AnswerWhisper(cmd) => self.answer_whisper(cmd),
+            CallCommand::DecideWhisper(cmd) => self.decide_whisper(cmd),
         }?;
         for event in events {
             sink.write(event, self).await;
@@ -859,9 +998,40 @@ impl Aggregate for Call {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            CallEvent::CallStarted { call_sid, .. } => {
+            CallEvent::CallStarted {
+                call_sid,
+                started_at,
+                ..
+            } => {
                 self.call_sid = Some(call_sid);
                 self.started = true;
+                self.started_at = Some(started_at);
+            }
+            CallEvent::CounselorAnswered { attempt, .. } => {
+                self.whispers.entry(attempt).or_insert(Whisper::Playing);
+            }
+            CallEvent::CounselorAccepted { attempt, at, .. } => {
+                self.whispers.insert(attempt, Whisper::Accepted);
+                self.person_at.get_or_insert(at);
+            }
+            CallEvent::CounselorDeclined { attempt, .. } => {
+                self.whispers.insert(attempt, Whisper::Declined);
+            }
+            CallEvent::DialEnded {
+                line,
+                attempt,
+                result,
+                at,
+                talk_secs,
+                ..
+            } => {
+                self.dials_ended.insert((line, attempt));
+                // Without a whisper, a dial that was talked on is the first sign of a person: the
+                // conversation began `talk_secs` before it ended.
+                if result.talked() && self.person_at.is_none() {
+                    let talked = chrono::Duration::seconds(i64::from(talk_secs.unwrap_or(0)));
+                    self.person_at = Some(at - talked);
+                }
             }
             CallEvent::RecordingReceived {
                 turn,

@@ -11,8 +11,8 @@ use crate::status::CallStatus;
 use crate::risk::Language;
 
 use super::events::{
-    Analysis, EscalationReason, LanguageChoice, PlayedVia, Prompt, RecordingUrl, SpeechSource,
-    Stage,
+    Analysis, DialResult, DialedLine, EscalationReason, LanguageChoice, PlayedVia, Prompt,
+    RecordingUrl, SpeechSource, Stage,
 };
 
 /// The incoming-call webhook.
@@ -227,6 +227,35 @@ pub struct KeepCallRecording {
     pub at: DateTime<Utc>,
 }
 
+/// A `<Dial>` Hotline served ended (its action webhook).
+#[derive(Debug, Clone)]
+pub struct EndDial {
+    pub line: DialedLine,
+    /// For a counselor, which in the configured order (from 1); 0 for the crisis line.
+    pub attempt: u32,
+    pub number: DialNumber,
+    pub result: DialResult,
+    pub talk_secs: Option<u32>,
+    pub at: DateTime<Utc>,
+}
+
+/// A counselor picked up: the whisper is about to play to them.
+#[derive(Debug, Clone)]
+pub struct AnswerWhisper {
+    pub attempt: u32,
+    pub number: DialNumber,
+    pub at: DateTime<Utc>,
+}
+
+/// The counselor answered the whisper: 1 takes the call, anything else passes it on.
+#[derive(Debug, Clone)]
+pub struct DecideWhisper {
+    pub attempt: u32,
+    pub number: DialNumber,
+    pub accepted: bool,
+    pub at: DateTime<Utc>,
+}
+
 /// Every command a call accepts.
 #[derive(Debug, Clone)]
 pub enum CallCommand {
@@ -249,6 +278,9 @@ pub enum CallCommand {
     EndRelaySession(EndRelaySession),
     ReceiveCallRecording(ReceiveCallRecording),
     KeepCallRecording(KeepCallRecording),
+    EndDial(EndDial),
+    AnswerWhisper(AnswerWhisper),
+    DecideWhisper(DecideWhisper),
 }
 
 impl CallCommand {

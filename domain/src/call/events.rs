@@ -111,6 +111,36 @@ pub enum EscalationReason {
     SessionLost,
 }
 
+/// Who a `<Dial>` rang: a counselor for the caller's language, or the crisis line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialedLine {
+    Counselor,
+    CrisisLine,
+}
+
+/// How a `<Dial>` ended: Twilio's `DialCallStatus`, read with what the counselor did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialResult {
+    /// A person took the call, and the conversation has ended.
+    Talked,
+    NoAnswer,
+    Busy,
+    Failed,
+    /// The counselor picked up but did not take the call (no 1 after the whisper, a voicemail).
+    Declined,
+    /// The caller hung up while it rang.
+    CallerHungUp,
+}
+
+impl DialResult {
+    /// Whether the caller was with a person.
+    pub fn talked(self) -> bool {
+        self == Self::Talked
+    }
+}
+
 /// Where an utterance outside a recorded turn was said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -362,6 +392,37 @@ pub enum CallEvent {
         key: String,
         at: DateTime<Utc>,
     },
+    /// A counselor picked up and is hearing the whisper (the caller's risk, language, time on
+    /// the line) before they take the call.
+    CounselorAnswered {
+        /// Which counselor in the configured order (from 1).
+        attempt: u32,
+        number: DialNumber,
+        at: DateTime<Utc>,
+    },
+    /// The counselor pressed 1: from now on the caller is with a person.
+    CounselorAccepted {
+        attempt: u32,
+        number: DialNumber,
+        at: DateTime<Utc>,
+    },
+    /// The counselor did not take the call; the caller is offered the next one.
+    CounselorDeclined {
+        attempt: u32,
+        number: DialNumber,
+        at: DateTime<Utc>,
+    },
+    /// A `<Dial>` ended (its action webhook): who it rang and how it went.
+    DialEnded {
+        line: DialedLine,
+        /// For a counselor, which in the configured order (from 1); 0 for the crisis line.
+        attempt: u32,
+        number: DialNumber,
+        result: DialResult,
+        /// How long the caller talked with the person (`DialCallDuration`), when they did.
+        talk_secs: Option<u32>,
+        at: DateTime<Utc>,
+    },
     /// A callback arrived too late to change anything.
     LateCallbackReceived {
         callback: LateCallback,
@@ -394,6 +455,10 @@ impl DomainEvent for CallEvent {
             Self::RelaySessionEnded { .. } => "RelaySessionEnded",
             Self::CallRecordingReceived { .. } => "CallRecordingReceived",
             Self::CallRecordingKept { .. } => "CallRecordingKept",
+            Self::CounselorAnswered { .. } => "CounselorAnswered",
+            Self::CounselorAccepted { .. } => "CounselorAccepted",
+            Self::CounselorDeclined { .. } => "CounselorDeclined",
+            Self::DialEnded { .. } => "DialEnded",
         }
         .to_owned()
     }

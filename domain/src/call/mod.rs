@@ -22,16 +22,17 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Call, Question, Turn, TurnRecording, REST_REPLY_WINDOW};
+pub use aggregate::{Call, Question, Turn, TurnRecording, Whisper, REST_REPLY_WINDOW};
 pub use commands::{
-    AnswerQuestion, AnswerTurn, CallCommand, ChooseLanguage, EndRelaySession, Escalate,
-    HearUtterance, InterruptReply, KeepCallRecording, PlayResponse, ReceiveCallRecording,
-    ReceiveRecording, ReceiveSpeech, ReceiveTranscription, RecordAnalysis, RecordChoice,
-    RecordFailure, SpeechAnswer, StartCall, StartRelaySession, UpdateStatus,
+    AnswerQuestion, AnswerTurn, AnswerWhisper, CallCommand, ChooseLanguage, DecideWhisper, EndDial,
+    EndRelaySession, Escalate, HearUtterance, InterruptReply, KeepCallRecording, PlayResponse,
+    ReceiveCallRecording, ReceiveRecording, ReceiveSpeech, ReceiveTranscription, RecordAnalysis,
+    RecordChoice, RecordFailure, SpeechAnswer, StartCall, StartRelaySession, UpdateStatus,
 };
 pub use events::{
-    Analysis, CallEvent, EscalationReason, LanguageChoice, LateCallback, PlayedVia, Prompt,
-    RecordingUrl, RecordingUrlError, ReplySource, SpeechSource, Stage, StageTimings,
+    Analysis, CallEvent, DialResult, DialedLine, EscalationReason, LanguageChoice, LateCallback,
+    PlayedVia, Prompt, RecordingUrl, RecordingUrlError, ReplySource, SpeechSource, Stage,
+    StageTimings,
 };
 
 /// A rule of the call was broken by a command.
@@ -61,4 +62,7 @@ pub enum CallError {
     /// A live-session message came for a call that has no live session.
     #[error("the call has no ConversationRelay session")]
     NoRelaySession,
+    /// A counselor's answer to a whisper that was never played to them.
+    #[error("no whisper was played to that counselor")]
+    NoWhisper,
 }

@@ -1500,3 +1500,137 @@ fn a_reply_the_caller_spoke_over_leaves_the_question_for_the_next_one() {
             },
         ]);
 }
+
+// The human handoff: every dial on record, the whisper decided once, a person's time kept.
+
+fn dial_ended(result: DialResult, talk_secs: Option<u32>) -> CommandOrEvent {
+    CommandOrEvent {
+        command: CallCommand::EndDial(EndDial {
+            line: DialedLine::Counselor,
+            attempt: 1,
+            number: counselor(),
+            result,
+            talk_secs,
+            at: at(60),
+        }),
+        event: CallEvent::DialEnded {
+            line: DialedLine::Counselor,
+            attempt: 1,
+            number: counselor(),
+            result,
+            talk_secs,
+            at: at(60),
+        },
+    }
+}
+
+struct CommandOrEvent {
+    command: CallCommand,
+    event: CallEvent,
+}
+
+fn escalated_for_caller() -> CallEvent {
+    CallEvent::Escalated {
+        reason: EscalationReason::CallerRequested,
+        target: counselor(),
+        at: at(5),
+    }
+}
+
+#[test]
+fn a_dial_with_no_escalation_on_record_records_one_and_a_retry_records_nothing() {
+    let ended = dial_ended(DialResult::NoAnswer, None);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(ended.command.clone())
+        .then_expect_events(vec![
+            CallEvent::Escalated {
+                reason: EscalationReason::Silence,
+                target: counselor(),
+                at: at(60),
+            },
+            ended.event.clone(),
+        ]);
+    CallTest::with(())
+        .given(vec![started(), escalated_for_caller()])
+        .when(ended.command.clone())
+        .then_expect_events(vec![ended.event.clone()]);
+    CallTest::with(())
+        .given(vec![started(), escalated_for_caller(), ended.event])
+        .when(ended.command)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_whisper_is_decided_once_and_only_after_it_played() {
+    let decide = |accepted| {
+        CallCommand::DecideWhisper(DecideWhisper {
+            attempt: 1,
+            number: counselor(),
+            accepted,
+            at: at(40),
+        })
+    };
+    let answered = CallEvent::CounselorAnswered {
+        attempt: 1,
+        number: counselor(),
+        at: at(30),
+    };
+    let accepted = CallEvent::CounselorAccepted {
+        attempt: 1,
+        number: counselor(),
+        at: at(40),
+    };
+    CallTest::with(())
+        .given(vec![started(), escalated_for_caller()])
+        .when(decide(true))
+        .then_expect_error(CallError::NoWhisper);
+    CallTest::with(())
+        .given(vec![started(), escalated_for_caller(), answered.clone()])
+        .when(decide(true))
+        .then_expect_events(vec![accepted.clone()]);
+    CallTest::with(())
+        .given(vec![started(), escalated_for_caller(), answered.clone()])
+        .when(decide(false))
+        .then_expect_events(vec![CallEvent::CounselorDeclined {
+            attempt: 1,
+            number: counselor(),
+            at: at(40),
+        }]);
+    // A retried key changes nothing, whichever key it carries.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            escalated_for_caller(),
+            answered.clone(),
+            accepted.clone(),
+        ])
+        .when(decide(false))
+        .then_expect_events(vec![]);
+
+    let mut call = Call::default();
+    for event in [started(), escalated_for_caller(), answered, accepted] {
+        call.apply(event);
+    }
+    assert!(call.counselor_accepted(1));
+    assert!(!call.counselor_accepted(2));
+    assert_eq!(call.person_reached_at(), Some(at(40)));
+}
+
+#[test]
+fn without_a_whisper_a_talked_dial_dates_the_person_from_its_length() {
+    let mut call = Call::default();
+    for event in [
+        started(),
+        escalated_for_caller(),
+        dial_ended(DialResult::Talked, Some(50)).event,
+    ] {
+        call.apply(event);
+    }
+    assert_eq!(call.person_reached_at(), Some(at(10)));
+    let mut unanswered = Call::default();
+    for event in [started(), dial_ended(DialResult::Busy, None).event] {
+        unanswered.apply(event);
+    }
+    assert_eq!(unanswered.person_reached_at(), None);
+}

@@ -3,7 +3,7 @@
 //! speech, or the live relay). Every document ends in a way forward for the caller: a prompt whose
 //! silence falls through to an offer of a person, a `<Dial>`, or a goodbye they chose.
 
-use application::{CallAnswer, Lines, Spoken};
+use application::{CallAnswer, Lines, Spoken, WhisperAnswer};
 use domain::script::{self, Listening};
 use domain::{CallId, Language};
 
@@ -127,6 +127,8 @@ pub struct Voice {
     pub transcribe: bool,
     /// Pre-recorded prompts.
     pub recorded: Recorded,
+    /// Counselors hear a whisper (`<Number url>`) and press 1 to take the call.
+    pub whisper: bool,
     /// Record the whole call (`<Start><Recording>` in its first answer), for the record: in
     /// speech and live modes no turn has a recording of its own.
     pub record_calls: bool,
@@ -180,6 +182,13 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
         CallAnswer::Goodbye => w
             .say(VoiceResponse::new(), &script::goodbye(crisis, language))
             .hangup(),
+        CallAnswer::NextCounselor { attempt } => w.dial_counselor_at(
+            w.say(
+                VoiceResponse::new(),
+                &script::trying_another(crisis, language),
+            ),
+            *attempt,
+        ),
         CallAnswer::ConnectCounselor => {
             w.dial_counselor(w.say(VoiceResponse::new(), script::connecting_counselor(language)))
         }
@@ -207,6 +216,58 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
         CallAnswer::PutThrough => w.dial_counselor(VoiceResponse::new()),
         CallAnswer::Nothing => VoiceResponse::new(),
     }
+}
+
+/// How long a counselor has to press 1 after the whisper.
+const WHISPER_WAIT_SECS: u32 = 8;
+
+/// The TwiML of the counselor's leg: the whisper and its choice, or what their key led to. An
+/// empty document ends the whisper, and Twilio bridges the two; a hang-up passes the call on.
+pub fn whisper_twiml(
+    answer: &WhisperAnswer,
+    id: CallId,
+    attempt: u32,
+    voice: &Voice,
+) -> VoiceResponse {
+    let say = |text: &str| {
+        Verb::Say(Say {
+            text: text.to_owned(),
+            voice: Some(voice.voices.english.clone()),
+            language: Some(Language::English.tag().to_owned()),
+        })
+    };
+    match answer {
+        WhisperAnswer::Summary(summary) => VoiceResponse::new()
+            .verb(Verb::Gather(Gather {
+                action: format!(
+                    "{}{}?attempt={attempt}",
+                    voice.public_base_url,
+                    Webhook::WhisperAnswer.path(Some(id))
+                ),
+                input: Some("dtmf".into()),
+                num_digits: Some(1),
+                timeout: Some(WHISPER_WAIT_SECS),
+                children: vec![say(summary)],
+                ..Gather::default()
+            }))
+            // No key: the call goes on to the next counselor.
+            .verb(say("The call is being passed on."))
+            .hangup(),
+        WhisperAnswer::Bridge => VoiceResponse::new(),
+        WhisperAnswer::PassOn => VoiceResponse::new()
+            .verb(say("The call is being passed on."))
+            .hangup(),
+    }
+}
+
+/// The whisper when its request names no usable call: a caller is waiting all the same, so the
+/// counselor is told and the two are bridged.
+pub fn whisper_unknown(voice: &Voice) -> VoiceResponse {
+    VoiceResponse::new().verb(Verb::Say(Say {
+        text: "A caller from the hotline is being put through to you.".into(),
+        voice: Some(voice.voices.english.clone()),
+        language: Some(Language::English.tag().to_owned()),
+    }))
 }
 
 struct Writer<'a> {
@@ -459,17 +520,31 @@ impl Writer<'_> {
         self.dial_counselor(self.say(doc, script::connecting_counselor(self.language)))
     }
 
-    /// Dials the counselor line for the caller's language; its `action` falls back to the
-    /// crisis line when nobody answers.
+    /// Dials the first counselor for the caller's language; its `action` goes on to the next
+    /// when they do not take the call, and to the crisis line after the last.
     fn dial_counselor(&self, doc: VoiceResponse) -> VoiceResponse {
+        self.dial_counselor_at(doc, 1)
+    }
+
+    /// Dials counselor `attempt` (from 1) for the caller's language. With whispers on, they hear
+    /// why the caller is coming and press 1 to take the call.
+    fn dial_counselor_at(&self, doc: VoiceResponse, attempt: u32) -> VoiceResponse {
         let lines = &self.voice.lines;
-        let counselor = lines.counselor_for(self.language);
+        let Some(counselor) = lines.counselor_at(self.language, attempt) else {
+            return self.dial_crisis_line(doc);
+        };
         if *counselor == lines.crisis {
             return self.dial_crisis_line(doc);
         }
+        let number_url = (self.voice.whisper && self.id.is_some())
+            .then(|| format!("{}?attempt={attempt}", self.url(Webhook::Whisper)));
         doc.verb(Verb::Dial(Dial {
             number: counselor.as_str().to_owned(),
-            action: Some(self.url(Webhook::DialStatus)),
+            number_url,
+            action: Some(format!(
+                "{}?line=counselor&attempt={attempt}",
+                self.url(Webhook::DialStatus)
+            )),
             timeout: Some(COUNSELOR_RING_SECS),
             ..Dial::default()
         }))
@@ -509,12 +584,15 @@ mod tests {
                 counselor: DialNumber::parse(counselor).expect("valid"),
                 crisis: DialNumber::parse("988").expect("valid"),
                 counselor_es: Some(DialNumber::parse("+15005550002").expect("valid")),
+                more: Vec::new(),
+                more_es: Vec::new(),
             },
             voices: Voices::default(),
             conversation: Conversation::Record,
             transcribe: false,
             recorded: Recorded::default(),
             record_calls: false,
+            whisper: false,
         }
     }
 
@@ -545,11 +623,14 @@ mod tests {
     }
 
     fn check_spoken(name: &str, spoken: &Spoken, id: Option<CallId>, voice: &Voice) {
-        let actual = pretty(&twiml(spoken, id, voice).to_xml());
+        golden(name, &pretty(&twiml(spoken, id, voice).to_xml()));
+    }
+
+    fn golden(name: &str, actual: &str) {
         let path =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("src/twilio/golden/{name}.xml"));
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, &actual).expect("golden file written");
+            std::fs::write(&path, actual).expect("golden file written");
         }
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("missing {}: run with UPDATE_GOLDEN=1", path.display()));
@@ -651,6 +732,46 @@ mod tests {
             ..voice("+15005550001")
         };
         check("relay_greeting", &CallAnswer::Greeting, call(), &relay);
+        // Whispers on: each counselor hears why the caller comes and presses 1 to take the call;
+        // one who does not is followed by the next, after a holding line.
+        let whispered = Voice {
+            whisper: true,
+            lines: Lines {
+                more: vec![DialNumber::parse("+15005550003").expect("valid")],
+                ..voice("+15005550001").lines
+            },
+            ..speech.clone()
+        };
+        check(
+            "escalating_whispered",
+            &CallAnswer::Escalating,
+            call(),
+            &whispered,
+        );
+        check(
+            "next_counselor",
+            &CallAnswer::NextCounselor { attempt: 2 },
+            call(),
+            &whispered,
+        );
+        check(
+            "next_counselor_past_the_last",
+            &CallAnswer::NextCounselor { attempt: 3 },
+            call(),
+            &whispered,
+        );
+        let id = call().expect("a call");
+        for (name, answer) in [
+            (
+                "whisper_summary",
+                WhisperAnswer::Summary("A caller from the hotline. Risk: high.".into()),
+            ),
+            ("whisper_bridge", WhisperAnswer::Bridge),
+            ("whisper_pass_on", WhisperAnswer::PassOn),
+        ] {
+            let actual = pretty(&whisper_twiml(&answer, id, 2, &whispered).to_xml());
+            golden(name, &actual);
+        }
         // With the live session's own voices configured.
         let relay_voiced = Voice {
             voices: Voices {
@@ -713,6 +834,7 @@ mod tests {
             CallAnswer::ChoiceAgain,
             CallAnswer::Goodbye,
             CallAnswer::ConnectCounselor,
+            CallAnswer::NextCounselor { attempt: 2 },
             CallAnswer::Escalating,
             CallAnswer::ConnectCrisisLine,
             CallAnswer::Farewell,

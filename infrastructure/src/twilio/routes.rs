@@ -30,6 +30,10 @@ pub enum Webhook {
     RelayEnded,
     /// The recording status callback of the call's own recording.
     CallRecording,
+    /// A counselor picked up: what they hear before taking the call (`<Number url>`).
+    Whisper,
+    /// The counselor's key after the whisper.
+    WhisperAnswer,
 }
 
 impl Webhook {
@@ -48,6 +52,8 @@ impl Webhook {
             Self::Relay => "relay",
             Self::RelayEnded => "relay-ended",
             Self::CallRecording => "call-recording",
+            Self::Whisper => "whisper",
+            Self::WhisperAnswer => "whisper-answer",
         }
     }
 

@@ -124,6 +124,9 @@ pub struct Gather {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Dial {
     pub number: String,
+    /// `<Number url>`: TwiML run on the called party's leg when they pick up, before the two
+    /// are bridged (a whisper).
+    pub number_url: Option<String>,
     pub action: Option<String>,
     pub caller_id: Option<String>,
     pub timeout: Option<u32>,
@@ -313,7 +316,12 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
             attr(&mut a, "callerId", d.caller_id.as_ref());
             attr(&mut a, "timeout", d.timeout);
             writer.write_event(Event::Start(start("Dial", &a)))?;
-            write_text(writer, "Number", Attrs::new(), &d.number)?;
+            let mut n = Attrs::new();
+            if d.number_url.is_some() {
+                attr(&mut n, "method", Some("POST"));
+            }
+            attr(&mut n, "url", d.number_url.as_ref());
+            write_text(writer, "Number", n, &d.number)?;
             writer.write_event(Event::End(BytesEnd::new("Dial")))
         }
         Verb::Redirect { url } => {
@@ -422,6 +430,7 @@ mod tests {
             }))
             .verb(Verb::Dial(Dial {
                 number: "+15005550001".into(),
+                number_url: None,
                 action: Some("/twilio/dial-done".into()),
                 caller_id: Some("+15005550006".into()),
                 timeout: Some(20),
