@@ -225,6 +225,23 @@ struct DashboardPage {
     calls: i64,
     escalation_rate: String,
     median_latency: String,
+    /// Calls of the last day where risk was found and no person has taken the call, live ones
+    /// first, then by their first sign of risk.
+    waiting: Vec<CallRow>,
+    to_person_calls: i64,
+    to_person_median: String,
+    to_person_p90: String,
+    to_person_max: String,
+    risk_to_person_median: String,
+    answer_rate: String,
+    crisis_fallbacks: i64,
+    hung_up_waiting: i64,
+    risk_without_person: i64,
+}
+
+/// A duration in milliseconds as the dashboard shows it.
+fn seconds(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "—".into(), |ms| format!("{:.0} s", ms / 1000.0))
 }
 
 async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Result<Response, PageError> {
@@ -248,8 +265,28 @@ async fn dashboard(viewer: Viewer, State(state): State<AppState>) -> Result<Resp
     let (escalations, _) = queries::list_calls(pool, &escalated).await?;
     let (recent, _) = queries::list_calls(pool, &recent).await?;
     let stats = queries::stats(pool, Some(since), None).await?;
+    let mut waiting: Vec<CallRow> = live
+        .iter()
+        .filter(|c| c.first_risk_at.is_some() && c.person_at.is_none())
+        .cloned()
+        .collect();
+    waiting.sort_by_key(|c| (c.outcome.is_some(), c.first_risk_at));
     let live = live.into_iter().filter(|c| c.outcome.is_none()).collect();
+    let handoff = &stats.handoff;
+    #[allow(clippy::cast_precision_loss)]
     let page = DashboardPage {
+        waiting,
+        to_person_calls: handoff.time_to_person.calls,
+        to_person_median: seconds(handoff.time_to_person.median_ms),
+        to_person_p90: seconds(handoff.time_to_person.p90_ms),
+        to_person_max: seconds(handoff.time_to_person.max_ms.map(|ms| ms as f64)),
+        risk_to_person_median: seconds(handoff.risk_to_person.median_ms),
+        answer_rate: handoff
+            .counselor_answer_rate
+            .map_or_else(|| "—".into(), |r| format!("{:.0} %", r * 100.0)),
+        crisis_fallbacks: handoff.crisis_line_fallbacks,
+        hung_up_waiting: handoff.hung_up_waiting,
+        risk_without_person: handoff.risk_without_person,
         role: viewer.role.to_string(),
         live,
         escalations,

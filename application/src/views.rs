@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::call::{
-    Analysis, CallEvent, EscalationReason, PlayedVia, ReplySource, Stage, StageTimings,
+    Analysis, CallEvent, DialResult, DialedLine, EscalationReason, PlayedVia, ReplySource, Stage,
+    StageTimings,
 };
 use domain::risk::{RiskLevel, Route, Signal};
 use domain::{CallId, CallStatus, Choice};
@@ -50,6 +51,23 @@ pub struct CallView {
     pub mean_turn_latency_ms: Option<u64>,
     /// The last event folded in.
     pub last_sequence: i64,
+    /// The first sign of risk: a turn or an answer assessed above none, or an escalation for
+    /// risk.
+    pub first_risk_at: Option<DateTime<Utc>>,
+    /// When a person took the call: the counselor pressed 1 after the whisper (or, without
+    /// whispers, the start of the conversation a dial reported).
+    pub person_at: Option<DateTime<Utc>>,
+    /// From the call's start to a person.
+    pub time_to_person_ms: Option<u64>,
+    /// From the first sign of risk to a person.
+    pub risk_to_person_ms: Option<u64>,
+    /// Counselor dials that ended, and how many of them a counselor took.
+    pub counselor_dials: u32,
+    pub counselor_answers: u32,
+    /// The crisis line was dialled because no counselor took the call.
+    pub crisis_line_fallback: bool,
+    /// The caller hung up while a person's line rang.
+    pub hung_up_waiting: bool,
 }
 
 /// One row per turn: the detail behind the auditor and supervisor roles.
@@ -132,6 +150,14 @@ impl CallProjection {
                         outcome: None,
                         mean_turn_latency_ms: None,
                         last_sequence: sequence,
+                        first_risk_at: None,
+                        person_at: None,
+                        time_to_person_ms: None,
+                        risk_to_person_ms: None,
+                        counselor_dials: 0,
+                        counselor_answers: 0,
+                        crisis_line_fallback: false,
+                        hung_up_waiting: false,
                     },
                     turns: Vec::new(),
                     caller_ended: false,
@@ -183,6 +209,34 @@ impl CallProjection {
         self.turns.iter_mut().find(|t| t.turn == turn)
     }
 
+    /// Notes the first sign of risk, at `at`: words or an assessment at `level` above none, or
+    /// (`None`) an escalation for risk.
+    fn risk_seen(&mut self, level: Option<RiskLevel>, at: DateTime<Utc>) {
+        if level != Some(RiskLevel::None) && self.view.first_risk_at.is_none() {
+            self.view.first_risk_at = Some(at);
+            self.timed_person();
+        }
+    }
+
+    /// A person took the call at `at` (the first time counts).
+    fn person_reached(&mut self, at: DateTime<Utc>) {
+        if self.view.person_at.is_none() {
+            self.view.person_at = Some(at);
+            self.timed_person();
+        }
+    }
+
+    fn timed_person(&mut self) {
+        let since = |from: DateTime<Utc>, to: DateTime<Utc>| {
+            u64::try_from((to - from).num_milliseconds()).ok()
+        };
+        let Some(person) = self.view.person_at else {
+            return;
+        };
+        self.view.time_to_person_ms = since(self.view.started_at, person);
+        self.view.risk_to_person_ms = self.view.first_risk_at.and_then(|risk| since(risk, person));
+    }
+
     fn raise_risk(&mut self, level: RiskLevel) {
         if self.view.max_risk.is_none_or(|max| rank(level) > rank(max)) {
             self.view.max_risk = Some(level);
@@ -202,15 +256,43 @@ impl CallProjection {
             | CallEvent::CallRecordingReceived { .. }
             | CallEvent::CallRecordingKept { .. }
             | CallEvent::CounselorAnswered { .. }
-            | CallEvent::CounselorAccepted { .. }
-            | CallEvent::CounselorDeclined { .. }
-            | CallEvent::DialEnded { .. } => {}
+            | CallEvent::CounselorDeclined { .. } => {}
+            CallEvent::CounselorAccepted { at, .. } => {
+                self.view.counselor_answers += 1;
+                self.person_reached(*at);
+            }
+            CallEvent::DialEnded {
+                line,
+                result,
+                talk_secs,
+                at,
+                ..
+            } => {
+                if *line == DialedLine::Counselor {
+                    self.view.counselor_dials += 1;
+                }
+                if *result == DialResult::CallerHungUp {
+                    self.view.hung_up_waiting = true;
+                }
+                // Without a whisper, the dial's report is the first word of a conversation.
+                if result.talked() {
+                    let talked = chrono::Duration::seconds(i64::from(talk_secs.unwrap_or(0)));
+                    if *line == DialedLine::Counselor && self.view.person_at.is_none() {
+                        self.view.counselor_answers += 1;
+                    }
+                    self.person_reached(*at - talked);
+                }
+            }
             // Words screened outside a recorded turn count towards the call's highest risk.
             CallEvent::DirectQuestionAnswered {
                 screening: Some(screening),
+                at,
                 ..
             }
-            | CallEvent::UtteranceScreened { screening, .. } => self.raise_risk(screening.level),
+            | CallEvent::UtteranceScreened { screening, at, .. } => {
+                self.raise_risk(screening.level);
+                self.risk_seen(Some(screening.level), *at);
+            }
             CallEvent::DirectQuestionAnswered { .. } => {}
             CallEvent::RecordingReceived {
                 turn,
@@ -228,11 +310,12 @@ impl CallProjection {
                     t.transcript = Some(text.clone());
                 }
             }
-            CallEvent::Analyzed { turn, analysis, .. } => {
+            CallEvent::Analyzed { turn, analysis, at } => {
                 if let Some(t) = self.turn_mut(*turn) {
                     t.analysed(analysis);
                 }
                 self.raise_risk(analysis.assessment.level);
+                self.risk_seen(Some(analysis.assessment.level), *at);
             }
             CallEvent::ResponsePlayed { turn, via, at } => {
                 if let Some(t) = self.turn_mut(*turn) {
@@ -251,11 +334,18 @@ impl CallProjection {
                     self.caller_ended = true;
                 }
             }
-            CallEvent::Escalated { reason, .. } => {
+            CallEvent::Escalated { reason, at, .. } => {
                 if !self.view.escalated {
                     self.view.escalation_reason = Some(*reason);
                 }
                 self.view.escalated = true;
+                match reason {
+                    EscalationReason::RiskAssessed
+                    | EscalationReason::DirectQuestion
+                    | EscalationReason::EarlierRisk => self.risk_seen(None, *at),
+                    EscalationReason::CounselorUnavailable => self.view.crisis_line_fallback = true,
+                    _ => {}
+                }
             }
             CallEvent::StatusChanged {
                 status,

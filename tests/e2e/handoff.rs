@@ -4,7 +4,7 @@
 //! by the next, the last by the crisis line, and a caller who hangs up while it rings is on
 //! record too.
 
-use domain::CallSid;
+use domain::{CallId, CallSid};
 use serde_json::Value;
 use twilio_sim::scenario::Scenario;
 use twilio_sim::{CallReport, Line};
@@ -198,4 +198,155 @@ async fn the_silent_callers_fallback_dial_is_recorded_with_its_escalation() {
     let ended = of_type(&events, "DialEnded");
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["result"], "talked");
+}
+
+/// Milliseconds from `from` to `to`, two RFC 3339 times in the history.
+fn millis(from: &Value, to: &Value) -> f64 {
+    let time = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339")
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let ms = (time(to) - time(from)).num_milliseconds() as f64;
+    ms
+}
+
+/// PostgreSQL's `percentile_cont`: interpolated between the closest ranks.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let rank = q * (sorted.len() - 1) as f64;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    #[allow(clippy::cast_precision_loss)]
+    let weight = rank - low as f64;
+    sorted[low] + (sorted[high] - sorted[low]) * weight
+}
+
+#[tokio::test]
+async fn time_to_a_person_in_the_stats_matches_what_the_histories_say() {
+    let served = two_counselors("speech").await;
+    let calls = [
+        served.simulator.call(&scenario(AT_RISK)).await,
+        served
+            .simulator
+            .call(&scenario(&format!(
+                "{AT_RISK}dial: [declines, completed]\n"
+            )))
+            .await,
+        served
+            .simulator
+            .call(&scenario(&format!("{AT_RISK}dial: [caller-hangs-up]\n")))
+            .await,
+    ];
+    for call in &calls {
+        assert_eq!(call.outcome, Ok(()), "{:#?}", call.lines);
+    }
+
+    // From the histories alone: the call's start and its first sign of risk to the first
+    // counselor who pressed 1.
+    let (mut to_person, mut risk_to_person) = (Vec::new(), Vec::new());
+    let (mut dials, mut answers, mut hung_up, mut unanswered) = (0, 0, 0, 0);
+    for call in &calls {
+        let events = history(&served, call).await;
+        let started = &of_type(&events, "CallStarted")[0]["started_at"];
+        let first_risk = &of_type(&events, "Analyzed")[0]["at"];
+        let counselor_dials = of_type(&events, "DialEnded")
+            .iter()
+            .filter(|d| d["line"] == "counselor")
+            .count();
+        dials += counselor_dials;
+        hung_up += usize::from(
+            of_type(&events, "DialEnded")
+                .iter()
+                .any(|d| d["result"] == "caller_hung_up"),
+        );
+        match of_type(&events, "CounselorAccepted").first() {
+            Some(accepted) => {
+                answers += 1;
+                to_person.push(millis(started, &accepted["at"]));
+                risk_to_person.push(millis(first_risk, &accepted["at"]));
+            }
+            None => unanswered += 1,
+        }
+    }
+    to_person.sort_by(f64::total_cmp);
+    risk_to_person.sort_by(f64::total_cmp);
+    assert_eq!((dials, answers, hung_up, unanswered), (4, 2, 1, 1));
+
+    let token = served.app.token(application::auth::Role::Analyst).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let handoff = loop {
+        let stats: Value = served
+            .app
+            .client
+            .get(format!("{}/api/stats", served.app.base_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("JSON");
+        // The views are projected on their own time: wait until all three calls are in.
+        if stats["handoff"]["counselor_dials"] == 4 && stats["handoff"]["hung_up_waiting"] == 1 {
+            break stats["handoff"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the views did not catch up: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let close = |shown: &Value, expected: f64| {
+        let shown = shown
+            .as_f64()
+            .unwrap_or_else(|| panic!("a figure: {handoff}"));
+        // The views keep microseconds; the histories are read here to the millisecond.
+        assert!(
+            (shown - expected).abs() <= 1.0,
+            "{shown} vs {expected}: {handoff}"
+        );
+    };
+    assert_eq!(handoff["time_to_person"]["calls"], 2);
+    close(
+        &handoff["time_to_person"]["median_ms"],
+        percentile(&to_person, 0.5),
+    );
+    close(
+        &handoff["time_to_person"]["p90_ms"],
+        percentile(&to_person, 0.9),
+    );
+    close(&handoff["time_to_person"]["max_ms"], to_person[1]);
+    close(
+        &handoff["risk_to_person"]["median_ms"],
+        percentile(&risk_to_person, 0.5),
+    );
+    assert_eq!(handoff["counselor_answers"], 2);
+    assert_eq!(handoff["counselor_answer_rate"], 0.5);
+    assert_eq!(handoff["crisis_line_fallbacks"], 0);
+    assert_eq!(handoff["risk_without_person"], 1);
+
+    // The dashboard puts the call at risk that reached no one at the top, and shows the figures.
+    let html = served
+        .app
+        .client
+        .get(format!("{}/", served.app.base_url))
+        .header("cookie", format!("hotline_session={token}"))
+        .send()
+        .await
+        .expect("the dashboard answers")
+        .text()
+        .await
+        .expect("HTML");
+    let top = html
+        .find("id=\"risk-without-person\"")
+        .expect("the section");
+    assert!(
+        top < html.find("id=\"live-calls\"").expect("live calls"),
+        "at the top"
+    );
+    assert_eq!(html.matches("class=\"waiting-call\"").count(), 1, "{html}");
+    let unanswered = CallId::for_call_sid(&CallSid::parse(&calls[2].call_sid).expect("a sid"));
+    let section = &html[top..html.find("id=\"time-to-person\"").expect("the figures")];
+    assert!(section.contains(&unanswered.to_string()), "{section}");
+    assert!(html.contains("counselors answered 50 %"), "{html}");
 }

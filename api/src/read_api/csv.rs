@@ -105,7 +105,9 @@ mod tests {
         assert_eq!(
             header(),
             "call_id,call_sid,caller,direction,status,started_at,ended_at,duration_secs,turns,\
-             max_risk,escalated,escalation_reason,outcome,mean_turn_latency_ms\n"
+             max_risk,escalated,escalation_reason,outcome,mean_turn_latency_ms,first_risk_at,\
+             person_at,time_to_person_ms,risk_to_person_ms,counselor_dials,counselor_answers,\
+             crisis_line_fallback,hung_up_waiting\n"
         );
         let started_at = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123456Z")
             .expect("a time")
@@ -125,6 +127,14 @@ mod tests {
             escalation_reason: Some("=risk, \"high\"".into()),
             outcome: None,
             mean_turn_latency_ms: Some(1500),
+            first_risk_at: None,
+            person_at: None,
+            time_to_person_ms: Some(12_000),
+            risk_to_person_ms: None,
+            counselor_dials: 1,
+            counselor_answers: 1,
+            crisis_line_fallback: false,
+            hung_up_waiting: false,
             sort_key: 0.0,
         };
         let mut out = String::new();
@@ -132,7 +142,8 @@ mod tests {
         assert_eq!(
             out,
             "00000000-0000-0000-0000-000000000000,CA00,+1••••••••23,inbound,completed,\
-             2026-11-25T10:00:00.123456+00:00,,42,2,high,true,\"'=risk, \"\"high\"\"\",,1500\n"
+             2026-11-25T10:00:00.123456+00:00,,42,2,high,true,\"'=risk, \"\"high\"\"\",,1500,,,12000,,1,1,\
+             false,false\n"
         );
     }
 }

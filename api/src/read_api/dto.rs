@@ -5,7 +5,9 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::CallId;
 use infrastructure::event_store::audit::AuditEvent;
-use infrastructure::read_side::queries::{CallRow, Count, DayCount, Latency, Stats, TurnRow};
+use infrastructure::read_side::queries::{
+    CallRow, Count, DayCount, Handoff, Latency, Stats, TurnRow, Wait,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -28,6 +30,16 @@ pub struct CallOut {
     pub escalation_reason: Option<String>,
     pub outcome: Option<String>,
     pub mean_turn_latency_ms: Option<i64>,
+    /// The first sign of risk in the call.
+    pub first_risk_at: Option<DateTime<Utc>>,
+    /// When a counselor took the call.
+    pub person_at: Option<DateTime<Utc>>,
+    pub time_to_person_ms: Option<i64>,
+    pub risk_to_person_ms: Option<i64>,
+    pub counselor_dials: i32,
+    pub counselor_answers: i32,
+    pub crisis_line_fallback: bool,
+    pub hung_up_waiting: bool,
 }
 
 impl From<CallRow> for CallOut {
@@ -47,6 +59,14 @@ impl From<CallRow> for CallOut {
             escalation_reason: row.escalation_reason,
             outcome: row.outcome,
             mean_turn_latency_ms: row.mean_turn_latency_ms,
+            first_risk_at: row.first_risk_at,
+            person_at: row.person_at,
+            time_to_person_ms: row.time_to_person_ms,
+            risk_to_person_ms: row.risk_to_person_ms,
+            counselor_dials: row.counselor_dials,
+            counselor_answers: row.counselor_answers,
+            crisis_line_fallback: row.crisis_line_fallback,
+            hung_up_waiting: row.hung_up_waiting,
         }
     }
 }
@@ -199,6 +219,63 @@ pub struct StatsOut {
     pub escalation_rate: Option<f64>,
     pub turn_latency: LatencyOut,
     pub outcomes: Vec<CountOut>,
+    pub handoff: HandoffOut,
+}
+
+/// How long callers waited for a person, over the calls one took.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Wait)]
+pub struct WaitOut {
+    pub calls: i64,
+    pub median_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub max_ms: Option<i64>,
+}
+
+/// The human handoff: time to a person, and how the dials went.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Handoff)]
+pub struct HandoffOut {
+    /// From the call's start to a counselor taking it.
+    pub time_to_person: WaitOut,
+    /// From the first sign of risk to a counselor taking the call.
+    pub risk_to_person: WaitOut,
+    pub counselor_dials: i64,
+    pub counselor_answers: i64,
+    /// Counselor answers over counselor dials; `None` without dials.
+    pub counselor_answer_rate: Option<f64>,
+    /// Calls put through to the crisis line because no counselor took them.
+    pub crisis_line_fallbacks: i64,
+    /// Calls whose caller hung up while a person's line rang.
+    pub hung_up_waiting: i64,
+    /// Calls where risk was found and no person has taken the call.
+    pub risk_without_person: i64,
+}
+
+impl From<Wait> for WaitOut {
+    fn from(wait: Wait) -> Self {
+        Self {
+            calls: wait.calls,
+            median_ms: wait.median_ms,
+            p90_ms: wait.p90_ms,
+            max_ms: wait.max_ms,
+        }
+    }
+}
+
+impl From<Handoff> for HandoffOut {
+    fn from(handoff: Handoff) -> Self {
+        Self {
+            time_to_person: handoff.time_to_person.into(),
+            risk_to_person: handoff.risk_to_person.into(),
+            counselor_dials: handoff.counselor_dials,
+            counselor_answers: handoff.counselor_answers,
+            counselor_answer_rate: handoff.counselor_answer_rate,
+            crisis_line_fallbacks: handoff.crisis_line_fallbacks,
+            hung_up_waiting: handoff.hung_up_waiting,
+            risk_without_person: handoff.risk_without_person,
+        }
+    }
 }
 
 impl From<Stats> for StatsOut {
@@ -216,6 +293,7 @@ impl From<Stats> for StatsOut {
             escalation_rate: stats.escalation_rate,
             turn_latency: stats.turn_latency.into(),
             outcomes: counts(stats.outcomes),
+            handoff: stats.handoff.into(),
         }
     }
 }

@@ -207,6 +207,46 @@ pub static CALLS: Table<CallView, CallRow> = Table {
             |r| Cell::int(r.mean_turn_latency_ms),
         ),
         Column::kept("last_sequence", |v| Cell::int(Some(v.last_sequence))),
+        Column::shown(
+            "first_risk_at",
+            |v| Cell::time(v.first_risk_at),
+            |r| Cell::time(r.first_risk_at),
+        ),
+        Column::shown(
+            "person_at",
+            |v| Cell::time(v.person_at),
+            |r| Cell::time(r.person_at),
+        ),
+        Column::shown(
+            "time_to_person_ms",
+            |v| Cell::int(v.time_to_person_ms),
+            |r| Cell::int(r.time_to_person_ms),
+        ),
+        Column::shown(
+            "risk_to_person_ms",
+            |v| Cell::int(v.risk_to_person_ms),
+            |r| Cell::int(r.risk_to_person_ms),
+        ),
+        Column::shown(
+            "counselor_dials",
+            |v| Cell::int(Some(v.counselor_dials)),
+            |r| Cell::int(Some(r.counselor_dials)),
+        ),
+        Column::shown(
+            "counselor_answers",
+            |v| Cell::int(Some(v.counselor_answers)),
+            |r| Cell::int(Some(r.counselor_answers)),
+        ),
+        Column::shown(
+            "crisis_line_fallback",
+            |v| Cell::Bool(v.crisis_line_fallback),
+            |r| Cell::Bool(r.crisis_line_fallback),
+        ),
+        Column::shown(
+            "hung_up_waiting",
+            |v| Cell::Bool(v.hung_up_waiting),
+            |r| Cell::Bool(r.hung_up_waiting),
+        ),
     ],
 };
 

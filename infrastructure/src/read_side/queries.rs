@@ -106,6 +106,14 @@ pub struct CallRow {
     pub escalation_reason: Option<String>,
     pub outcome: Option<String>,
     pub mean_turn_latency_ms: Option<i64>,
+    pub first_risk_at: Option<DateTime<Utc>>,
+    pub person_at: Option<DateTime<Utc>>,
+    pub time_to_person_ms: Option<i64>,
+    pub risk_to_person_ms: Option<i64>,
+    pub counselor_dials: i32,
+    pub counselor_answers: i32,
+    pub crisis_line_fallback: bool,
+    pub hung_up_waiting: bool,
     #[serde(skip)]
     pub sort_key: f64,
 }
@@ -239,6 +247,32 @@ pub struct Latency {
     pub p90_ms: Option<f64>,
 }
 
+/// How long callers waited for a person, over the calls one took.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Wait {
+    pub calls: i64,
+    pub median_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub max_ms: Option<i64>,
+}
+
+/// The human handoff, over the calls in range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Handoff {
+    /// From the call's start to a person.
+    pub time_to_person: Wait,
+    /// From the first sign of risk to a person.
+    pub risk_to_person: Wait,
+    pub counselor_dials: i64,
+    pub counselor_answers: i64,
+    /// Counselor answers over counselor dials; `None` without dials.
+    pub counselor_answer_rate: Option<f64>,
+    pub crisis_line_fallbacks: i64,
+    pub hung_up_waiting: i64,
+    /// Calls where risk was found and no person has taken the call.
+    pub risk_without_person: i64,
+}
+
 /// What `/api/stats` answers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -251,6 +285,7 @@ pub struct Stats {
     pub escalation_rate: Option<f64>,
     pub turn_latency: Latency,
     pub outcomes: Vec<Count>,
+    pub handoff: Handoff,
 }
 
 /// Statistics over the calls started in `[from, to)`.
@@ -304,6 +339,56 @@ pub async fn stats(
     .bind(to)
     .fetch_one(pool)
     .await?;
+    let wait = |column: &'static str| {
+        format!(
+            "SELECT count({column}) AS calls,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY {column}) AS median_ms,
+                    percentile_cont(0.9) WITHIN GROUP (ORDER BY {column}) AS p90_ms,
+                    max({column}) AS max_ms
+               FROM call_views WHERE {column} IS NOT NULL AND {IN_RANGE}"
+        )
+    };
+    let time_to_person: Wait = sqlx::query_as(&wait("time_to_person_ms"))
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+    let risk_to_person: Wait = sqlx::query_as(&wait("risk_to_person_ms"))
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+    let (
+        counselor_dials,
+        counselor_answers,
+        crisis_line_fallbacks,
+        hung_up_waiting,
+        risk_without_person,
+    ): (i64, i64, i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT coalesce(sum(counselor_dials), 0)::bigint,
+                    coalesce(sum(counselor_answers), 0)::bigint,
+                    count(*) FILTER (WHERE crisis_line_fallback),
+                    count(*) FILTER (WHERE hung_up_waiting),
+                    count(*) FILTER (WHERE first_risk_at IS NOT NULL AND person_at IS NULL)
+               FROM call_views WHERE {IN_RANGE}"
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    let counselor_answer_rate =
+        (counselor_dials > 0).then(|| counselor_answers as f64 / counselor_dials as f64);
+    let handoff = Handoff {
+        time_to_person,
+        risk_to_person,
+        counselor_dials,
+        counselor_answers,
+        counselor_answer_rate,
+        crisis_line_fallbacks,
+        hung_up_waiting,
+        risk_without_person,
+    };
     #[allow(clippy::cast_precision_loss)]
     let escalation_rate = (calls > 0).then(|| escalated as f64 / calls as f64);
     Ok(Stats {
@@ -314,5 +399,6 @@ pub async fn stats(
         escalation_rate,
         turn_latency,
         outcomes,
+        handoff,
     })
 }
