@@ -29,6 +29,8 @@ pub struct AppState {
     pub operations: Option<Arc<Operations>>,
     /// Who understands speech turns while Twilio waits, and for how long.
     responder: (Responder, Duration),
+    /// Whether alerts are configured (a broken history raises one).
+    pub alerts: bool,
 }
 
 /// The operator API's use cases.
@@ -71,6 +73,13 @@ impl AppState {
         self
     }
 
+    /// Alerts are configured: a history found broken raises one.
+    #[must_use]
+    pub fn with_alerts(mut self, alerts: bool) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
     /// Operators can re-process recordings and place test calls.
     #[must_use]
     pub fn with_operations(mut self, operations: Operations) -> Self {
@@ -98,6 +107,7 @@ impl AppState {
             webhooks,
             operations: None,
             responder: (Responder::new(None), application::SPEECH_BUDGET),
+            alerts: false,
         }
     }
 }

@@ -14,6 +14,7 @@ use application::ports::{LanguageModel, SpeechToText};
 use application::responder::Responder;
 use application::Lines;
 use axum::Router;
+use infrastructure::alerts::{self, AlertConfig, AlertConsumer, AlertJobs};
 use infrastructure::config::Config;
 use infrastructure::event_store::subscription::SubscriptionRunner;
 use infrastructure::event_store::{self, CallStore};
@@ -25,6 +26,7 @@ use infrastructure::read_side::CallViewsProjection;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use infrastructure::twilio::answers::{Recorded, RelayVoices, Voices};
 use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
+use infrastructure::workers::ServiceJobs;
 use rand::Rng;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -83,6 +85,8 @@ pub struct Service {
     pool: PgPool,
     /// The conversation pipeline, when Twilio's REST API is configured.
     turns: Option<Turns>,
+    /// Where alerts go, when configured.
+    alerts: Option<AlertConfig>,
     job_lease: Duration,
     job_backoff: Option<(Duration, Duration)>,
 }
@@ -130,10 +134,13 @@ impl Service {
             }
             None => (state, None),
         };
+        let alerts = config.alerts()?;
+        let state = state.with_alerts(alerts.is_some());
         Ok(Self {
             state,
             pool,
             turns,
+            alerts,
             job_lease: Duration::from_secs(config.job_lease_secs),
             job_backoff: timings.job_backoff,
         })
@@ -190,16 +197,73 @@ impl Service {
         Some((queue, PipelineJobs::new(turns.pipeline.clone())))
     }
 
-    /// Starts the background work until `stopped` turns true: the projection, and with the
-    /// pipeline on, its subscription and `PIPELINE_WORKERS` workers.
+    /// A worker for every kind of job this instance runs (the pipeline's, the alerts'), named
+    /// `worker` (unique across processes); none when neither is configured.
+    pub fn worker(&self, worker: impl Into<String>) -> Option<(JobQueue, ServiceJobs<CallStore>)> {
+        if self.turns.is_none() && self.alerts.is_none() {
+            return None;
+        }
+        let mut queue = JobQueue::new(self.pool.clone(), worker, self.job_lease);
+        if let Some((base, cap)) = self.job_backoff {
+            queue = queue.with_backoff(base, cap);
+        }
+        let jobs = ServiceJobs {
+            pipeline: self
+                .turns
+                .as_ref()
+                .map(|turns| PipelineJobs::new(turns.pipeline.clone())),
+            alerts: self
+                .alerts
+                .clone()
+                .map(|config| AlertJobs::new(config, event_store::call_store(self.pool.clone()))),
+        };
+        Some((queue, jobs))
+    }
+
+    /// The subscription that raises alerts from the calls' events, when alerts are configured.
+    pub fn alert_subscription(&self) -> Option<SubscriptionRunner<AlertConsumer>> {
+        let alerts = self.alerts.as_ref()?;
+        Some(
+            SubscriptionRunner::new(
+                self.pool.clone(),
+                AlertConsumer {
+                    person_wait: alerts.person_wait,
+                },
+            )
+            .with_min_interval(PIPELINE_PACE),
+        )
+    }
+
+    /// Starts the background work until `stopped` turns true: the projection; with the pipeline
+    /// on, its subscription; with alerts on, theirs and a watch on stalled work; and
+    /// `PIPELINE_WORKERS` workers for either.
     pub fn spawn_background(&self, stopped: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(self.projection().run(until(stopped)))];
         if let Some(subscription) = self.turn_subscription() {
             tasks.push(tokio::spawn(subscription.run(until(stopped))));
         }
+        if let Some(subscription) = self.alert_subscription() {
+            tasks.push(tokio::spawn(subscription.run(until(stopped))));
+            let pool = self.pool.clone();
+            let stop = until(stopped);
+            tasks.push(tokio::spawn(async move {
+                tokio::pin!(stop);
+                let mut every = tokio::time::interval(alerts::WATCH_EVERY);
+                loop {
+                    tokio::select! {
+                        () = &mut stop => return,
+                        _ = every.tick() => {
+                            if let Err(error) = alerts::watch_once(&pool).await {
+                                tracing::warn!(%error, "could not look for stalled work");
+                            }
+                        }
+                    }
+                }
+            }));
+        }
         let instance = uuid::Uuid::new_v4();
         for n in 0..PIPELINE_WORKERS {
-            if let Some((queue, handler)) = self.turn_worker(format!("{instance}-{n}")) {
+            if let Some((queue, handler)) = self.worker(format!("{instance}-{n}")) {
                 tasks.push(tokio::spawn(jobs::run_worker(
                     queue,
                     handler,

@@ -45,6 +45,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "COUNSELOR_NUMBERS",
     "COUNSELOR_NUMBERS_ES",
     "HOTLINE_WHISPER",
+    "HOTLINE_ALERT_URL",
+    "HOTLINE_ALERT_SECRET",
+    "HOTLINE_ALERT_PERSON_WAIT_SECS",
     "HOTLINE_RELAY_TTS_PROVIDER",
     "HOTLINE_RELAY_VOICE_EN",
     "HOTLINE_RELAY_VOICE_ES",
@@ -118,6 +121,20 @@ pub struct Config {
     /// language, time on the line) and press 1 to take the call: true or false.
     #[arg(long, env = "HOTLINE_WHISPER", default_value_t = true, action = clap::ArgAction::Set)]
     pub whisper: bool,
+
+    /// Where alerts are sent (JSON, signed as Standard Webhooks sign theirs): a caller at risk
+    /// who has not reached a person in time, every line failing, the pipeline stalled, a broken
+    /// history. Off when absent.
+    #[arg(long, env = "HOTLINE_ALERT_URL")]
+    pub alert_url: Option<String>,
+
+    /// The alerts' signing secret, `whsec_` followed by base64 (required with HOTLINE_ALERT_URL).
+    #[arg(long, env = "HOTLINE_ALERT_SECRET", hide_env_values = true)]
+    pub alert_secret: Option<String>,
+
+    /// How long a caller at risk may wait for a person before an alert, in seconds.
+    #[arg(long, env = "HOTLINE_ALERT_PERSON_WAIT_SECS", default_value_t = 120)]
+    pub alert_person_wait_secs: u64,
 
     /// The crisis line: dialled when no counselor answers, and read out to every caller.
     #[arg(long, env = "CRISIS_LINE_NUMBER", default_value = "988", value_parser = parse_dial_number)]
@@ -241,6 +258,8 @@ pub enum ConfigError {
     IncompleteTwilio,
     #[error("TWILIO_AUTH_TOKEN has an empty entry")]
     EmptyToken,
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertConfigError),
 }
 
 impl Config {
@@ -264,7 +283,21 @@ impl Config {
         if self.auth_tokens().iter().any(|t| t.is_empty()) {
             return Err(ConfigError::EmptyToken);
         }
+        self.alerts()?;
         Ok(())
+    }
+
+    /// Where alerts go, when `HOTLINE_ALERT_URL` is set.
+    pub fn alerts(&self) -> Result<Option<crate::alerts::AlertConfig>, ConfigError> {
+        let Some(url) = &self.alert_url else {
+            return Ok(None);
+        };
+        let secret = self
+            .alert_secret
+            .as_deref()
+            .ok_or(crate::alerts::AlertConfigError::Secret)?;
+        let wait = std::time::Duration::from_secs(self.alert_person_wait_secs);
+        Ok(Some(crate::alerts::AlertConfig::new(url, secret, wait)?))
     }
 
     /// The configured auth tokens, in order (the current one first).

@@ -3,6 +3,7 @@
 //! the embedded PostgreSQL used when no database is configured, and the service's configuration.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod config;
 pub mod embedded_pg;
 pub mod event_store;
@@ -10,3 +11,4 @@ pub mod pipeline;
 pub mod read_side;
 pub mod tokens;
 pub mod twilio;
+pub mod workers;

@@ -289,6 +289,7 @@ fn job(turn: i32, max_attempts: i32) -> NewJob {
         kind: "process_turn".into(),
         payload: serde_json::json!({ "recording": turn }),
         max_attempts,
+        run_at: None,
     }
 }
 

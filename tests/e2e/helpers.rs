@@ -333,6 +333,9 @@ impl TestAppBuilder {
             // The harness's webhooks stand in for Twilio's dial by hand; whole calls through the
             // simulator (`hotline serve`) have whispers on, as deployed.
             whisper: false,
+            alert_url: None,
+            alert_secret: None,
+            alert_person_wait_secs: 120,
         }
     }
 }

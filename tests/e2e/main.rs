@@ -2,6 +2,7 @@
 //! test), and requests signed exactly as Twilio signs them.
 
 mod ai_services;
+mod alerts;
 mod audit;
 mod bench;
 mod calls;

@@ -78,10 +78,22 @@ pub async fn events(config: Config, call: String) -> anyhow::Result<()> {
 /// each call whose history does not hold. Fails when any does.
 pub async fn verify(config: Config, call: Option<String>) -> anyhow::Result<()> {
     let id = call.as_deref().map(call_id).transpose()?;
+    let alerts = config.alerts()?.is_some();
     let found = with_database(&config, |pool| async move {
-        audit::verify(&pool, id.map(|id| id.to_string()).as_deref())
+        let found = audit::verify(&pool, id.map(|id| id.to_string()).as_deref())
             .await
-            .context("could not read the event store")
+            .context("could not read the event store")?;
+        if alerts && !found.intact() {
+            let broken: Vec<String> = found
+                .broken
+                .iter()
+                .map(|b| b.aggregate_id.clone())
+                .collect();
+            infrastructure::alerts::histories_broken(&pool, &broken)
+                .await
+                .context("could not raise the broken-history alert")?;
+        }
+        Ok(found)
     })
     .await?;
     for broken in &found.broken {

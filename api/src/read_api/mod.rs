@@ -234,6 +234,16 @@ pub(crate) async fn verify_call(
     if found.events == 0 {
         return Err(ApiError::UnknownCall);
     }
+    if !found.intact() && state.alerts {
+        let broken: Vec<String> = found
+            .broken
+            .iter()
+            .map(|b| b.aggregate_id.clone())
+            .collect();
+        if let Err(error) = infrastructure::alerts::histories_broken(&state.pool, &broken).await {
+            tracing::error!(%error, "could not raise the broken-history alert");
+        }
+    }
     let first_broken = found
         .broken
         .first()

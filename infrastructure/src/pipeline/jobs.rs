@@ -25,6 +25,8 @@ pub struct NewJob {
     pub kind: String,
     pub payload: serde_json::Value,
     pub max_attempts: i32,
+    /// When it is due; now when absent.
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A job a worker holds.
@@ -54,7 +56,8 @@ pub enum Fate {
 /// was enqueued before: replaying an event cannot enqueue its work twice.
 pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO jobs (call_id, turn, kind, payload, max_attempts) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO jobs (call_id, turn, kind, payload, max_attempts, run_at)
+         VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))
          ON CONFLICT (call_id, turn, kind) DO NOTHING",
     )
     .bind(&job.call_id)
@@ -62,6 +65,7 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<bool, sqlx
     .bind(&job.kind)
     .bind(&job.payload)
     .bind(job.max_attempts)
+    .bind(job.run_at)
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)

@@ -86,6 +86,7 @@ impl Consumer for PipelineConsumer {
                     "recording_url": recording_url.as_str(),
                 }),
                 max_attempts: KEEP_CALL_RECORDING_ATTEMPTS,
+                run_at: None,
             };
             jobs::enqueue(conn, &job).await?;
             return Ok(());
@@ -111,6 +112,7 @@ impl Consumer for PipelineConsumer {
             kind: PROCESS_TURN.to_owned(),
             payload: serde_json::json!({}),
             max_attempts: TURN_ATTEMPTS,
+            run_at: None,
         };
         jobs::enqueue(conn, &job).await?;
         Ok(())
