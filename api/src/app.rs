@@ -100,6 +100,7 @@ mod tests {
             recorded: infrastructure::twilio::answers::Recorded::default(),
             record_calls: true,
             whisper: true,
+            ring: infrastructure::twilio::answers::Ring::InOrder,
         });
         let router: Router = Router::new()
             .route(

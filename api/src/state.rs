@@ -10,6 +10,7 @@ use application::pipeline::Pipeline;
 use application::CallService;
 use infrastructure::event_store::{self, CallStore};
 use infrastructure::tokens::ApiTokens;
+use infrastructure::twilio::answers::Ring;
 pub use infrastructure::twilio::answers::Voice;
 use sqlx::PgPool;
 use twilio_signature::SignatureValidator;
@@ -53,7 +54,8 @@ impl AppState {
         .caching()
         .with_pipeline()
         .with_responder(responder, budget)
-        .with_whisper(self.voice.whisper);
+        .with_whisper(self.voice.whisper)
+        .with_counselors_rung_together(self.voice.ring == Ring::Together);
         self.calls = Arc::new(calls);
         self
     }
@@ -68,7 +70,8 @@ impl AppState {
         )
         .caching()
         .with_responder(responder, budget)
-        .with_whisper(self.voice.whisper);
+        .with_whisper(self.voice.whisper)
+        .with_counselors_rung_together(self.voice.ring == Ring::Together);
         self.calls = Arc::new(calls);
         self
     }
@@ -97,7 +100,8 @@ impl AppState {
             voice.lines.clone(),
         )
         .caching()
-        .with_whisper(voice.whisper);
+        .with_whisper(voice.whisper)
+        .with_counselors_rung_together(voice.ring == Ring::Together);
         Self {
             calls: Arc::new(calls),
             validator: Arc::new(validator),

@@ -359,6 +359,7 @@ pub fn voice(config: &Config) -> Voice {
         },
         record_calls: config.records_calls(),
         whisper: config.whisper,
+        ring: config.counselor_ring,
     }
 }
 

@@ -239,6 +239,8 @@ pub struct CallService<ES: EventStore<Call>> {
     speech_budget: Duration,
     /// Counselors hear a whisper and press 1 to take the call.
     whisper: bool,
+    /// All counselors are rung at once, in one `<Dial>`, rather than one after another.
+    ring_together: bool,
 }
 
 impl<ES: EventStore<Call>> std::fmt::Debug for CallService<ES> {
@@ -260,7 +262,15 @@ impl<ES: EventStore<Call>> CallService<ES> {
             responder: Responder::new(None),
             speech_budget: SPEECH_BUDGET,
             whisper: false,
+            ring_together: false,
         }
+    }
+
+    /// All counselors are rung at once: when none takes the call, the crisis line is next.
+    #[must_use]
+    pub fn with_counselors_rung_together(mut self, together: bool) -> Self {
+        self.ring_together = together;
+        self
     }
 
     /// Counselors hear a whisper when they pick up, and take the call by pressing 1; until one
@@ -733,10 +743,14 @@ impl<ES: EventStore<Call>> CallService<ES> {
             DialedLine::CrisisLine => self.lines.crisis.clone(),
         };
         let screened = report.line == DialedLine::Counselor && self.whisper;
+        // Rung together, whichever counselor pressed 1 took the call.
+        let accepted = if self.ring_together {
+            state.person_reached_at().is_some()
+        } else {
+            state.counselor_accepted(report.attempt)
+        };
         let result = match report.status {
-            DialStatus::Completed if screened && !state.counselor_accepted(report.attempt) => {
-                DialResult::Declined
-            }
+            DialStatus::Completed if screened && !accepted => DialResult::Declined,
             DialStatus::Completed => DialResult::Talked,
             DialStatus::NoAnswer => DialResult::NoAnswer,
             DialStatus::Busy => DialResult::Busy,
@@ -757,7 +771,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             (_, DialedLine::CrisisLine) => CallAnswer::LastResort,
             (_, DialedLine::Counselor) => {
                 let attempt = report.attempt + 1;
-                if self.lines.counselor_at(language, attempt).is_some() {
+                if !self.ring_together && self.lines.counselor_at(language, attempt).is_some() {
                     CallAnswer::NextCounselor { attempt }
                 } else {
                     CallAnswer::ConnectCrisisLine

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use domain::{AccountSid, DialNumber};
 use secrecy::SecretString;
 
-use crate::twilio::answers::Conversation;
+use crate::twilio::answers::{Conversation, Ring};
 
 /// Every environment variable the service reads. A `HOTLINE_*` variable not listed here is a typo
 /// and stops the service.
@@ -45,6 +45,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "COUNSELOR_NUMBERS",
     "COUNSELOR_NUMBERS_ES",
     "HOTLINE_WHISPER",
+    "HOTLINE_COUNSELOR_RING",
     "HOTLINE_ALERT_URL",
     "HOTLINE_ALERT_SECRET",
     "HOTLINE_ALERT_PERSON_WAIT_SECS",
@@ -135,6 +136,11 @@ pub struct Config {
     /// How long a caller at risk may wait for a person before an alert, in seconds.
     #[arg(long, env = "HOTLINE_ALERT_PERSON_WAIT_SECS", default_value_t = 120)]
     pub alert_person_wait_secs: u64,
+
+    /// How several counselors are rung: order (one after another, each when the one before did
+    /// not take the call) or together (all at once; the first to take the call wins).
+    #[arg(long, env = "HOTLINE_COUNSELOR_RING", default_value = "order", value_parser = parse_ring)]
+    pub counselor_ring: Ring,
 
     /// The crisis line: dialled when no counselor answers, and read out to every caller.
     #[arg(long, env = "CRISIS_LINE_NUMBER", default_value = "988", value_parser = parse_dial_number)]
@@ -233,6 +239,10 @@ pub struct Config {
     /// recording of its own, and not in record mode, where every turn is recorded already.
     #[arg(long, env = "HOTLINE_RECORD_CALLS", action = clap::ArgAction::Set)]
     pub record_calls: Option<bool>,
+}
+
+fn parse_ring(value: &str) -> Result<Ring, String> {
+    Ring::parse(value).ok_or_else(|| format!("'{value}' is not one of order, together"))
 }
 
 fn parse_conversation(value: &str) -> Result<Conversation, String> {

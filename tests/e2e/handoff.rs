@@ -350,3 +350,47 @@ async fn time_to_a_person_in_the_stats_matches_what_the_histories_say() {
     assert!(section.contains(&unanswered.to_string()), "{section}");
     assert!(html.contains("counselors answered 50 %"), "{html}");
 }
+
+#[tokio::test]
+async fn counselors_rung_together_are_one_dial_and_then_the_crisis_line() {
+    let served = serve_with_simulated_twilio_and(&[
+        ("COUNSELOR_NUMBERS", COUNSELOR_2),
+        ("HOTLINE_COUNSELOR_RING", "together"),
+    ])
+    .await;
+    let taken = served.simulator.call(&scenario(AT_RISK)).await;
+    assert_eq!(taken.outcome, Ok(()), "{:#?}", taken.lines);
+    assert_eq!(taken.dialled(), [COUNSELOR], "{:#?}", taken.lines);
+    assert!(
+        taken.lines.iter().any(|l| matches!(
+            l,
+            Line::Note(n) if *n == format!("also rung at once: {COUNSELOR_2}")
+        )),
+        "{:#?}",
+        taken.lines
+    );
+    let events = history(&served, &taken).await;
+    assert_eq!(of_type(&events, "CounselorAccepted").len(), 1, "{events:?}");
+
+    // Nobody on the one dial takes the call: the crisis line next, not another counselor.
+    let declined = served
+        .simulator
+        .call(&scenario(&format!(
+            "{AT_RISK}dial: [declines, completed]\n"
+        )))
+        .await;
+    assert_eq!(declined.outcome, Ok(()), "{:#?}", declined.lines);
+    assert_eq!(
+        declined.dialled(),
+        [COUNSELOR, CRISIS],
+        "{:#?}",
+        declined.lines
+    );
+    let events = history(&served, &declined).await;
+    assert!(
+        of_type(&events, "Escalated")
+            .iter()
+            .any(|e| e["reason"] == "counselor_unavailable"),
+        "{events:?}"
+    );
+}

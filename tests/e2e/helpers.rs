@@ -336,6 +336,7 @@ impl TestAppBuilder {
             alert_url: None,
             alert_secret: None,
             alert_person_wait_secs: 120,
+            counselor_ring: infrastructure::twilio::answers::Ring::InOrder,
         }
     }
 }

@@ -839,6 +839,14 @@ impl Call<'_> {
             number: number.clone(),
             answer,
         });
+        // Several numbers ring at once; the simulator's first is the one that picks up.
+        if numbers.len() > 1 {
+            let others: Vec<&str> = numbers[1..].iter().map(|n| n.text.trim()).collect();
+            self.line(Line::Note(format!(
+                "also rung at once: {}",
+                others.join(", ")
+            )));
+        }
         let dial_sid = new_sid("CA");
         // A counselor who picks up hears the whisper on their own leg, and takes the call or not.
         if let (Some(url), DialAnswer::Completed | DialAnswer::Declines) = (whisper, answer) {

@@ -94,6 +94,28 @@ impl RelayVoices {
     }
 }
 
+/// How several counselors are rung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ring {
+    /// One after another, each when the one before did not take the call. The default.
+    #[default]
+    InOrder,
+    /// All at once, in one `<Dial>`: the first to pick up (and, with whispers, press 1) takes
+    /// the call; if none does, the crisis line.
+    Together,
+}
+
+impl Ring {
+    /// Reads `order` or `together`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "order" => Some(Self::InOrder),
+            "together" => Some(Self::Together),
+            _ => None,
+        }
+    }
+}
+
 /// Pre-recorded prompts, played with `<Play>` instead of text-to-speech where configured.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
@@ -129,6 +151,8 @@ pub struct Voice {
     pub recorded: Recorded,
     /// Counselors hear a whisper (`<Number url>`) and press 1 to take the call.
     pub whisper: bool,
+    /// How several counselors are rung.
+    pub ring: Ring,
     /// Record the whole call (`<Start><Recording>` in its first answer), for the record: in
     /// speech and live modes no turn has a recording of its own.
     pub record_calls: bool,
@@ -536,11 +560,28 @@ impl Writer<'_> {
         if *counselor == lines.crisis {
             return self.dial_crisis_line(doc);
         }
-        let number_url = (self.voice.whisper && self.id.is_some())
-            .then(|| format!("{}?attempt={attempt}", self.url(Webhook::Whisper)));
+        let whisper = |attempt: u32| {
+            (self.voice.whisper && self.id.is_some())
+                .then(|| format!("{}?attempt={attempt}", self.url(Webhook::Whisper)))
+        };
+        // Rung together, every counselor after the first is on the same `<Dial>`, each with the
+        // whisper that names their place in the order.
+        let also = match self.voice.ring {
+            Ring::InOrder => Vec::new(),
+            Ring::Together => (attempt + 1..)
+                .map_while(|n| {
+                    lines
+                        .counselor_at(self.language, n)
+                        .map(|number| (n, number))
+                })
+                .filter(|(_, number)| **number != lines.crisis)
+                .map(|(n, number)| (number.as_str().to_owned(), whisper(n)))
+                .collect(),
+        };
         doc.verb(Verb::Dial(Dial {
             number: counselor.as_str().to_owned(),
-            number_url,
+            number_url: whisper(attempt),
+            also,
             action: Some(format!(
                 "{}?line=counselor&attempt={attempt}",
                 self.url(Webhook::DialStatus)
@@ -593,6 +634,7 @@ mod tests {
             recorded: Recorded::default(),
             record_calls: false,
             whisper: false,
+            ring: Ring::InOrder,
         }
     }
 
@@ -747,6 +789,15 @@ mod tests {
             &CallAnswer::Escalating,
             call(),
             &whispered,
+        );
+        check(
+            "escalating_rung_together",
+            &CallAnswer::Escalating,
+            call(),
+            &Voice {
+                ring: Ring::Together,
+                ..whispered.clone()
+            },
         );
         check(
             "next_counselor",

@@ -127,6 +127,9 @@ pub struct Dial {
     /// `<Number url>`: TwiML run on the called party's leg when they pick up, before the two
     /// are bridged (a whisper).
     pub number_url: Option<String>,
+    /// More numbers rung at the same time (Twilio bridges the first to pick up), each with its
+    /// `url`.
+    pub also: Vec<(String, Option<String>)>,
     pub action: Option<String>,
     pub caller_id: Option<String>,
     pub timeout: Option<u32>,
@@ -316,12 +319,16 @@ fn write_verb<W: std::io::Write>(writer: &mut Writer<W>, verb: &Verb) -> std::io
             attr(&mut a, "callerId", d.caller_id.as_ref());
             attr(&mut a, "timeout", d.timeout);
             writer.write_event(Event::Start(start("Dial", &a)))?;
-            let mut n = Attrs::new();
-            if d.number_url.is_some() {
-                attr(&mut n, "method", Some("POST"));
+            for (number, url) in std::iter::once((&d.number, &d.number_url))
+                .chain(d.also.iter().map(|(number, url)| (number, url)))
+            {
+                let mut n = Attrs::new();
+                if url.is_some() {
+                    attr(&mut n, "method", Some("POST"));
+                }
+                attr(&mut n, "url", url.as_ref());
+                write_text(writer, "Number", n, number)?;
             }
-            attr(&mut n, "url", d.number_url.as_ref());
-            write_text(writer, "Number", n, &d.number)?;
             writer.write_event(Event::End(BytesEnd::new("Dial")))
         }
         Verb::Redirect { url } => {
@@ -431,6 +438,7 @@ mod tests {
             .verb(Verb::Dial(Dial {
                 number: "+15005550001".into(),
                 number_url: None,
+                also: Vec::new(),
                 action: Some("/twilio/dial-done".into()),
                 caller_id: Some("+15005550006".into()),
                 timeout: Some(20),
