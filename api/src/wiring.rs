@@ -253,7 +253,7 @@ impl Service {
                     tokio::select! {
                         () = &mut stop => return,
                         _ = every.tick() => {
-                            if let Err(error) = alerts::watch_once(&pool).await {
+                            if let Err(error) = alerts::watch_once(&pool, alerts::STALLED_AFTER).await {
                                 tracing::warn!(%error, "could not look for stalled work");
                             }
                         }

@@ -40,6 +40,9 @@ pub enum AlertKind {
     AllLinesFailed,
     /// The pipeline's jobs are waiting past their time: nothing is doing them.
     PipelineStalled,
+    /// A subscription (a projection, the pipeline's, the alerts') has events waiting behind its
+    /// checkpoint for longer than it should.
+    SubscriptionStalled,
     /// A call's hash chain does not verify.
     HistoryBroken,
 }
@@ -50,6 +53,7 @@ impl AlertKind {
             Self::CallerWaiting => "caller_waiting",
             Self::AllLinesFailed => "all_lines_failed",
             Self::PipelineStalled => "pipeline_stalled",
+            Self::SubscriptionStalled => "subscription_stalled",
             Self::HistoryBroken => "history_broken",
         }
     }
@@ -57,7 +61,7 @@ impl AlertKind {
     fn level(self) -> &'static str {
         match self {
             Self::CallerWaiting | Self::AllLinesFailed | Self::HistoryBroken => "critical",
-            Self::PipelineStalled => "warning",
+            Self::PipelineStalled | Self::SubscriptionStalled => "warning",
         }
     }
 
@@ -151,6 +155,21 @@ pub async fn raise(
     due: DateTime<Utc>,
     detail: serde_json::Value,
 ) -> sqlx::Result<bool> {
+    let subject = call_id.map_or_else(|| "service".to_owned(), |id| id.to_string());
+    raise_about(conn, kind, call_id, &subject, window, due, detail).await
+}
+
+/// As `raise`, about `subject` (a call's id, or a part of the service) as the queue tells
+/// alerts apart.
+async fn raise_about(
+    conn: &mut PgConnection,
+    kind: AlertKind,
+    call_id: Option<CallId>,
+    subject: &str,
+    window: i32,
+    due: DateTime<Utc>,
+    detail: serde_json::Value,
+) -> sqlx::Result<bool> {
     let alert = Alert {
         id: uuid::Uuid::new_v4(),
         kind,
@@ -160,7 +179,7 @@ pub async fn raise(
         detail,
     };
     let job = NewJob {
-        call_id: call_id.map_or_else(|| "service".to_owned(), |id| id.to_string()),
+        call_id: subject.to_owned(),
         turn: window,
         kind: kind.job_kind(),
         payload: serde_json::to_value(&alert).unwrap_or_default(),
@@ -378,34 +397,62 @@ impl<ES: EventStore<Call>> AlertJobs<ES> {
 /// How often the service looks for work that is not being done.
 pub const WATCH_EVERY: Duration = Duration::from_secs(30);
 
-/// Jobs this late mean no worker is taking them.
-const STALLED_AFTER_SECS: i64 = 120;
+/// Work this late means nothing is doing it.
+pub const STALLED_AFTER: Duration = Duration::from_secs(120);
 
-/// Looks once for pipeline jobs overdue by more than two minutes, and raises an alert when there
-/// are (at most one per ten minutes).
-pub async fn watch_once(pool: &PgPool) -> sqlx::Result<()> {
+/// Looks once for work that is not being done, late by more than `stalled_after`: pipeline jobs
+/// past their time, and subscriptions with events waiting behind their checkpoint. Raises at most
+/// one alert of each (per subscription) in ten minutes.
+pub async fn watch_once(pool: &PgPool, stalled_after: Duration) -> sqlx::Result<()> {
+    let late = stalled_after.as_secs_f64();
+    let window = i32::try_from(Utc::now().timestamp() / 600).unwrap_or(i32::MAX);
     let overdue: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs
           WHERE status = 'pending' AND kind NOT LIKE 'alert.%'
             AND run_at < clock_timestamp() - make_interval(secs => $1)",
     )
-    .bind(STALLED_AFTER_SECS as f64)
+    .bind(late)
     .fetch_one(pool)
     .await?;
-    if overdue == 0 {
-        return Ok(());
-    }
-    let window = i32::try_from(Utc::now().timestamp() / 600).unwrap_or(i32::MAX);
     let mut conn = pool.acquire().await?;
-    raise(
-        &mut conn,
-        AlertKind::PipelineStalled,
-        None,
-        window,
-        Utc::now(),
-        json!({ "overdue_jobs": overdue }),
+    if overdue > 0 {
+        let detail = json!({ "overdue_jobs": overdue });
+        raise(
+            &mut conn,
+            AlertKind::PipelineStalled,
+            None,
+            window,
+            Utc::now(),
+            detail,
+        )
+        .await?;
+    }
+    // The first event after a checkpoint is found through the index subscriptions read by, so
+    // a subscription that keeps up costs a look at the few events it has not read yet.
+    let stalled: Vec<String> = sqlx::query_scalar(
+        "SELECT c.name FROM subscription_checkpoints c
+          WHERE EXISTS (SELECT 1 FROM events e
+                         WHERE (e.tx_id, e.global_position) > (c.last_tx_id, c.last_position)
+                           AND e.recorded_at < clock_timestamp() - make_interval(secs => $1))
+          ORDER BY c.name",
     )
+    .bind(late)
+    .fetch_all(&mut *conn)
     .await?;
+    for name in stalled {
+        let subject = format!("subscription:{name}");
+        let detail = json!({ "subscription": name });
+        raise_about(
+            &mut conn,
+            AlertKind::SubscriptionStalled,
+            None,
+            &subject,
+            window,
+            Utc::now(),
+            detail,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -232,8 +232,9 @@ async fn stalled_work_and_a_broken_history_raise_one_alert_each() {
             count
         }
     };
+    let late = infrastructure::alerts::STALLED_AFTER;
     // Nothing overdue: nothing to say.
-    infrastructure::alerts::watch_once(&pool)
+    infrastructure::alerts::watch_once(&pool, late)
         .await
         .expect("looks");
     assert_eq!(alert_jobs("alert.pipeline_stalled").await, 0);
@@ -245,10 +246,10 @@ async fn stalled_work_and_a_broken_history_raise_one_alert_each() {
     .execute(&pool)
     .await
     .expect("a job");
-    infrastructure::alerts::watch_once(&pool)
+    infrastructure::alerts::watch_once(&pool, late)
         .await
         .expect("looks");
-    infrastructure::alerts::watch_once(&pool)
+    infrastructure::alerts::watch_once(&pool, late)
         .await
         .expect("looks again");
     assert_eq!(
@@ -256,6 +257,42 @@ async fn stalled_work_and_a_broken_history_raise_one_alert_each() {
         1,
         "one per window"
     );
+
+    // An event ten minutes old that one subscription has not read, and another has.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, recorded_at)
+         VALUES ('Call', 'c', 1, 'CallStarted', '1', '{}', '{}', now() - interval '10 minutes')",
+    )
+    .execute(&pool)
+    .await
+    .expect("an event");
+    sqlx::query(
+        "INSERT INTO subscription_checkpoints (name, last_tx_id, last_position)
+         VALUES ('behind', '0', 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("a checkpoint behind");
+    sqlx::query(
+        "INSERT INTO subscription_checkpoints (name, last_tx_id, last_position)
+         SELECT 'caught_up', tx_id, global_position FROM events",
+    )
+    .execute(&pool)
+    .await
+    .expect("a checkpoint at the end");
+    infrastructure::alerts::watch_once(&pool, late)
+        .await
+        .expect("looks");
+    let stalled: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT call_id, payload FROM jobs WHERE kind = 'alert.subscription_stalled'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("reads");
+    assert_eq!(stalled.len(), 1, "{stalled:?}");
+    assert_eq!(stalled[0].0, "subscription:behind");
+    assert_eq!(stalled[0].1["detail"]["subscription"], "behind");
 
     let call = domain::CallId::for_call_sid(&new_call_sid()).to_string();
     let broken = vec![call.clone(), call];

@@ -49,6 +49,36 @@ fn of_type<'a>(events: &'a [(String, Value)], event_type: &str) -> Vec<&'a Value
         .collect()
 }
 
+/// The call's view once the projection has folded its last dial (`dials` counselor dials and
+/// its end), for at most 20 s.
+async fn view(served: &Served, call: &CallReport, dials: i64) -> Value {
+    let token = served.app.token(application::auth::Role::Analyst).await;
+    let id = CallId::for_call_sid(&CallSid::parse(&call.call_sid).expect("a CallSid"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = served
+            .app
+            .client
+            .get(format!("{}/api/calls/{id}", served.app.base_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the API answers");
+        if response.status().is_success() {
+            let view: Value = response.json().await.expect("JSON");
+            if view["counselor_dials"] == dials && !view["outcome"].is_null() {
+                return view;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{view}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no view of the call"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 fn whispered(call: &CallReport) -> Vec<&str> {
     call.lines
         .iter()
@@ -89,6 +119,19 @@ async fn a_caller_at_risk_is_whispered_to_a_counselor_who_takes_the_call() {
     assert_eq!(ended[0]["line"], "counselor");
     assert_eq!(ended[0]["result"], "talked");
     assert_eq!(ended[0]["talk_secs"], 300);
+
+    let view = view(&served, &call, 1).await;
+    assert_eq!(view["counselor_answers"], 1);
+    // The views keep microseconds.
+    let person_at = view["person_at"].as_str().expect("a time");
+    let accepted_at = accepted[0]["at"].as_str().expect("a time");
+    assert!(
+        accepted_at.starts_with(person_at.trim_end_matches('Z')),
+        "{person_at} vs {accepted_at}"
+    );
+    assert!(view["time_to_person_ms"].as_i64().is_some(), "{view}");
+    assert!(view["risk_to_person_ms"].as_i64().is_some(), "{view}");
+    assert_eq!(view["outcome"], "escalated");
 }
 
 #[tokio::test]
@@ -175,6 +218,11 @@ async fn a_caller_who_hangs_up_while_it_rings_is_on_record() {
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["result"], "caller_hung_up");
     assert!(of_type(&events, "CounselorAnswered").is_empty());
+
+    let view = view(&served, &call, 1).await;
+    assert_eq!(view["hung_up_waiting"], true);
+    assert!(view["person_at"].is_null(), "{view}");
+    assert!(!view["first_risk_at"].is_null(), "{view}");
 }
 
 #[tokio::test]
@@ -198,6 +246,15 @@ async fn the_silent_callers_fallback_dial_is_recorded_with_its_escalation() {
     let ended = of_type(&events, "DialEnded");
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["result"], "talked");
+
+    let view = view(&served, &call, 1).await;
+    assert_eq!(view["escalated"], true);
+    assert_eq!(view["escalation_reason"], "silence");
+    assert!(!view["person_at"].is_null(), "{view}");
+    assert!(
+        view["first_risk_at"].is_null(),
+        "silence is not a sign of risk: {view}"
+    );
 }
 
 /// Milliseconds from `from` to `to`, two RFC 3339 times in the history.
