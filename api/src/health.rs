@@ -23,6 +23,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({ "database": if database_up { "up" } else { "down" } })),
+        Json(json!({
+            "database": if database_up { "up" } else { "down" },
+            "refused_characters_removed": crate::twilio::extract::REFUSED_CHARACTERS_REMOVED
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })),
     )
 }

@@ -222,6 +222,17 @@ pub const MAX_WAITS: u32 = 2;
 /// gives a webhook 15 s; the caller should not wait anywhere near that.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
 
+/// Whether a failed command says the store is away (down, failing, too slow), so that the next
+/// callers should not wait on it. Data the database refused (reported by the store as bad data)
+/// fails that command only: one caller's odd parameter must not silence everyone's record.
+fn opens_breaker(error: &AppError) -> bool {
+    match error {
+        AppError::Store(cqrs_es::AggregateError::DeserializationError(_)) => false,
+        AppError::Store(_) | AppError::TimedOut => true,
+        _ => false,
+    }
+}
+
 /// Whether a caller waits on a webhook's answer.
 #[derive(Debug, Clone, Copy)]
 enum Heard {
@@ -355,9 +366,10 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let result = tokio::time::timeout_at(deadline, bounded)
             .await
             .unwrap_or(Err(AppError::TimedOut));
-        match &result {
-            Err(AppError::Store(_) | AppError::TimedOut) => self.breaker.trip(Instant::now()),
-            _ => self.breaker.reset(),
+        if result.as_ref().is_err_and(opens_breaker) {
+            self.breaker.trip(Instant::now());
+        } else {
+            self.breaker.reset();
         }
         result
     }
@@ -1019,6 +1031,19 @@ fn trouble(error: &AppError) -> Spoken {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_an_outage_opens_the_breaker_not_a_value_the_database_refused() {
+        use cqrs_es::AggregateError;
+        let refused = AppError::Store(AggregateError::DeserializationError(
+            "invalid byte sequence".into(),
+        ));
+        assert!(!super::opens_breaker(&refused));
+        let down = AppError::Store(AggregateError::DatabaseConnectionError("refused".into()));
+        assert!(super::opens_breaker(&down));
+        assert!(super::opens_breaker(&AppError::TimedOut));
+        assert!(!super::opens_breaker(&AppError::WrongCall));
+    }
+
     use super::*;
     use chrono::Utc;
     use cqrs_es::mem_store::MemStore;

@@ -215,13 +215,7 @@ async fn duplicate_and_out_of_order_status_callbacks_change_nothing() {
 async fn application_state(app: &TestApp, sid: &domain::CallSid) -> domain::Call {
     let service = application::CallService::new(
         infrastructure::event_store::call_store(app.pool.clone()),
-        application::Lines {
-            counselor: domain::DialNumber::parse(COUNSELOR).expect("valid"),
-            crisis: domain::DialNumber::parse(CRISIS).expect("valid"),
-            counselor_es: None,
-            more: Vec::new(),
-            more_es: Vec::new(),
-        },
+        test_lines(),
     );
     service
         .call(CallId::for_call_sid(sid))

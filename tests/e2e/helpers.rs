@@ -341,6 +341,17 @@ impl TestAppBuilder {
     }
 }
 
+/// The lines test apps send callers to: the counselor, and the crisis line after it.
+pub fn test_lines() -> application::Lines {
+    application::Lines {
+        counselor: DialNumber::parse(COUNSELOR).expect("valid"),
+        crisis: DialNumber::parse(CRISIS).expect("valid"),
+        counselor_es: None,
+        more: Vec::new(),
+        more_es: Vec::new(),
+    }
+}
+
 /// The number test apps call from, when they place test calls.
 pub const TWILIO_NUMBER: &str = "+15005550006";
 /// The one number test apps may place test calls to.

@@ -245,3 +245,70 @@ async fn a_webhook_write_with_too_little_time_left_is_never_started() {
         .expect("a write with time to finish is made");
     assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
 }
+
+#[tokio::test]
+async fn a_nul_in_a_signed_parameter_is_removed_at_the_edge_and_the_call_is_on_record() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let mut params = voice_params(&sid);
+    for (name, value) in &mut params {
+        if name == "From" || name == "CallerName" {
+            *value = format!("{value}\u{0}x");
+        }
+    }
+    let greeting = app.twiml("/twilio/voice/", &params).await;
+    assert!(greeting.verbs().contains(&"Gather"), "{}", greeting.xml);
+    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+    // Counted where an operator looks.
+    let health: serde_json::Value = app
+        .client
+        .get(format!("{}/health", app.base_url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        health["refused_characters_removed"].as_u64() >= Some(2),
+        "{health}"
+    );
+    // The next call is recorded at once: nothing was counted as an outage.
+    let next = new_call_sid();
+    app.voice(&next).await;
+    assert_eq!(app.event_types(&next).await, ["CallStarted"]);
+}
+
+#[tokio::test]
+async fn a_value_the_database_refuses_fails_that_command_only_never_everyones() {
+    // Past the edge (which removes NUL), through the real store: the write is refused as bad
+    // data, that caller hears the fallback, and the next call is recorded at once.
+    let app = spawn_app().await;
+    let service =
+        application::CallService::new(event_store::call_store(app.pool.clone()), test_lines());
+    let meta = application::CommandMetadata {
+        request_id: "r".into(),
+        idempotency_token: None,
+        actor: "twilio".into(),
+        received_at: chrono::Utc::now(),
+    };
+    let incoming = |sid: &domain::CallSid, from: &str| application::IncomingCall {
+        call_sid: sid.clone(),
+        account_sid: domain::AccountSid::parse(ACCOUNT_SID).expect("valid"),
+        from: domain::CallerId::new(from),
+        to: "+15005550006".into(),
+        direction: "inbound".into(),
+    };
+    let refused = new_call_sid();
+    let spoken = service
+        .answer_call(incoming(&refused, "+1415555\u{0}0123"), &meta)
+        .await;
+    assert_eq!(spoken.answer, application::CallAnswer::Trouble);
+    assert!(app.event_types(&refused).await.is_empty());
+    let next = new_call_sid();
+    let spoken = service
+        .answer_call(incoming(&next, "+14155550123"), &meta)
+        .await;
+    assert_eq!(spoken.answer, application::CallAnswer::Welcome);
+    assert_eq!(app.event_types(&next).await, ["CallStarted"]);
+}

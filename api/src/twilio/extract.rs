@@ -7,6 +7,8 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::Utc;
 use domain::CallId;
 
@@ -52,7 +54,35 @@ impl Params {
     pub fn pairs(&self) -> &[(String, String)] {
         &self.0
     }
+
+    /// The same parameters without the characters PostgreSQL refuses to store (NUL), and how
+    /// many were removed. Done after the signature is checked, which covers what Twilio sent.
+    pub fn storable(self) -> (Self, usize) {
+        let mut removed = 0;
+        let pairs = self
+            .0
+            .into_iter()
+            .map(|(key, value)| {
+                let mut clean = |text: String| {
+                    let count = text.matches('\0').count();
+                    removed += count;
+                    if count == 0 {
+                        text
+                    } else {
+                        text.replace('\0', "")
+                    }
+                };
+                let key = clean(key);
+                (key, clean(value))
+            })
+            .collect();
+        (Self(pairs), removed)
+    }
 }
+
+/// Characters removed from webhook parameters because the database would refuse them, since the
+/// process started (`/health` shows it).
+pub static REFUSED_CHARACTERS_REMOVED: AtomicU64 = AtomicU64::new(0);
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -97,6 +127,17 @@ impl FromRequest<AppState> for TwilioRequest {
                 twilio_signature::SignatureError::Missing => ApiError::MissingSignature,
                 _ => ApiError::BadSignature,
             })?;
+        // A value the database cannot store must not fail the call's record (or, counted as an
+        // outage, everyone's): the characters go, and the rest is kept.
+        let (params, removed) = params.storable();
+        if removed > 0 {
+            REFUSED_CHARACTERS_REMOVED.fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::warn!(
+                removed,
+                path = %path_and_query.split('?').next().unwrap_or_default(),
+                "removed characters the database refuses (NUL) from a webhook's parameters"
+            );
+        }
         let metadata = CommandMetadata {
             request_id: header(&headers, REQUEST_ID.as_str())
                 .unwrap_or_default()

@@ -107,6 +107,17 @@ impl AppendingRepository {
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
                 Err(PersistenceError::OptimisticLockError)
             }
+            // A value the database refuses (SQLSTATE class 22, data exception: a NUL, a bad
+            // escape) is this request's fault, not the store's: it is told apart from an outage
+            // (as cqrs-es's "deserialization" error, its only other kind of bad data), so that it
+            // fails this command only.
+            Err(sqlx::Error::Database(error))
+                if error.code().is_some_and(|code| code.starts_with("22")) =>
+            {
+                Err(PersistenceError::DeserializationError(Box::new(
+                    sqlx::Error::Database(error),
+                )))
+            }
             Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)) => {
                 Err(PersistenceError::ConnectionError(Box::new(error)))
             }
