@@ -59,6 +59,8 @@ pub enum CallAnswer {
     NothingHeard,
     /// The caller already heard why (over the live session): a person is dialled at once.
     PutThrough,
-    /// The call is already over: nothing to say (an empty response).
+    /// The call's record says it is over, yet Twilio asks what the caller hears: the record may
+    /// be wrong (a terminal status out of order), so whoever is on the line is put through to a
+    /// person. Nothing is recorded. (Where nobody is left, Twilio ignores the answer.)
     Nothing,
 }

@@ -312,3 +312,24 @@ async fn a_value_the_database_refuses_fails_that_command_only_never_everyones() 
     assert_eq!(spoken.answer, application::CallAnswer::Welcome);
     assert_eq!(app.event_types(&next).await, ["CallStarted"]);
 }
+
+#[tokio::test]
+async fn a_terminal_status_out_of_order_never_silences_the_caller() {
+    let app = spawn_app().await;
+    // Twilio's "completed" arrives before the call's own webhook (or a wrong one mid-call):
+    // the record says the call is over, yet Twilio asks what the caller hears.
+    let sid = new_call_sid();
+    assert_eq!(app.status(&sid, "completed", 5).await, 204);
+    let voice = app.voice(&sid).await;
+    assert_person_on_the_line(&voice);
+    let mid_call = new_call_sid();
+    app.voice(&mid_call).await;
+    assert_eq!(app.status(&mid_call, "completed", 5).await, 204);
+    let next_turn = app.recording(&mid_call, 1, "#").await;
+    assert_person_on_the_line(&next_turn);
+    // The late webhook is kept for the record, and changes nothing else.
+    assert_eq!(
+        app.event_types(&mid_call).await,
+        ["CallStarted", "Completed", "LateCallbackReceived"]
+    );
+}

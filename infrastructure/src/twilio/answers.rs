@@ -238,7 +238,10 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
             &script::nothing_heard(crisis, language),
         )),
         CallAnswer::PutThrough => w.dial_counselor(VoiceResponse::new()),
-        CallAnswer::Nothing => VoiceResponse::new(),
+        // Never an empty document: a caller Twilio still asks about must not be left in silence.
+        CallAnswer::Nothing => {
+            w.dial_counselor(w.say(VoiceResponse::new(), &script::trouble(crisis, language)))
+        }
     }
 }
 
@@ -893,6 +896,7 @@ mod tests {
             CallAnswer::Trouble,
             CallAnswer::NothingHeard,
             CallAnswer::PutThrough,
+            CallAnswer::Nothing,
         ] {
             let doc = twiml(&english(&answer), call(), &v);
             let last = doc.verbs().last().cloned();
