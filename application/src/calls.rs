@@ -213,6 +213,10 @@ pub enum WhisperAnswer {
     PassOn,
 }
 
+/// Longer than a whisper can take (its summary, and the counselor's wait for a key): a counselor's
+/// leg that lasted this long was a conversation.
+pub const LONGEST_WHISPER_SECS: u32 = 60;
+
 /// How many times a caller is held on the continue webhook (each hold is a holding line and a
 /// pause, a few seconds) before the vetted fallback plays: the caller never waits much more than
 /// 15 s for an answer.
@@ -756,13 +760,28 @@ impl<ES: EventStore<Call>> CallService<ES> {
         };
         let screened = report.line == DialedLine::Counselor && self.whisper;
         // Rung together, whichever counselor pressed 1 took the call.
-        let accepted = if self.ring_together {
-            state.person_reached_at().is_some()
+        let (accepted, declined) = if self.ring_together {
+            (
+                state.person_reached_at().is_some(),
+                state.any_counselor_declined(),
+            )
         } else {
-            state.counselor_accepted(report.attempt)
+            (
+                state.counselor_accepted(report.attempt),
+                state.counselor_declined(report.attempt),
+            )
         };
+        // A counselor's key whose record was lost (the store away at that moment) leaves the
+        // decision unknown: a dial that lasted longer than any whisper was a conversation, and
+        // the caller must not be rung on to someone else after it.
+        let talked_without_record = !declined
+            && report
+                .talk_secs
+                .is_some_and(|secs| secs >= LONGEST_WHISPER_SECS);
         let result = match report.status {
-            DialStatus::Completed if screened && !accepted => DialResult::Declined,
+            DialStatus::Completed if screened && !accepted && !talked_without_record => {
+                DialResult::Declined
+            }
             DialStatus::Completed => DialResult::Talked,
             DialStatus::NoAnswer => DialResult::NoAnswer,
             DialStatus::Busy => DialResult::Busy,
@@ -1031,6 +1050,39 @@ fn trouble(error: &AppError) -> Spoken {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn with_whispers_only_a_pressed_1_or_a_long_conversation_counts_as_a_person() {
+        let report = |attempt, talk_secs| DialReport {
+            line: DialedLine::Counselor,
+            attempt,
+            status: DialStatus::Completed,
+            talk_secs: Some(talk_secs),
+        };
+        let lines = Lines {
+            more: vec![DialNumber::parse("+15005550003").expect("valid")],
+            ..lines()
+        };
+        let service = CallService::new(MemStore::default(), lines).with_whisper(true);
+        started(&service).await;
+        // No key on record and a short leg: a whisper nobody took, so the next counselor.
+        assert_eq!(
+            service
+                .dial_ended(id(), report(1, 12), &meta())
+                .await
+                .answer,
+            CallAnswer::NextCounselor { attempt: 2 }
+        );
+        // No key on record (it could not be stored) but ten minutes on the line: a conversation,
+        // and the caller is not rung on after it.
+        assert_eq!(
+            service
+                .dial_ended(id(), report(2, 600), &meta())
+                .await
+                .answer,
+            CallAnswer::Farewell
+        );
+    }
+
     #[test]
     fn only_an_outage_opens_the_breaker_not_a_value_the_database_refused() {
         use cqrs_es::AggregateError;

@@ -154,7 +154,7 @@ fn scenario(yaml: &str) -> Scenario {
 #[tokio::test]
 async fn alerts_arrive_once_signed_and_carry_no_personal_data() {
     let receiver = Receiver::start(0).await;
-    let served = alerting(&receiver, "2").await;
+    let served = alerting(&receiver, "5").await;
     // Every counselor declines and the crisis line is busy: nobody takes this call.
     let failed = nobody_takes_the_call(&served).await;
     // A counselor takes this one within the wait: no alert for it.

@@ -145,6 +145,16 @@ impl Call {
         self.whispers.get(&attempt) == Some(&Whisper::Accepted)
     }
 
+    /// Whether counselor `attempt` passed the call on after its whisper.
+    pub fn counselor_declined(&self, attempt: u32) -> bool {
+        self.whispers.get(&attempt) == Some(&Whisper::Declined)
+    }
+
+    /// Whether any counselor passed the call on after a whisper.
+    pub fn any_counselor_declined(&self) -> bool {
+        self.whispers.values().any(|w| *w == Whisper::Declined)
+    }
+
     /// When a person first took the call, if one has.
     pub fn person_reached_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.person_at
