@@ -7,6 +7,7 @@ use application::responder::Responder;
 
 use application::operations::TestCalls;
 use application::pipeline::Pipeline;
+use application::spool::Spool;
 use application::CallService;
 use infrastructure::event_store::{self, CallStore};
 use infrastructure::tokens::ApiTokens;
@@ -30,6 +31,10 @@ pub struct AppState {
     pub operations: Option<Arc<Operations>>,
     /// Who understands speech turns while Twilio waits, and for how long.
     responder: (Responder, Duration),
+    /// Whether turns are answered by the conversation pipeline.
+    pipeline: bool,
+    /// Where webhooks wait while the store is away.
+    pub spool: Option<Arc<dyn Spool>>,
     /// Whether alerts are configured (a broken history raises one).
     pub alerts: bool,
 }
@@ -46,25 +51,31 @@ impl AppState {
     /// continue webhook waits for its answer instead of playing the script at once.
     #[must_use]
     pub fn with_pipeline(mut self) -> Self {
-        let (responder, budget) = self.responder.clone();
-        let calls = CallService::new(
-            event_store::call_store(self.webhooks.clone()),
-            self.voice.lines.clone(),
-        )
-        .caching()
-        .with_pipeline()
-        .with_responder(responder, budget)
-        .with_whisper(self.voice.whisper)
-        .with_counselors_rung_together(self.voice.ring == Ring::Together);
-        self.calls = Arc::new(calls);
+        self.pipeline = true;
+        self.calls = Arc::new(self.call_service());
         self
     }
 
     /// Speech turns are understood by `responder` while Twilio waits, for at most `budget`.
     #[must_use]
     pub fn with_responder(mut self, responder: Responder, budget: Duration) -> Self {
-        self.responder = (responder.clone(), budget);
-        let calls = CallService::new(
+        self.responder = (responder, budget);
+        self.calls = Arc::new(self.call_service());
+        self
+    }
+
+    /// Webhooks the store cannot take are kept in `spool`, and replayed when it is back.
+    #[must_use]
+    pub fn with_spool(mut self, spool: Arc<dyn Spool>) -> Self {
+        self.spool = Some(spool);
+        self.calls = Arc::new(self.call_service());
+        self
+    }
+
+    /// The webhooks' use cases, as this state is configured.
+    fn call_service(&self) -> CallService<CallStore> {
+        let (responder, budget) = self.responder.clone();
+        let mut calls = CallService::new(
             event_store::call_store(self.webhooks.clone()),
             self.voice.lines.clone(),
         )
@@ -72,8 +83,13 @@ impl AppState {
         .with_responder(responder, budget)
         .with_whisper(self.voice.whisper)
         .with_counselors_rung_together(self.voice.ring == Ring::Together);
-        self.calls = Arc::new(calls);
-        self
+        if self.pipeline {
+            calls = calls.with_pipeline();
+        }
+        if let Some(spool) = &self.spool {
+            calls = calls.with_spool(spool.clone());
+        }
+        calls
     }
 
     /// Alerts are configured: a history found broken raises one.
@@ -95,15 +111,11 @@ impl AppState {
         // Webhooks write through their own pool, whose statements the database cuts off before
         // the webhook's deadline (see `event_store::webhook_pool`).
         let webhooks = event_store::webhook_pool(&pool);
-        let calls = CallService::new(
-            event_store::call_store(webhooks.clone()),
-            voice.lines.clone(),
-        )
-        .caching()
-        .with_whisper(voice.whisper)
-        .with_counselors_rung_together(voice.ring == Ring::Together);
-        Self {
-            calls: Arc::new(calls),
+        let mut state = Self {
+            calls: Arc::new(CallService::new(
+                event_store::call_store(webhooks.clone()),
+                voice.lines.clone(),
+            )),
             validator: Arc::new(validator),
             voice: Arc::new(voice),
             tokens: ApiTokens::new(pool.clone()),
@@ -111,7 +123,11 @@ impl AppState {
             webhooks,
             operations: None,
             responder: (Responder::new(None), application::SPEECH_BUDGET),
+            pipeline: false,
+            spool: None,
             alerts: false,
-        }
+        };
+        state.calls = Arc::new(state.call_service());
+        state
     }
 }

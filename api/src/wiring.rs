@@ -23,6 +23,7 @@ use infrastructure::pipeline::jobs::{self, JobQueue};
 use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
 use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
 use infrastructure::read_side::CallViewsProjection;
+use infrastructure::spool::FileSpool;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
 use infrastructure::twilio::answers::{Recorded, RelayVoices, Voices};
 use infrastructure::twilio::rest::{RetryPolicy, TwilioRest};
@@ -107,8 +108,16 @@ impl Service {
         // pipeline uses, within the configured budget.
         let responder = Responder::new(model(config)).with_model_timeout(timings.model_timeout);
         let budget = Duration::from_millis(config.speech_budget_ms);
-        let state =
-            AppState::new(pool.clone(), validator, voice.clone()).with_responder(responder, budget);
+        let spool =
+            FileSpool::open(&config.spool_dir(), config.spool_max_bytes).with_context(|| {
+                format!(
+                    "HOTLINE_SPOOL_DIR: could not open the spool in {}",
+                    config.spool_dir().display()
+                )
+            })?;
+        let state = AppState::new(pool.clone(), validator, voice.clone())
+            .with_responder(responder, budget)
+            .with_spool(Arc::new(spool));
         let (state, turns) = match pipeline(config, &pool, voice, timings)? {
             Some((pipeline, control)) => {
                 let pipeline = Arc::new(pipeline);
@@ -238,7 +247,10 @@ impl Service {
     /// on, its subscription; with alerts on, theirs and a watch on stalled work; and
     /// `PIPELINE_WORKERS` workers for either.
     pub fn spawn_background(&self, stopped: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(self.projection().run(until(stopped)))];
+        let mut tasks = vec![
+            tokio::spawn(self.projection().run(until(stopped))),
+            tokio::spawn(self.spool_replayer(until(stopped))),
+        ];
         if let Some(subscription) = self.turn_subscription() {
             tasks.push(tokio::spawn(subscription.run(until(stopped))));
         }
@@ -275,6 +287,46 @@ impl Service {
         tasks
     }
 }
+
+impl Service {
+    /// Replays the spool into the store whenever something is kept in it, and every
+    /// `SPOOL_RETRY` while anything waits, until `stop` completes.
+    pub fn spool_replayer(
+        &self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let calls = self.state.calls.clone();
+        let spool = self.state.spool.clone();
+        async move {
+            let Some(spool) = spool else {
+                return;
+            };
+            tokio::pin!(stop);
+            loop {
+                match calls.replay_spool().await {
+                    Ok(replayed) if replayed.recorded + replayed.refused > 0 => {
+                        tracing::info!(
+                            recorded = replayed.recorded,
+                            refused = replayed.refused,
+                            "the spool was replayed into the store"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, "the spool waits for the store"),
+                }
+                let waiting = spool.stats().pending > 0;
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = spool.kept() => {}
+                    () = tokio::time::sleep(SPOOL_RETRY), if waiting => {}
+                }
+            }
+        }
+    }
+}
+
+/// How often the spool tries the store again while webhooks wait in it.
+const SPOOL_RETRY: Duration = Duration::from_millis(500);
 
 /// Completes when `stopped` turns true.
 fn until(

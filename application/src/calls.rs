@@ -20,14 +20,16 @@ use domain::{
 };
 
 pub mod relay;
+pub mod spooled;
 pub mod whisper;
 
 use crate::answer::{CallAnswer, Spoken};
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Cause, StoreBusy};
 use crate::dispatch::CommandDispatcher;
 use crate::error::AppError;
 use crate::metadata::CommandMetadata;
 use crate::responder::{Responder, Words};
+use crate::spool::{Spool, Spooled};
 
 /// The numbers a caller can be sent to.
 #[derive(Debug, Clone)]
@@ -149,6 +151,20 @@ pub struct DialReport {
     pub talk_secs: Option<u32>,
 }
 
+impl DialReport {
+    /// The command recording this dial's end: it rang `number`, and ended in `result`.
+    fn end(&self, number: DialNumber, result: DialResult, meta: &CommandMetadata) -> CallCommand {
+        CallCommand::EndDial(EndDial {
+            line: self.line,
+            attempt: self.attempt,
+            number,
+            result,
+            talk_secs: self.talk_secs,
+            at: meta.received_at,
+        })
+    }
+}
+
 /// Twilio's `DialCallStatus`, and whether the caller was still there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialStatus {
@@ -192,6 +208,19 @@ pub enum DialOutcome {
     CallerGone,
 }
 
+impl DialStatus {
+    /// How the dial ended, read as Twilio reports it (a completed dial was a conversation).
+    fn as_result(self) -> DialResult {
+        match self {
+            Self::Completed => DialResult::Talked,
+            Self::NoAnswer => DialResult::NoAnswer,
+            Self::Busy => DialResult::Busy,
+            Self::Failed => DialResult::Failed,
+            Self::CallerHungUp => DialResult::CallerHungUp,
+        }
+    }
+}
+
 impl From<DialStatus> for DialOutcome {
     fn from(status: DialStatus) -> Self {
         match status {
@@ -222,19 +251,43 @@ pub const LONGEST_WHISPER_SECS: u32 = 60;
 /// 15 s for an answer.
 pub const MAX_WAITS: u32 = 2;
 
-/// The longest a webhook waits for the event store before the caller hears the fallback. Twilio
-/// gives a webhook 15 s; the caller should not wait anywhere near that.
-pub const COMMAND_DEADLINE: Duration = Duration::from_secs(4);
+/// The longest a caller-facing webhook waits for the event store before the caller hears the
+/// fallback (and the webhook goes to the spool): the caller hears something within a second,
+/// however the store fails. Twilio gives a webhook 15 s; a store that answers at all answers in
+/// milliseconds.
+pub const COMMAND_DEADLINE: Duration = Duration::from_millis(800);
 
-/// Whether a failed command says the store is away (down, failing, too slow), so that the next
-/// callers should not wait on it. Data the database refused (reported by the store as bad data)
+/// The longest a callback no caller hears (a status, a transcription) waits for the store before
+/// it goes to the spool.
+pub const CALLBACK_DEADLINE: Duration = Duration::from_secs(4);
+
+/// How long a webhook of a call whose earlier webhooks wait in the spool waits for them to be
+/// replayed before it joins them there: its command must come after theirs.
+const REPLAY_WAIT: Duration = Duration::from_millis(300);
+
+/// Why a failed store operation failed, as the breaker tells causes apart; `None` when it was
+/// not the store that failed. Data the database refused (reported by the store as bad data)
 /// fails that command only: one caller's odd parameter must not silence everyone's record.
-fn opens_breaker(error: &AppError) -> bool {
+fn cause_of(error: &AppError) -> Option<Cause> {
+    use cqrs_es::AggregateError;
     match error {
-        AppError::Store(cqrs_es::AggregateError::DeserializationError(_)) => false,
-        AppError::Store(_) | AppError::TimedOut => true,
-        _ => false,
+        AppError::Store(AggregateError::DeserializationError(_)) => None,
+        AppError::Store(AggregateError::DatabaseConnectionError(source))
+            if source.downcast_ref::<StoreBusy>().is_some() =>
+        {
+            Some(Cause::Busy)
+        }
+        AppError::Store(AggregateError::DatabaseConnectionError(_)) => Some(Cause::Unreachable),
+        AppError::Store(_) => Some(Cause::Failing),
+        AppError::TimedOut => Some(Cause::Slow),
+        _ => None,
     }
+}
+
+/// Whether the store could not take a command (rather than refusing it): the command goes to
+/// the spool.
+fn store_away(error: &AppError) -> bool {
+    matches!(error, AppError::StoreSkipped) || cause_of(error).is_some()
 }
 
 /// Whether a caller waits on a webhook's answer.
@@ -242,6 +295,18 @@ fn opens_breaker(error: &AppError) -> bool {
 enum Heard {
     ByCaller,
     ByNobody,
+}
+
+/// What goes to the spool when the store cannot take a webhook's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// The command, with the escalation the caller's fallback answer (a person) stands for.
+    KeepWithPerson,
+    /// The command as it came: nobody heard the fallback for it.
+    Keep,
+    /// The escalation alone: the command was the caller's answer (the claim of their turn),
+    /// and they heard the fallback instead.
+    PersonOnly,
 }
 
 /// Runs the webhook use cases against a call store.
@@ -256,6 +321,10 @@ pub struct CallService<ES: EventStore<Call>> {
     whisper: bool,
     /// All counselors are rung at once, in one `<Dial>`, rather than one after another.
     ring_together: bool,
+    /// Where webhooks go while the store is away; `None`: they are answered, and lost.
+    spool: Option<std::sync::Arc<dyn Spool>>,
+    /// One replay of the spool at a time (see `spooled`).
+    replaying: tokio::sync::Mutex<()>,
 }
 
 impl<ES: EventStore<Call>> std::fmt::Debug for CallService<ES> {
@@ -278,7 +347,16 @@ impl<ES: EventStore<Call>> CallService<ES> {
             speech_budget: SPEECH_BUDGET,
             whisper: false,
             ring_together: false,
+            spool: None,
+            replaying: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Webhooks the store cannot take are kept in `spool` and replayed when it is back.
+    #[must_use]
+    pub fn with_spool(mut self, spool: std::sync::Arc<dyn Spool>) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// All counselors are rung at once: when none takes the call, the crisis line is next.
@@ -327,26 +405,129 @@ impl<ES: EventStore<Call>> CallService<ES> {
         self
     }
 
+    /// Runs a caller-facing webhook's command. When the store cannot take it, it is spooled with
+    /// the escalation the caller's fallback answer stands for.
     async fn run(
         &self,
         id: CallId,
         command: CallCommand,
         meta: &CommandMetadata,
     ) -> Result<Call, AppError> {
-        self.guarded(self.dispatcher.execute(id, command, meta), Heard::ByCaller)
+        self.record(id, command, meta, Heard::ByCaller, Outage::KeepWithPerson)
             .await
     }
 
     /// Runs a callback's command (status, transcription): no caller waits on its answer, so a
-    /// write that lands after the deadline does no harm, and it is not held to one.
+    /// write that lands after the deadline does no harm, and it is not held to one. When the
+    /// store cannot take it, it is spooled as it came.
     async fn run_unheard(
         &self,
         id: CallId,
         command: CallCommand,
         meta: &CommandMetadata,
     ) -> Result<Call, AppError> {
-        self.guarded(self.dispatcher.execute(id, command, meta), Heard::ByNobody)
+        self.record(id, command, meta, Heard::ByNobody, Outage::Keep)
             .await
+    }
+
+    /// Runs `command` on call `id` after the call's spooled webhooks, within its deadline and
+    /// behind the breaker; what the store cannot take goes to the spool as `outage` says, and
+    /// is `AppError::Spooled`.
+    async fn record(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        meta: &CommandMetadata,
+        heard: Heard,
+        outage: Outage,
+    ) -> Result<Call, AppError> {
+        if !self.in_order(id).await {
+            return Err(self
+                .spool_instead(id, command, meta, outage, AppError::StoreSkipped)
+                .await);
+        }
+        let stored = self
+            .guarded(self.dispatcher.execute(id, command.clone(), meta), heard)
+            .await;
+        match stored {
+            Err(error) if store_away(&error) => {
+                Err(self.spool_instead(id, command, meta, outage, error).await)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether call `id` has nothing waiting in the spool, once what waits was given a moment
+    /// to be replayed: its next command must not overtake its earlier ones.
+    async fn in_order(&self, id: CallId) -> bool {
+        let Some(spool) = &self.spool else {
+            return true;
+        };
+        if !spool.holds(id) {
+            return true;
+        }
+        if !self.breaker.is_open(Instant::now()) {
+            let _ = tokio::time::timeout(REPLAY_WAIT, self.replay_spool()).await;
+        }
+        !spool.holds(id)
+    }
+
+    /// Keeps what `outage` says of `command` in the spool; the error to answer with:
+    /// `Spooled` when it was kept, `error` when there is no spool or it could not keep it.
+    async fn spool_instead(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        meta: &CommandMetadata,
+        outage: Outage,
+        error: AppError,
+    ) -> AppError {
+        let Some(spool) = &self.spool else {
+            return error;
+        };
+        let person = || {
+            CallCommand::Escalate(Escalate {
+                reason: EscalationReason::StoreUnavailable,
+                target: self.lines.counselor.clone(),
+                unless_escalated: true,
+                at: meta.received_at,
+            })
+        };
+        let command = match outage {
+            Outage::KeepWithPerson => CallCommand::Together(vec![command, person()]),
+            Outage::Keep => command,
+            Outage::PersonOnly => person(),
+        };
+        let entry = Spooled {
+            call_id: id,
+            command,
+            metadata: meta.clone(),
+        };
+        match spool.keep(entry).await {
+            Ok(_) => AppError::Spooled(Box::new(error)),
+            Err(spool_error) => {
+                tracing::error!(error = %spool_error, store = %error, "the store is away and the spool could not keep the webhook: it is lost");
+                error
+            }
+        }
+    }
+
+    /// The caller is answered without the store (it could not be read): the person their
+    /// fallback answer puts them through to is spooled, to be recorded when the store is back.
+    async fn unread(&self, id: CallId, meta: &CommandMetadata, error: AppError) -> Spoken {
+        if !store_away(&error) {
+            return trouble(&error);
+        }
+        let person = CallCommand::Escalate(Escalate {
+            reason: EscalationReason::StoreUnavailable,
+            target: self.lines.counselor.clone(),
+            unless_escalated: true,
+            at: meta.received_at,
+        });
+        let error = self
+            .spool_instead(id, person, meta, Outage::Keep, error)
+            .await;
+        trouble(&error)
     }
 
     /// Runs a store operation within the webhook deadline, behind the breaker. For a webhook a
@@ -360,22 +541,27 @@ impl<ES: EventStore<Call>> CallService<ES> {
         if self.breaker.is_open(Instant::now()) {
             return Err(AppError::StoreSkipped);
         }
-        let deadline = tokio::time::Instant::now() + COMMAND_DEADLINE;
         let bounded = async {
             match heard {
-                Heard::ByCaller => crate::deadline::within(deadline, operation).await,
-                Heard::ByNobody => operation.await,
+                Heard::ByCaller => {
+                    let deadline = tokio::time::Instant::now() + COMMAND_DEADLINE;
+                    tokio::time::timeout_at(deadline, crate::deadline::within(deadline, operation))
+                        .await
+                }
+                Heard::ByNobody => tokio::time::timeout(CALLBACK_DEADLINE, operation).await,
             }
         };
-        let result = tokio::time::timeout_at(deadline, bounded)
-            .await
-            .unwrap_or(Err(AppError::TimedOut));
-        if result.as_ref().is_err_and(opens_breaker) {
-            self.breaker.trip(Instant::now());
-        } else {
-            self.breaker.reset();
+        let result = bounded.await.unwrap_or(Err(AppError::TimedOut));
+        match result.as_ref().err().and_then(cause_of) {
+            Some(cause) => self.breaker.trip(cause, Instant::now()),
+            None => self.breaker.reset(),
         }
         result
+    }
+
+    /// Which cause keeps the store's breaker open now, if any.
+    pub fn open_breaker(&self) -> Option<Cause> {
+        self.breaker.open_cause(Instant::now())
     }
 
     /// `POST /twilio/voice/`: a new call (or Twilio's retry of one).
@@ -436,7 +622,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
     pub async fn continue_call(&self, id: CallId, waited: u32, meta: &CommandMetadata) -> Spoken {
         let state = match self.load(id).await {
             Ok(state) => state,
-            Err(error) => return trouble(&error),
+            Err(error) => return self.unread(id, meta, error).await,
         };
         if state.ended().is_some() {
             return in_call(&state, CallAnswer::Nothing);
@@ -473,7 +659,10 @@ impl<ES: EventStore<Call>> CallService<ES> {
             counselor_line: self.counselor_for(id).await,
             at: meta.received_at,
         });
-        let state = match self.run(id, claim, meta).await {
+        let claimed = self
+            .record(id, claim, meta, Heard::ByCaller, Outage::PersonOnly)
+            .await;
+        let state = match claimed {
             Ok(state) => state,
             Err(error) => return trouble(&error),
         };
@@ -489,7 +678,12 @@ impl<ES: EventStore<Call>> CallService<ES> {
         answer_for(&state, current)
     }
 
+    /// The call as stored, once its spooled webhooks are on record (`StoreSkipped` if they
+    /// could not be replayed: the state would be missing them).
     async fn load(&self, id: CallId) -> Result<Call, AppError> {
+        if !self.in_order(id).await {
+            return Err(AppError::StoreSkipped);
+        }
         self.guarded(self.dispatcher.load(id), Heard::ByCaller)
             .await
     }
@@ -549,6 +743,24 @@ impl<ES: EventStore<Call>> CallService<ES> {
         }
         let state = match self.known(id).await {
             Ok(state) => state,
+            // The caller's words are kept for when the store is back, with the person their
+            // fallback answer puts them through to; the pipeline reads them then.
+            Err(error) if store_away(&error) => {
+                let command = CallCommand::ReceiveSpeech(ReceiveSpeech {
+                    call_sid: input.call_sid,
+                    text,
+                    confidence: input.confidence,
+                    source: SpeechSource::Gather,
+                    answer: SpeechAnswer::Deferred,
+                    heard_in: None,
+                    counselor_line: self.lines.counselor.clone(),
+                    at: meta.received_at,
+                });
+                let error = self
+                    .spool_instead(id, command, meta, Outage::KeepWithPerson, error)
+                    .await;
+                return trouble(&error);
+            }
             Err(error) => return trouble(&error),
         };
         let words = match input.confidence {
@@ -748,8 +960,13 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let state = match self.known(id).await {
             Ok(state) => state,
             Err(error) => {
-                log_failure(&error);
                 let next = after_dial(report.line, report.status.into());
+                let error = if store_away(&error) {
+                    self.spool_dial_ended(id, &report, meta, error).await
+                } else {
+                    error
+                };
+                log_failure(&error);
                 return Spoken::new(next, Language::default());
             }
         };
@@ -782,20 +999,9 @@ impl<ES: EventStore<Call>> CallService<ES> {
             DialStatus::Completed if screened && !accepted && !talked_without_record => {
                 DialResult::Declined
             }
-            DialStatus::Completed => DialResult::Talked,
-            DialStatus::NoAnswer => DialResult::NoAnswer,
-            DialStatus::Busy => DialResult::Busy,
-            DialStatus::Failed => DialResult::Failed,
-            DialStatus::CallerHungUp => DialResult::CallerHungUp,
+            status => status.as_result(),
         };
-        let command = CallCommand::EndDial(EndDial {
-            line: report.line,
-            attempt: report.attempt,
-            number,
-            result,
-            talk_secs: report.talk_secs,
-            at: meta.received_at,
-        });
+        let command = report.end(number, result, meta);
         let next = match (result, report.line) {
             (DialResult::Talked, _) => CallAnswer::Farewell,
             (DialResult::CallerHungUp, _) => CallAnswer::Nothing,
@@ -830,6 +1036,25 @@ impl<ES: EventStore<Call>> CallService<ES> {
             }
         }
         in_call(&state, next)
+    }
+
+    /// Keeps a dial's end in the spool when the call could not be read: without the call, a
+    /// completed dial is taken for a conversation (as the caller's answer takes it), and the
+    /// number is the default language's.
+    async fn spool_dial_ended(
+        &self,
+        id: CallId,
+        report: &DialReport,
+        meta: &CommandMetadata,
+        error: AppError,
+    ) -> AppError {
+        let number = match report.line {
+            DialedLine::Counselor => self.counselor_number(Language::default(), report.attempt),
+            DialedLine::CrisisLine => self.lines.crisis.clone(),
+        };
+        let command = report.end(number, report.status.as_result(), meta);
+        self.spool_instead(id, command, meta, Outage::Keep, error)
+            .await
     }
 
     /// The number of counselor `attempt` for `language`; the first, for an attempt past the
@@ -918,7 +1143,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             completed: report.completed,
             at: meta.received_at,
         });
-        self.run_unheard(id, command, meta).await.map(|_| ())
+        self.callback(id, command, meta).await
     }
 
     /// `POST /twilio/call-recording/{call_id}/`: Twilio finished the recording of the whole call
@@ -942,7 +1167,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             status: report.status,
             at: meta.received_at,
         });
-        self.run_unheard(id, command, meta).await.map(|_| ())
+        self.callback(id, command, meta).await
     }
 
     /// `POST /twilio/status/`: Twilio reports the call's status.
@@ -960,16 +1185,30 @@ impl<ES: EventStore<Call>> CallService<ES> {
             duration_secs: report.duration_secs,
             at: meta.received_at,
         });
-        self.run_unheard(id, command, meta).await.map(|_| ())
+        self.callback(id, command, meta).await
+    }
+
+    /// Records a callback's command: kept in the spool is as good as recorded, for Twilio.
+    async fn callback(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        meta: &CommandMetadata,
+    ) -> Result<(), AppError> {
+        match self.run_unheard(id, command, meta).await {
+            Ok(_) | Err(AppError::Spooled(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The call's state as this instance last left it, or as stored when it holds none: for
     /// reading before a command, which the store then checks (a stale read is caught by the
     /// append, never acted on).
     async fn known(&self, id: CallId) -> Result<Call, AppError> {
+        let spooled = self.spool.as_ref().is_some_and(|spool| spool.holds(id));
         match self.dispatcher.cached(id).await {
-            Some(state) => Ok(state),
-            None => self.load(id).await,
+            Some(state) if !spooled => Ok(state),
+            _ => self.load(id).await,
         }
     }
 
@@ -994,6 +1233,9 @@ impl<ES: EventStore<Call>> CallService<ES> {
 
 fn log_failure(error: &AppError) {
     match error {
+        AppError::Spooled(cause) => {
+            tracing::warn!(store = %cause, "the store is away: the webhook is kept in the spool, to be recorded when it is back");
+        }
         AppError::Rule(_) | AppError::WrongCall => {
             tracing::warn!(error = %error, "webhook refused by the call's rules");
         }
@@ -1084,16 +1326,23 @@ mod tests {
     }
 
     #[test]
-    fn only_an_outage_opens_the_breaker_not_a_value_the_database_refused() {
+    fn faults_are_classified_and_a_value_the_database_refused_is_no_outage() {
         use cqrs_es::AggregateError;
         let refused = AppError::Store(AggregateError::DeserializationError(
             "invalid byte sequence".into(),
         ));
-        assert!(!super::opens_breaker(&refused));
+        assert_eq!(super::cause_of(&refused), None);
+        assert!(!super::store_away(&refused));
         let down = AppError::Store(AggregateError::DatabaseConnectionError("refused".into()));
-        assert!(super::opens_breaker(&down));
-        assert!(super::opens_breaker(&AppError::TimedOut));
-        assert!(!super::opens_breaker(&AppError::WrongCall));
+        assert_eq!(super::cause_of(&down), Some(Cause::Unreachable));
+        let busy = AppError::Store(AggregateError::DatabaseConnectionError(Box::new(StoreBusy)));
+        assert_eq!(super::cause_of(&busy), Some(Cause::Busy));
+        let failing = AppError::Store(AggregateError::UnexpectedError("boom".into()));
+        assert_eq!(super::cause_of(&failing), Some(Cause::Failing));
+        assert_eq!(super::cause_of(&AppError::TimedOut), Some(Cause::Slow));
+        assert_eq!(super::cause_of(&AppError::WrongCall), None);
+        assert!(super::store_away(&AppError::StoreSkipped));
+        assert!(!super::store_away(&AppError::Rule(CallError::NotStarted)));
     }
 
     use super::*;
@@ -1111,6 +1360,7 @@ mod tests {
             idempotency_token: None,
             actor: "twilio".into(),
             received_at: Utc::now(),
+            spool_entry: None,
         }
     }
 

@@ -323,6 +323,23 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         Ok(call)
     }
 
+    /// Whether an event of call `id` carries `value` under the metadata `key`.
+    pub async fn has_event_with(
+        &self,
+        id: CallId,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, AppError> {
+        let events = self
+            .store
+            .load_events(&id.to_string())
+            .await
+            .map_err(AppError::Store)?;
+        Ok(events
+            .iter()
+            .any(|event| event.metadata.get(key).is_some_and(|v| v == value)))
+    }
+
     async fn load_context(&self, id: CallId) -> Result<ES::AC, AppError> {
         self.store
             .load_aggregate(&id.to_string())
@@ -344,6 +361,7 @@ mod tests {
             idempotency_token: Some("tok".into()),
             actor: "twilio".into(),
             received_at: Utc::now(),
+            spool_entry: None,
         }
     }
 

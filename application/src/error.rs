@@ -24,4 +24,11 @@ pub enum AppError {
     /// The command took longer than a webhook may wait.
     #[error("the event store did not answer in time")]
     TimedOut,
+    /// The store could not take the command (the error inside says why), so it was kept in the
+    /// spool, to be recorded when the store is back.
+    #[error("kept in the spool: {0}")]
+    Spooled(Box<AppError>),
+    /// The spool itself could not be read or written.
+    #[error("the spool failed: {0}")]
+    SpoolFailed(String),
 }

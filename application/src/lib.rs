@@ -17,6 +17,7 @@ pub mod operations;
 pub mod pipeline;
 pub mod ports;
 pub mod responder;
+pub mod spool;
 pub mod views;
 
 pub use answer::{CallAnswer, Spoken};

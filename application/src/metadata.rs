@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Who asked for a command, and when. Stored as the event's metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CommandMetadata {
     /// The request id (`x-request-id`) of the HTTP request that carried the command.
     pub request_id: String,
@@ -15,6 +15,10 @@ pub struct CommandMetadata {
     pub actor: String,
     /// When the command was received.
     pub received_at: DateTime<Utc>,
+    /// Where the command waited in the spool while the store was away (`spool::SPOOL_ENTRY`),
+    /// when it was replayed from there.
+    #[serde(default)]
+    pub spool_entry: Option<String>,
 }
 
 impl CommandMetadata {
@@ -31,6 +35,9 @@ impl CommandMetadata {
         ]);
         if let Some(token) = &self.idempotency_token {
             map.insert("twilio_idempotency_token".to_owned(), token.clone());
+        }
+        if let Some(entry) = &self.spool_entry {
+            map.insert(crate::spool::SPOOL_ENTRY.to_owned(), entry.clone());
         }
         map
     }

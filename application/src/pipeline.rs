@@ -159,6 +159,7 @@ fn metadata() -> CommandMetadata {
         idempotency_token: None,
         actor: "pipeline".to_owned(),
         received_at: Utc::now(),
+        spool_entry: None,
     }
 }
 

@@ -1063,6 +1063,7 @@ async fn aggregate_load(pool: &PgPool, commands: u32) -> anyhow::Result<Row> {
         idempotency_token: None,
         actor: "bench".into(),
         received_at: Utc::now(),
+        spool_entry: None,
     };
     let mut figures = Vec::new();
     for length in [10u32, 100, 1000] {

@@ -52,6 +52,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_RELAY_TTS_PROVIDER",
     "HOTLINE_RELAY_VOICE_EN",
     "HOTLINE_RELAY_VOICE_ES",
+    "HOTLINE_SPOOL_DIR",
+    "HOTLINE_SPOOL_MAX_BYTES",
 ];
 
 /// Hotline's configuration.
@@ -74,6 +76,16 @@ pub struct Config {
     /// Where Hotline keeps its own files (the embedded database, the development auth token).
     #[arg(long, env = "HOTLINE_DATA_DIR", default_value = ".hotline")]
     pub data_dir: PathBuf,
+
+    /// Where webhooks are kept while the database is away, until it takes them (by default
+    /// `spool` under HOTLINE_DATA_DIR). On a disk that survives the process: see the README.
+    #[arg(long, env = "HOTLINE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// The most the spool holds, in bytes; when full, webhooks are still answered but not kept.
+    #[arg(long, env = "HOTLINE_SPOOL_MAX_BYTES", default_value_t = crate::spool::DEFAULT_CAPACITY_BYTES,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub spool_max_bytes: u64,
 
     /// The most database connections the service holds.
     #[arg(long, env = "HOTLINE_DB_MAX_CONNECTIONS", default_value_t = 16,
@@ -278,6 +290,13 @@ impl Config {
         self.audio_store_url
             .clone()
             .unwrap_or_else(|| self.data_dir.join("recordings").display().to_string())
+    }
+
+    /// Where the spool lives: `HOTLINE_SPOOL_DIR`, or `spool` under the data directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"))
     }
 
     /// Refuses variables that look like ours but are not, and settings that only work together.

@@ -9,6 +9,7 @@ pub mod embedded_pg;
 pub mod event_store;
 pub mod pipeline;
 pub mod read_side;
+pub mod spool;
 pub mod tokens;
 pub mod twilio;
 pub mod workers;

@@ -290,6 +290,8 @@ impl TestAppBuilder {
             database_url: None,
             addr,
             data_dir: data_dir.to_owned(),
+            spool_dir: None,
+            spool_max_bytes: infrastructure::spool::DEFAULT_CAPACITY_BYTES,
             db_max_connections: 8,
             job_lease_secs: 60,
             public_base_url: None,
@@ -736,5 +738,141 @@ impl Twiml {
             .filter(|e| e.name == "Number")
             .map(|e| e.text.as_str())
             .collect()
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 between the service and PostgreSQL that a test can cut (every
+/// connection through it closed, new ones closed at once), stall (nothing passes either way, as
+/// with a database stopped by SIGSTOP) and restore: the database going away and coming back, as
+/// the service sees it. Dropped, it stops.
+#[derive(Debug)]
+pub struct DbProxy {
+    pub port: u16,
+    state: tokio::sync::watch::Sender<Link>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+/// What passes through a `DbProxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Up,
+    Cut,
+    Stalled,
+}
+
+impl DbProxy {
+    /// A proxy to the test PostgreSQL server, up.
+    pub async fn start() -> Self {
+        let upstream = admin_options().await;
+        // The embedded server listens on a Unix socket only; the local one on TCP.
+        let target = if upstream.get_host().starts_with('/') {
+            format!("{}/.s.PGSQL.{}", upstream.get_host(), upstream.get_port())
+        } else {
+            format!("{}:{}", upstream.get_host(), upstream.get_port())
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("an address").port();
+        let (state, _) = tokio::sync::watch::channel(Link::Up);
+        let watch = state.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let state = watch.subscribe();
+                if *state.borrow() == Link::Cut {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(relay(client, target.clone(), state));
+            }
+        });
+        Self {
+            port,
+            state,
+            accepting,
+        }
+    }
+
+    /// Options for the database `name` through this proxy.
+    pub async fn options(&self, name: &str) -> sqlx::postgres::PgConnectOptions {
+        admin_options()
+            .await
+            .host("127.0.0.1")
+            .port(self.port)
+            .database(name)
+    }
+
+    /// The database goes away: open connections are closed, new ones too.
+    pub fn cut(&self) {
+        self.state.send_replace(Link::Cut);
+    }
+
+    /// The database stops answering: connections stay open, and nothing passes.
+    pub fn stall(&self) {
+        self.state.send_replace(Link::Stalled);
+    }
+
+    /// The database is back.
+    pub fn restore(&self) {
+        self.state.send_replace(Link::Up);
+    }
+}
+
+/// Carries one connection to `target` while the link is up, holds it while stalled, and closes
+/// it when cut.
+async fn relay(
+    client: tokio::net::TcpStream,
+    target: String,
+    mut state: tokio::sync::watch::Receiver<Link>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server: Box<dyn Duplex> = if target.starts_with('/') {
+        match tokio::net::UnixStream::connect(&target).await {
+            Ok(stream) => Box::new(stream),
+            Err(_) => return,
+        }
+    } else {
+        match tokio::net::TcpStream::connect(&target).await {
+            Ok(stream) => Box::new(stream),
+            Err(_) => return,
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut server_read, mut server_write) = tokio::io::split(server);
+    let mut up = [0u8; 8192];
+    let mut down = [0u8; 8192];
+    loop {
+        let link = *state.borrow_and_update();
+        match link {
+            Link::Cut => return,
+            Link::Stalled => {
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+            Link::Up => {
+                tokio::select! {
+                    read = client_read.read(&mut up) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
+                    },
+                    read = server_read.read(&mut down) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => if client_write.write_all(&down[..n]).await.is_err() { return },
+                    },
+                    changed = state.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
     }
 }

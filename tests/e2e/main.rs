@@ -14,6 +14,7 @@ mod handoff;
 mod helpers;
 mod openapi;
 mod operator;
+mod outage;
 mod pipeline;
 mod processes;
 mod read_api;

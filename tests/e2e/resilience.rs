@@ -63,8 +63,9 @@ async fn with_the_database_unreachable_callers_still_get_a_person() {
         [CRISIS]
     );
 
-    // No caller hears the status callback: it reports the outage so Twilio's debugger shows it.
-    assert_eq!(app.status(&sid, "completed", 3).await, 503);
+    // No caller hears the status callback, and Twilio does not retry it: it is kept in the spool
+    // for when the store is back, and Twilio is told it was taken.
+    assert_eq!(app.status(&sid, "completed", 3).await, 204);
     let health = app
         .client
         .get(format!("{}/health", app.base_url))
@@ -234,6 +235,7 @@ async fn a_webhook_write_with_too_little_time_left_is_never_started() {
         idempotency_token: None,
         actor: "test".into(),
         received_at: chrono::Utc::now(),
+        spool_entry: None,
     };
     let soon = tokio::time::Instant::now() + event_store::WEBHOOK_STATEMENT_TIMEOUT / 2;
     let refused = application::deadline::within(soon, dispatcher.execute(id, start(), &meta)).await;
@@ -291,6 +293,7 @@ async fn a_value_the_database_refuses_fails_that_command_only_never_everyones() 
         idempotency_token: None,
         actor: "twilio".into(),
         received_at: chrono::Utc::now(),
+        spool_entry: None,
     };
     let incoming = |sid: &domain::CallSid, from: &str| application::IncomingCall {
         call_sid: sid.clone(),

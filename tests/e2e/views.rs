@@ -38,6 +38,7 @@ pub async fn analyse(app: &TestApp, sid: &CallSid, turn: u32, transcript: &str) 
         idempotency_token: None,
         actor: "pipeline".into(),
         received_at: Utc::now(),
+        spool_entry: None,
     };
     CommandDispatcher::new(event_store::call_store(app.pool.clone()))
         .execute(CallId::for_call_sid(sid), command, &metadata)

@@ -145,6 +145,7 @@ impl FromRequest<AppState> for TwilioRequest {
             idempotency_token: header(&headers, IDEMPOTENCY_TOKEN).map(str::to_owned),
             actor: "twilio".to_owned(),
             received_at: Utc::now(),
+            spool_entry: None,
         };
         Ok(Self { params, metadata })
     }

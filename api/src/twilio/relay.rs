@@ -69,6 +69,7 @@ fn metadata() -> CommandMetadata {
         idempotency_token: None,
         actor: "twilio-relay".to_owned(),
         received_at: Utc::now(),
+        spool_entry: None,
     }
 }
 

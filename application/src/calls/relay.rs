@@ -317,7 +317,17 @@ impl<ES: EventStore<Call>> CallService<ES> {
             duration_ms,
             at: meta.received_at,
         });
-        if let Err(error) = self.run(id, command, meta).await {
+        // The caller hears the session go on whatever happens to this record: spooled alone.
+        let recorded = self
+            .record(
+                id,
+                command,
+                meta,
+                super::Heard::ByCaller,
+                super::Outage::Keep,
+            )
+            .await;
+        if let Err(error) = recorded {
             log_failure(&error);
         }
     }

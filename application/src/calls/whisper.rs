@@ -32,7 +32,9 @@ pub fn summary(call: &Call, now: DateTime<Utc>) -> String {
             }
             EscalationReason::EarlierRisk => Some("risk earlier in the call"),
             EscalationReason::Silence => Some("they have not spoken"),
-            EscalationReason::ProcessingFailed | EscalationReason::SessionLost => {
+            EscalationReason::ProcessingFailed
+            | EscalationReason::SessionLost
+            | EscalationReason::StoreUnavailable => {
                 Some("the automated line could not follow them")
             }
             EscalationReason::CallerRequested | EscalationReason::CounselorUnavailable => None,

@@ -963,20 +963,10 @@ impl Call {
     }
 }
 
-impl Aggregate for Call {
-    const TYPE: &'static str = "Call";
-    type Command = CallCommand;
-    type Event = CallEvent;
-    type Error = CallError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let events = match command {
+impl Call {
+    /// The events `command` records on this call, or the rule it breaks.
+    fn decide(&self, command: CallCommand) -> Result<Vec<CallEvent>, CallError> {
+        match command {
             CallCommand::StartCall(cmd) => self.start(cmd),
             CallCommand::ReceiveRecording(cmd) => self.receive_recording(cmd),
             CallCommand::PlayResponse(cmd) => self.play_response(cmd),
@@ -999,8 +989,39 @@ impl Aggregate for Call {
             CallCommand::EndDial(cmd) => self.end_dial(cmd),
             CallCommand::AnswerWhisper(cmd) => self.answer_whisper(cmd),
             CallCommand::DecideWhisper(cmd) => self.decide_whisper(cmd),
-        }?;
-        for event in events {
+            CallCommand::Together(commands) => self.together(commands),
+        }
+    }
+
+    /// Each command decided on the state the ones before it leave: a rule any of them breaks
+    /// refuses them all.
+    fn together(&self, commands: Vec<CallCommand>) -> Result<Vec<CallEvent>, CallError> {
+        let mut state = self.clone();
+        let mut events = Vec::new();
+        for command in commands {
+            for event in state.decide(command)? {
+                state.apply(event.clone());
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Aggregate for Call {
+    const TYPE: &'static str = "Call";
+    type Command = CallCommand;
+    type Event = CallEvent;
+    type Error = CallError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
             sink.write(event, self).await;
         }
         Ok(())

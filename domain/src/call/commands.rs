@@ -2,6 +2,7 @@
 //! command so that the aggregate stays pure.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::choice::Choice;
 use crate::ids::{AccountSid, CallSid, RecordingSid};
@@ -16,7 +17,7 @@ use super::events::{
 };
 
 /// The incoming-call webhook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartCall {
     pub call_sid: CallSid,
     pub account_sid: AccountSid,
@@ -27,7 +28,7 @@ pub struct StartCall {
 }
 
 /// The `<Record action>` webhook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveRecording {
     pub call_sid: CallSid,
     pub recording_sid: RecordingSid,
@@ -41,7 +42,7 @@ pub struct ReceiveRecording {
 }
 
 /// Play a turn's response (continue webhook, or the pipeline's REST update).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlayResponse {
     /// The turn to play; `None` for the current one. A turn the caller has moved on from is
     /// never played.
@@ -54,7 +55,7 @@ pub struct PlayResponse {
 }
 
 /// The `<Gather>` action: the caller's choice after a reply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordChoice {
     pub choice: Choice,
     pub digits: Option<String>,
@@ -65,7 +66,7 @@ pub struct RecordChoice {
 }
 
 /// Send the caller to a human for a reason other than their own choice.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Escalate {
     pub reason: EscalationReason,
     pub target: DialNumber,
@@ -76,7 +77,7 @@ pub struct Escalate {
 }
 
 /// The status callback.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateStatus {
     pub call_sid: CallSid,
     pub status: CallStatus,
@@ -86,7 +87,7 @@ pub struct UpdateStatus {
 }
 
 /// Twilio's transcription callback.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveTranscription {
     pub recording_sid: RecordingSid,
     pub text: String,
@@ -95,7 +96,7 @@ pub struct ReceiveTranscription {
 }
 
 /// The pipeline's result for a turn.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordAnalysis {
     pub turn: u32,
     pub analysis: Analysis,
@@ -103,7 +104,7 @@ pub struct RecordAnalysis {
 }
 
 /// A stage of a turn failed for good.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordFailure {
     pub turn: u32,
     pub stage: Stage,
@@ -112,7 +113,7 @@ pub struct RecordFailure {
 }
 
 /// The caller's answer to the direct question (the `<Gather>` after the first reply).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnswerQuestion {
     pub digits: Option<String>,
     pub speech: Option<String>,
@@ -122,7 +123,7 @@ pub struct AnswerQuestion {
 }
 
 /// Words said at a prompt that were not one of its choices: screened like a turn.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HearUtterance {
     pub prompt: Prompt,
     pub text: String,
@@ -132,7 +133,7 @@ pub struct HearUtterance {
 }
 
 /// What the webhook (or the live session) has for the caller's words when it records them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SpeechAnswer {
     /// The turn was understood and answered at once: the answer is played by this same command.
     Answered(Analysis),
@@ -143,7 +144,7 @@ pub enum SpeechAnswer {
 }
 
 /// Words Twilio recognised: a `<Gather input="speech">` action, or a final relay `prompt`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveSpeech {
     pub call_sid: CallSid,
     /// What Twilio heard; never empty (silence is not a turn). Never logged.
@@ -161,7 +162,7 @@ pub struct ReceiveSpeech {
 }
 
 /// The live session's answer to turn `turn`, once it was streamed to the caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnswerTurn {
     pub turn: u32,
     pub analysis: Analysis,
@@ -174,7 +175,7 @@ pub struct AnswerTurn {
 }
 
 /// The caller chose, or was heard speaking, a language.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChooseLanguage {
     pub language: Language,
     pub how: LanguageChoice,
@@ -182,14 +183,14 @@ pub struct ChooseLanguage {
 }
 
 /// ConversationRelay's `setup`: the call's live session opened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartRelaySession {
     pub session_id: String,
     pub at: DateTime<Utc>,
 }
 
 /// ConversationRelay's `interrupt`: the caller spoke over the reply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterruptReply {
     /// What the caller heard of the reply. Never logged.
     pub heard: String,
@@ -198,7 +199,7 @@ pub struct InterruptReply {
 }
 
 /// The `<Connect action>` webhook: the live session is over.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndRelaySession {
     pub status: String,
     pub error_code: Option<String>,
@@ -209,7 +210,7 @@ pub struct EndRelaySession {
 }
 
 /// The recording status callback of the call's own recording.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveCallRecording {
     pub call_sid: CallSid,
     pub recording_sid: RecordingSid,
@@ -220,7 +221,7 @@ pub struct ReceiveCallRecording {
 }
 
 /// A recording of the call was copied into the audio store under `key`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeepCallRecording {
     pub recording_sid: RecordingSid,
     pub key: String,
@@ -228,7 +229,7 @@ pub struct KeepCallRecording {
 }
 
 /// A `<Dial>` Hotline served ended (its action webhook).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndDial {
     pub line: DialedLine,
     /// For a counselor, which in the configured order (from 1); 0 for the crisis line.
@@ -240,7 +241,7 @@ pub struct EndDial {
 }
 
 /// A counselor picked up: the whisper is about to play to them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnswerWhisper {
     pub attempt: u32,
     pub number: DialNumber,
@@ -248,7 +249,7 @@ pub struct AnswerWhisper {
 }
 
 /// The counselor answered the whisper: 1 takes the call, anything else passes it on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecideWhisper {
     pub attempt: u32,
     pub number: DialNumber,
@@ -257,7 +258,7 @@ pub struct DecideWhisper {
 }
 
 /// Every command a call accepts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CallCommand {
     StartCall(StartCall),
     ReceiveRecording(ReceiveRecording),
@@ -281,6 +282,11 @@ pub enum CallCommand {
     EndDial(EndDial),
     AnswerWhisper(AnswerWhisper),
     DecideWhisper(DecideWhisper),
+    /// Several commands recorded as one: all their events in one append, or none. A webhook
+    /// answered while the store was away is replayed from the spool this way, its own command
+    /// with the escalation its caller heard, so that nothing (the pipeline above all) can act on
+    /// the one without the other.
+    Together(Vec<CallCommand>),
 }
 
 impl CallCommand {
@@ -288,6 +294,10 @@ impl CallCommand {
     /// the call it names is most likely not stored yet.
     #[must_use]
     pub fn opens_call(&self) -> bool {
-        matches!(self, Self::StartCall(_))
+        match self {
+            Self::StartCall(_) => true,
+            Self::Together(commands) => commands.first().is_some_and(Self::opens_call),
+            _ => false,
+        }
     }
 }

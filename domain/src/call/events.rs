@@ -109,6 +109,9 @@ pub enum EscalationReason {
     /// The live session ended without handing the caller anywhere (a dropped socket, an error, a
     /// restart): the safe way on is a person.
     SessionLost,
+    /// The call's record could not be written when the caller was answered (the store away): the
+    /// safe answer put a person on the line, recorded when the spool replayed the webhook.
+    StoreUnavailable,
 }
 
 /// Who a `<Dial>` rang: a counselor for the caller's language, or the crisis line.

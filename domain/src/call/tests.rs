@@ -1634,3 +1634,79 @@ fn without_a_whisper_a_talked_dial_dates_the_person_from_its_length() {
     }
     assert_eq!(unanswered.person_reached_at(), None);
 }
+
+// --- Together --------------------------------------------------------------------------------
+
+fn store_unavailable() -> CallCommand {
+    CallCommand::Escalate(Escalate {
+        reason: EscalationReason::StoreUnavailable,
+        target: counselor(),
+        unless_escalated: true,
+        at: at(10),
+    })
+}
+
+#[test]
+fn commands_together_record_every_event_in_order_each_on_the_state_before_it() {
+    // The escalation is decided on the call the start opened: alone it would be refused.
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(CallCommand::Together(vec![start(), store_unavailable()]))
+        .then_expect_events(vec![
+            started(),
+            escalated(EscalationReason::StoreUnavailable, counselor(), 10),
+        ]);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(CallCommand::Together(vec![
+            recording(1, None),
+            store_unavailable(),
+        ]))
+        .then_expect_events(vec![
+            recorded(1, 1, None),
+            escalated(EscalationReason::StoreUnavailable, counselor(), 10),
+        ]);
+}
+
+#[test]
+fn a_rule_broken_by_one_command_together_refuses_them_all() {
+    CallTest::with(())
+        .given_no_previous_events()
+        .when(CallCommand::Together(vec![
+            recording(1, None),
+            store_unavailable(),
+        ]))
+        .then_expect_error(CallError::NotStarted);
+    CallTest::with(())
+        .given(vec![started()])
+        .when(CallCommand::Together(vec![
+            store_unavailable(),
+            status(other_call_sid(), "completed", Some(3)),
+        ]))
+        .then_expect_error(CallError::CallSidMismatch);
+}
+
+#[test]
+fn commands_together_replayed_record_nothing_more() {
+    // A spooled webhook replayed twice (a crash between its append and the spool's mark).
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            escalated(EscalationReason::StoreUnavailable, counselor(), 10),
+        ])
+        .when(CallCommand::Together(vec![
+            recording(1, None),
+            store_unavailable(),
+        ]))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_command_survives_the_spool_unchanged() {
+    let command =
+        CallCommand::Together(vec![start(), recording(1, Some("0")), store_unavailable()]);
+    let json = serde_json::to_string(&command).expect("serialises");
+    let back: CallCommand = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(format!("{back:?}"), format!("{command:?}"));
+}

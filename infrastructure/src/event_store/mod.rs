@@ -89,7 +89,7 @@ impl AppendingRepository {
             .pool
             .acquire()
             .await
-            .map_err(|error| PersistenceError::ConnectionError(Box::new(error)))?;
+            .map_err(|error| connection_error(&self.pool, error))?;
         // A webhook's write starts only if it can finish (or be cancelled by the statement
         // timeout) before the webhook gives up: never a commit after the caller was answered.
         if let Some(deadline) = application::deadline::current() {
@@ -119,9 +119,46 @@ impl AppendingRepository {
                 )))
             }
             Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)) => {
-                Err(PersistenceError::ConnectionError(Box::new(error)))
+                Err(connection_error(&self.pool, error))
             }
             Err(error) => Err(PersistenceError::UnknownError(Box::new(error))),
+        }
+    }
+}
+
+/// A connection that could not be had. sqlx reports a store that refuses connections as a
+/// pool timeout too (it retries until the acquire timeout), so the pool tells them apart: a pool
+/// with every connection open and busy is busy (`application::breaker::StoreBusy`, no outage);
+/// one that could open another and did not cannot reach the store.
+fn connection_error(pool: &PgPool, error: sqlx::Error) -> PersistenceError {
+    let all_busy = pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0;
+    match error {
+        sqlx::Error::PoolTimedOut if all_busy => {
+            PersistenceError::ConnectionError(Box::new(application::breaker::StoreBusy))
+        }
+        error => PersistenceError::ConnectionError(Box::new(error)),
+    }
+}
+
+impl AppendingRepository {
+    /// postgres-es's errors, with a busy pool told apart (see `connection_error`).
+    fn told_apart(&self, error: PersistenceError) -> PersistenceError {
+        let connection = |source: Box<dyn std::error::Error + Send + Sync>| match source
+            .downcast::<sqlx::Error>()
+        {
+            Ok(error) => connection_error(&self.pool, *error),
+            Err(source) => PersistenceError::ConnectionError(source),
+        };
+        match error {
+            PersistenceError::ConnectionError(source) => connection(source),
+            PersistenceError::UnknownError(source)
+                if source.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+                }) =>
+            {
+                connection(source)
+            }
+            other => other,
         }
     }
 }
@@ -131,7 +168,10 @@ impl PersistedEventRepository for AppendingRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.inner.get_events::<A>(aggregate_id).await
+        self.inner
+            .get_events::<A>(aggregate_id)
+            .await
+            .map_err(|error| self.told_apart(error))
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -142,6 +182,7 @@ impl PersistedEventRepository for AppendingRepository {
         self.inner
             .get_last_events::<A>(aggregate_id, last_sequence)
             .await
+            .map_err(|error| self.told_apart(error))
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -199,7 +240,7 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
 }
 
 /// How long a webhook waits for a pooled connection.
-pub const WEBHOOK_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const WEBHOOK_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The longest one statement of a webhook's command may run before the database cancels it.
 /// A webhook's append starts only while at least this long is left before the webhook's
@@ -207,7 +248,7 @@ pub const WEBHOOK_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
 /// fallback and was sent to a person) is abandoned by the database, never committed afterwards:
 /// a late `RecordingReceived` would start a turn whose automated answer could be played into a
 /// call that is with a counselor.
-pub const WEBHOOK_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const WEBHOOK_STATEMENT_TIMEOUT: Duration = Duration::from_millis(350);
 
 /// The webhooks' own pool, to the same database as `pool`: every statement on it is cut off by
 /// the database after `WEBHOOK_STATEMENT_TIMEOUT` (the pipeline, the read side and maintenance
