@@ -256,7 +256,9 @@ impl CallProjection {
             | CallEvent::CallRecordingReceived { .. }
             | CallEvent::CallRecordingKept { .. }
             | CallEvent::CounselorAnswered { .. }
-            | CallEvent::CounselorDeclined { .. } => {}
+            | CallEvent::CounselorDeclined { .. }
+            // Becomes its turn's transcription when the recording comes.
+            | CallEvent::EarlyTranscriptionReceived { .. } => {}
             CallEvent::CounselorAccepted { at, .. } => {
                 self.view.counselor_answers += 1;
                 self.person_reached(*at);

@@ -653,9 +653,50 @@ async fn a_transcription_callback_is_checked_like_every_webhook() {
         .await
         .expect("answers");
     assert_eq!(unsigned.status(), 400);
-    // For a recording the call does not have: accepted, and nothing stored.
+    // For a recording the call does not have yet: kept until it comes.
     assert_eq!(app.transcription(&sid, 7, "x", "completed").await, 204);
-    assert_eq!(app.event_types(&sid).await, ["CallStarted"]);
+    assert_eq!(
+        app.event_types(&sid).await,
+        ["CallStarted", "EarlyTranscriptionReceived"]
+    );
+}
+
+#[tokio::test]
+async fn a_transcription_before_its_recording_is_kept_and_screened_when_the_recording_comes() {
+    let (app, stage) = Setup::answering(vec![wav(), updated()])
+        .await
+        .hearing(None)
+        .twilio_transcribing()
+        .spawn()
+        .await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    // Twilio's callbacks crossed: the words come first.
+    let words = "I don't want to be alive anymore.";
+    assert_eq!(app.transcription(&sid, 1, words, "completed").await, 204);
+    assert_eq!(
+        app.event_types(&sid).await,
+        ["CallStarted", "EarlyTranscriptionReceived"]
+    );
+    app.recording_from(&stage.twilio.base_url, &sid, 1, "#")
+        .await;
+    stage.settle(&app, 1).await;
+    let events = app.events(&sid).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types[..5],
+        [
+            "CallStarted",
+            "EarlyTranscriptionReceived",
+            "RecordingReceived",
+            "TranscriptionReceived",
+            "Analyzed"
+        ]
+    );
+    let analysis = &events[4].payload["Analyzed"]["analysis"];
+    assert_eq!(analysis["transcript"], words);
+    assert_eq!(analysis["assessment"]["route"], "escalate", "{analysis}");
+    assert!(types.contains(&"Escalated"), "{types:?}");
 }
 
 #[tokio::test]

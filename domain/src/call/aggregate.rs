@@ -112,6 +112,9 @@ pub struct Call {
     /// The recordings of the whole call, and where each is kept once it was copied.
     #[serde(default)]
     call_recordings: BTreeMap<RecordingSid, Option<String>>,
+    /// Transcriptions that came before their recording, until it comes.
+    #[serde(default)]
+    early_transcriptions: BTreeMap<RecordingSid, (String, bool, chrono::DateTime<chrono::Utc>)>,
     #[serde(default)]
     started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The dials that ended, by (line, attempt), so a retried action records nothing new.
@@ -608,14 +611,25 @@ impl Call {
         }
         let turn = self.current_turn_number() + 1;
         let asked_for_human = Choice::keys_ask_for_person(cmd.digits.as_deref());
+        let early = self.early_transcriptions.get(&cmd.recording_sid).cloned();
         let mut events = vec![CallEvent::RecordingReceived {
             turn,
-            recording_sid: cmd.recording_sid,
+            recording_sid: cmd.recording_sid.clone(),
             recording_url: cmd.recording_url,
             duration_secs: cmd.duration_secs,
             digits: cmd.digits.clone(),
             received_at: cmd.at,
         }];
+        // Its transcription came first: it is this turn's now.
+        if let Some((text, completed, at)) = early {
+            events.push(CallEvent::TranscriptionReceived {
+                turn,
+                recording_sid: cmd.recording_sid,
+                text,
+                completed,
+                at,
+            });
+        }
         // Pressing 0 ends a recording; it is also the caller asking for a human.
         if asked_for_human {
             events.push(CallEvent::CallerChose {
@@ -792,15 +806,27 @@ impl Call {
         if !self.started {
             return Err(CallError::NotStarted);
         }
-        let turn = self
-            .turns
-            .iter()
-            .find(|t| {
-                t.recording
-                    .as_ref()
-                    .is_some_and(|r| r.sid == cmd.recording_sid)
-            })
-            .ok_or(CallError::UnknownRecording)?;
+        let turn = self.turns.iter().find(|t| {
+            t.recording
+                .as_ref()
+                .is_some_and(|r| r.sid == cmd.recording_sid)
+        });
+        let Some(turn) = turn else {
+            // Before its recording: kept until the recording comes. A call has few turns, so
+            // many recordings never received are not a crossing but a mistake, and refused.
+            if self.early_transcriptions.contains_key(&cmd.recording_sid) {
+                return Ok(vec![]);
+            }
+            if self.early_transcriptions.len() >= MAX_EARLY_TRANSCRIPTIONS {
+                return Err(CallError::UnknownRecording);
+            }
+            return Ok(vec![CallEvent::EarlyTranscriptionReceived {
+                recording_sid: cmd.recording_sid,
+                text: cmd.text,
+                completed: cmd.completed,
+                at: cmd.at,
+            }]);
+        };
         if turn.transcription.is_some() {
             return Ok(vec![]);
         }
@@ -1008,6 +1034,9 @@ impl Call {
     }
 }
 
+/// How many transcriptions a call keeps for recordings it has not received.
+const MAX_EARLY_TRANSCRIPTIONS: usize = 8;
+
 impl Aggregate for Call {
     const TYPE: &'static str = "Call";
     type Command = CallCommand;
@@ -1127,12 +1156,23 @@ impl Aggregate for Call {
             } => {
                 self.call_recordings.insert(recording_sid, Some(key));
             }
+            CallEvent::EarlyTranscriptionReceived {
+                recording_sid,
+                text,
+                completed,
+                at,
+            } => {
+                self.early_transcriptions
+                    .insert(recording_sid, (text, completed, at));
+            }
             CallEvent::TranscriptionReceived {
                 turn,
+                recording_sid,
                 text,
                 completed,
                 ..
             } => {
+                self.early_transcriptions.remove(&recording_sid);
                 if let Some(t) = self.turns.iter_mut().find(|t| t.number == turn) {
                     t.transcription = Some((text, completed));
                 }

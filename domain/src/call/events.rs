@@ -299,6 +299,15 @@ pub enum CallEvent {
         completed: bool,
         at: DateTime<Utc>,
     },
+    /// Twilio transcribed a recording whose own webhook has not come yet (the two can cross): the
+    /// words are kept, and recorded as that turn's `TranscriptionReceived` when it comes.
+    EarlyTranscriptionReceived {
+        recording_sid: RecordingSid,
+        /// Never logged.
+        text: String,
+        completed: bool,
+        at: DateTime<Utc>,
+    },
     /// A turn was understood and assessed, and its answer chosen.
     Analyzed {
         turn: u32,
@@ -444,6 +453,7 @@ impl DomainEvent for CallEvent {
             Self::StatusChanged { .. } => "StatusChanged",
             Self::Completed { .. } => "Completed",
             Self::TranscriptionReceived { .. } => "TranscriptionReceived",
+            Self::EarlyTranscriptionReceived { .. } => "EarlyTranscriptionReceived",
             Self::Analyzed { .. } => "Analyzed",
             Self::ProcessingFailed { .. } => "ProcessingFailed",
             Self::DirectQuestionAsked { .. } => "DirectQuestionAsked",

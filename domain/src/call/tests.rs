@@ -696,10 +696,52 @@ fn a_transcription_lands_on_the_turn_of_its_recording_once() {
         .then_expect_events(vec![]);
 }
 
+fn early(n: u8, text: &str) -> CallEvent {
+    CallEvent::EarlyTranscriptionReceived {
+        recording_sid: recording_sid(n),
+        text: text.into(),
+        completed: true,
+        at: at(12),
+    }
+}
+
 #[test]
-fn a_transcription_of_an_unknown_recording_is_refused() {
+fn a_transcription_before_its_recording_is_kept_and_becomes_its_turns_when_it_comes() {
     CallTest::with(())
-        .given(vec![started(), recorded(1, 1, None)])
+        .given(vec![started()])
+        .when(transcribe(1, "I can't go on"))
+        .then_expect_events(vec![early(1, "I can't go on")]);
+    // Twilio sends it again: kept once.
+    CallTest::with(())
+        .given(vec![started(), early(1, "I can't go on")])
+        .when(transcribe(1, "I can't go on"))
+        .then_expect_events(vec![]);
+    // The recording comes: its turn opens with the words already heard.
+    CallTest::with(())
+        .given(vec![started(), early(1, "I can't go on")])
+        .when(recording(1, None))
+        .then_expect_events(vec![
+            recorded(1, 1, None),
+            transcribed(1, 1, "I can't go on"),
+        ]);
+    // Once it is the turn's, a late copy of it changes nothing.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            early(1, "I can't go on"),
+            recorded(1, 1, None),
+            transcribed(1, 1, "I can't go on"),
+        ])
+        .when(transcribe(1, "I can't go on"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn transcriptions_of_many_recordings_never_received_are_refused() {
+    let mut given = vec![started()];
+    given.extend((1..=8).map(|n| early(n, "?")));
+    CallTest::with(())
+        .given(given)
         .when(transcribe(9, "?"))
         .then_expect_error(CallError::UnknownRecording);
 }
