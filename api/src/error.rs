@@ -182,6 +182,10 @@ impl From<PipelineError> for ApiError {
                 service: "the audio store",
                 class: error.class().into_owned(),
             },
+            error @ PipelineError::Reconcile(_) => Self::Upstream {
+                service: "Twilio",
+                class: error.class().into_owned(),
+            },
             // Only a turn's job waits for Twilio's transcription; re-processing never does.
             error @ (PipelineError::Stage { .. } | PipelineError::TranscriptionPending) => {
                 Self::Upstream {

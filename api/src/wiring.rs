@@ -21,7 +21,7 @@ use infrastructure::event_store::{self, CallStore};
 use infrastructure::pipeline::audio_store::ObjectAudioStore;
 use infrastructure::pipeline::jobs::{self, JobQueue};
 use infrastructure::pipeline::openai::{Endpoint, OpenAiChat, OpenAiSpeechToText};
-use infrastructure::pipeline::{PipelineConsumer, PipelineJobs};
+use infrastructure::pipeline::{self as pipeline_jobs, PipelineConsumer, PipelineJobs};
 use infrastructure::read_side::CallViewsProjection;
 use infrastructure::spool::FileSpool;
 use infrastructure::twilio::adapters::{TwilioCallControl, TwilioRecordings};
@@ -90,6 +90,8 @@ pub struct Service {
     alerts: Option<AlertConfig>,
     job_lease: Duration,
     job_backoff: Option<(Duration, Duration)>,
+    /// How long a call may go without an end on record before Twilio is asked about it.
+    reconcile_after: Duration,
 }
 
 /// The conversation pipeline and the subscription that feeds it turns.
@@ -152,6 +154,7 @@ impl Service {
             alerts,
             job_lease: Duration::from_secs(config.job_lease_secs),
             job_backoff: timings.job_backoff,
+            reconcile_after: Duration::from_secs(config.reconcile_after_secs),
         })
     }
 
@@ -273,6 +276,25 @@ impl Service {
                 }
             }));
         }
+        if self.turns.is_some() {
+            let pool = self.pool.clone();
+            let after = self.reconcile_after;
+            let stop = until(stopped);
+            tasks.push(tokio::spawn(async move {
+                tokio::pin!(stop);
+                let mut every = tokio::time::interval(RECONCILE_EVERY.min(after));
+                loop {
+                    tokio::select! {
+                        () = &mut stop => return,
+                        _ = every.tick() => match pipeline_jobs::reconcile_unfinished(&pool, after).await {
+                            Ok(0) => {}
+                            Ok(calls) => tracing::info!(calls, "asking Twilio about calls with no end on record"),
+                            Err(error) => tracing::warn!(%error, "could not look for calls to reconcile"),
+                        },
+                    }
+                }
+            }));
+        }
         let instance = uuid::Uuid::new_v4();
         for n in 0..PIPELINE_WORKERS {
             if let Some((queue, handler)) = self.worker(format!("{instance}-{n}")) {
@@ -324,6 +346,9 @@ impl Service {
         }
     }
 }
+
+/// How often calls with no end on record are looked for.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 /// How often the spool tries the store again while webhooks wait in it.
 const SPOOL_RETRY: Duration = Duration::from_millis(500);

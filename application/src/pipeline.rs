@@ -64,6 +64,9 @@ pub enum PipelineError {
     /// The audio store did not take a recording.
     #[error("the audio store failed: {0}")]
     Keep(#[source] PortError),
+    /// Twilio could not say how the call stands.
+    #[error("asking Twilio about the call failed: {0}")]
+    Reconcile(#[source] PortError),
 }
 
 impl PipelineError {
@@ -76,14 +79,15 @@ impl PipelineError {
             | Self::NoSuchTurn(_)
             | Self::NoSuchCall
             | Self::ForeignRecording
-            | Self::Keep(_) => Stage::Delivery,
+            | Self::Keep(_)
+            | Self::Reconcile(_) => Stage::Delivery,
         }
     }
 
     /// The class of failure as it is stored with a failed turn: safe to show to an operator.
     pub fn class(&self) -> Cow<'static, str> {
         match self {
-            Self::Stage { error, .. } | Self::Keep(error) => error.class(),
+            Self::Stage { error, .. } | Self::Keep(error) | Self::Reconcile(error) => error.class(),
             Self::TranscriptionPending => "transcription_pending".into(),
             Self::SpeechToTextNotConfigured => "speech_to_text_not_configured".into(),
             Self::App(_) => "event_store".into(),
@@ -97,7 +101,9 @@ impl PipelineError {
     /// service stay so, and the caller should reach a person at once.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Stage { error, .. } | Self::Keep(error) => error.retryable(),
+            Self::Stage { error, .. } | Self::Keep(error) | Self::Reconcile(error) => {
+                error.retryable()
+            }
             Self::TranscriptionPending | Self::App(_) => true,
             Self::SpeechToTextNotConfigured
             | Self::NoSuchTurn(_)
@@ -391,6 +397,39 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
         });
         self.execute(id, command).await?;
         Ok(Some(key))
+    }
+
+    /// Asks Twilio how call `id` stands when its end was never recorded (its status callback
+    /// lost), and records the end Twilio reports. Returns the status recorded, if any: a call
+    /// still live, or already over on record, records nothing.
+    #[tracing::instrument(skip_all, fields(call_id = %id))]
+    pub async fn reconcile(&self, id: CallId) -> Result<Option<domain::CallStatus>, PipelineError> {
+        let call = self.dispatcher.load(id).await?;
+        if call.ended().is_some() {
+            return Ok(None);
+        }
+        let sid = call.call_sid().cloned().ok_or(PipelineError::NoSuchCall)?;
+        let (status, duration_secs) = self
+            .control
+            .call_status(&sid)
+            .await
+            .map_err(PipelineError::Reconcile)?;
+        if !status.is_terminal() {
+            return Ok(None);
+        }
+        let command = CallCommand::UpdateStatus(domain::call::UpdateStatus {
+            call_sid: sid,
+            status: status.clone(),
+            sequence_number: None,
+            duration_secs,
+            at: Utc::now(),
+        });
+        let metadata = CommandMetadata {
+            actor: "reconciliation".to_owned(),
+            ..metadata()
+        };
+        self.dispatcher.execute(id, command, &metadata).await?;
+        Ok(Some(status))
     }
 
     /// Re-processes the recording at `url` for call `id` (an operator's request): the recording
@@ -712,6 +751,15 @@ mod tests {
             }
             *self.connected.lock().expect("not poisoned") += 1;
             Ok(())
+        }
+        async fn call_status(
+            &self,
+            _s: &CallSid,
+        ) -> Result<(domain::CallStatus, Option<u32>), PortError> {
+            if self.fail {
+                return Err(PortError::new(Service::Twilio, Failure::Status(500)));
+            }
+            Ok((domain::CallStatus::Completed, Some(61)))
         }
     }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
 use domain::risk::RiskLevel;
-use domain::{CallId, CallSid, DialNumber, Language, RecordingSid};
+use domain::{CallId, CallSid, CallStatus, DialNumber, Language, RecordingSid};
 
 /// Which kind of service a port talks to. It names the failure's class, so an operator can tell
 /// Twilio's failures from the others'.
@@ -210,6 +210,9 @@ pub trait CallControl: Send + Sync {
         call_id: CallId,
         language: Language,
     ) -> Result<(), PortError>;
+    /// What Twilio says of the call now: its status, and its duration once it ended.
+    async fn call_status(&self, call_sid: &CallSid)
+        -> Result<(CallStatus, Option<u32>), PortError>;
 }
 
 /// Keeps callers' recordings, per call and turn, for re-processing and for the record.

@@ -407,9 +407,12 @@ pub async fn watch_once(pool: &PgPool, stalled_after: Duration) -> sqlx::Result<
     let late = stalled_after.as_secs_f64();
     let window = i32::try_from(Utc::now().timestamp() / 600).unwrap_or(i32::MAX);
     let overdue: i64 = sqlx::query_scalar(
+        // Due and not taken, or taken by a worker whose lease ran out long ago and nobody took
+        // over: either way, no worker is doing it.
         "SELECT count(*) FROM jobs
-          WHERE status = 'pending' AND kind NOT LIKE 'alert.%'
-            AND run_at < clock_timestamp() - make_interval(secs => $1)",
+          WHERE kind NOT LIKE 'alert.%'
+            AND ((status = 'pending' AND run_at < clock_timestamp() - make_interval(secs => $1))
+              OR (status = 'running' AND lease_until < clock_timestamp() - make_interval(secs => $1)))",
     )
     .bind(late)
     .fetch_one(pool)

@@ -54,6 +54,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_RELAY_VOICE_ES",
     "HOTLINE_SPOOL_DIR",
     "HOTLINE_SPOOL_MAX_BYTES",
+    "HOTLINE_RECONCILE_AFTER_SECS",
 ];
 
 /// Hotline's configuration.
@@ -86,6 +87,13 @@ pub struct Config {
     #[arg(long, env = "HOTLINE_SPOOL_MAX_BYTES", default_value_t = crate::spool::DEFAULT_CAPACITY_BYTES,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub spool_max_bytes: u64,
+
+    /// How long after its start a call with no end on record (its status callback lost) is
+    /// looked up with Twilio, and its end recorded as Twilio reports it; asked again as often
+    /// while it stays live.
+    #[arg(long, env = "HOTLINE_RECONCILE_AFTER_SECS", default_value_t = 14_400,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub reconcile_after_secs: u64,
 
     /// The most database connections the service holds.
     #[arg(long, env = "HOTLINE_DB_MAX_CONNECTIONS", default_value_t = 16,

@@ -305,3 +305,27 @@ async fn stalled_work_and_a_broken_history_raise_one_alert_each() {
         "one per call and day"
     );
 }
+
+#[tokio::test]
+async fn a_job_held_past_its_lease_with_nobody_taking_it_over_raises_an_alert() {
+    let (pool, name) = fresh_database().await;
+    let _app = TestApp::owning(pool.clone(), name).await;
+    let late = infrastructure::alerts::STALLED_AFTER;
+    // A worker took the job and died; its lease ran out ten minutes ago and no worker took it.
+    sqlx::query(
+        "INSERT INTO jobs (call_id, turn, kind, payload, max_attempts, status, locked_by, lease_until)
+         VALUES ('c', 1, 'process_turn', '{}', 4, 'running', 'gone', now() - interval '10 minutes')",
+    )
+    .execute(&pool)
+    .await
+    .expect("a job");
+    infrastructure::alerts::watch_once(&pool, late)
+        .await
+        .expect("looks");
+    let raised: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'alert.pipeline_stalled'")
+            .fetch_one(&pool)
+            .await
+            .expect("counts");
+    assert_eq!(raised, 1);
+}

@@ -292,6 +292,7 @@ impl TestAppBuilder {
             data_dir: data_dir.to_owned(),
             spool_dir: None,
             spool_max_bytes: infrastructure::spool::DEFAULT_CAPACITY_BYTES,
+            reconcile_after_secs: 14_400,
             db_max_connections: 8,
             job_lease_secs: 60,
             public_base_url: None,

@@ -18,6 +18,7 @@ mod outage;
 mod pipeline;
 mod processes;
 mod read_api;
+mod reconcile;
 mod relay;
 mod resilience;
 mod safety;

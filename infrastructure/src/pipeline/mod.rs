@@ -10,6 +10,7 @@ pub mod openai;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use application::pipeline::{Pipeline, PipelineError};
 use cqrs_es::EventStore;
@@ -31,6 +32,33 @@ pub const KEEP_CALL_RECORDING: &str = "keep_call_recording";
 
 /// How many times keeping a call's recording is tried (Twilio keeps its own copy meanwhile).
 pub const KEEP_CALL_RECORDING_ATTEMPTS: i32 = 6;
+
+/// The kind of job that asks Twilio how a call stands when its end was never recorded.
+pub const RECONCILE_CALL: &str = "reconcile_call";
+
+/// How many times Twilio is asked in one round (the next round asks again).
+const RECONCILE_ATTEMPTS: i32 = 3;
+
+/// Enqueues a `reconcile_call` job for every call that started more than `after` ago and has no
+/// end on record (its status callback lost, or never sent): once per `after`, so a call that is
+/// still live is asked again later. Returns how many were enqueued.
+pub async fn reconcile_unfinished(pool: &sqlx::PgPool, after: Duration) -> sqlx::Result<u64> {
+    let secs = after.as_secs().max(1);
+    let round = i32::try_from(chrono::Utc::now().timestamp().unsigned_abs() / secs).unwrap_or(0);
+    let enqueued = sqlx::query(
+        "INSERT INTO jobs (call_id, turn, kind, payload, max_attempts)
+         SELECT call_id::text, $2, $3, '{}'::jsonb, $4 FROM call_views
+          WHERE ended_at IS NULL AND started_at < now() - make_interval(secs => $1)
+         ON CONFLICT (call_id, turn, kind) DO NOTHING",
+    )
+    .bind(secs as f64)
+    .bind(round)
+    .bind(RECONCILE_CALL)
+    .bind(RECONCILE_ATTEMPTS)
+    .execute(pool)
+    .await?;
+    Ok(enqueued.rows_affected())
+}
 
 /// Enqueues a `process_turn` job for every recorded turn: when its recording arrives, or, when
 /// Twilio transcribes the turns (no speech-to-text service), when its transcription arrives.
@@ -203,6 +231,13 @@ where
     type Failure = TurnJobError;
 
     async fn run(&self, job: &ClaimedJob) -> Result<(), TurnJobError> {
+        if job.kind == RECONCILE_CALL {
+            let id = CallId::parse(&job.call_id)
+                .map_err(|_| TurnJobError::Unreadable("job_without_call_id"))?;
+            let recorded = self.pipeline.reconcile(id).await?;
+            tracing::info!(call_id = %id, ended = ?recorded.as_ref().map(domain::CallStatus::as_str), "call reconciled with Twilio");
+            return Ok(());
+        }
         if job.kind == KEEP_CALL_RECORDING {
             let (id, recording, url) = call_recording(job)?;
             let key = self
@@ -219,6 +254,15 @@ where
     }
 
     async fn exhausted(&self, job: &ClaimedJob, error: &TurnJobError) {
+        if job.kind == RECONCILE_CALL {
+            // The next round asks again.
+            tracing::warn!(
+                call_id = %job.call_id,
+                error_class = %JobFailure::class(error),
+                "could not ask Twilio how the call stands"
+            );
+            return;
+        }
         if job.kind == KEEP_CALL_RECORDING {
             // Nobody is waiting on it, and Twilio still holds the recording: an operator can
             // see the failed job and run it again.

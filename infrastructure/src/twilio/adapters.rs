@@ -9,7 +9,7 @@ use application::ports::{
 use application::{CallAnswer, Spoken};
 use async_trait::async_trait;
 use domain::call::RecordingUrl;
-use domain::{CallId, CallSid, DialNumber, Language};
+use domain::{CallId, CallSid, CallStatus, DialNumber, Language};
 
 use super::answers::{twiml, Voice};
 use super::rest::{TwilioError, TwilioRest};
@@ -87,6 +87,15 @@ impl CallControl for TwilioCallControl {
         let spoken = Spoken::new(CallAnswer::Escalating, language);
         let doc = twiml(&spoken, Some(call_id), &self.voice);
         self.rest.update_call(call_sid, &doc).await.map_err(class)
+    }
+
+    async fn call_status(
+        &self,
+        call_sid: &CallSid,
+    ) -> Result<(CallStatus, Option<u32>), PortError> {
+        let call = self.rest.fetch_call(call_sid).await.map_err(class)?;
+        let duration = call.duration.and_then(|secs| secs.parse().ok());
+        Ok((CallStatus::parse(&call.status), duration))
     }
 }
 

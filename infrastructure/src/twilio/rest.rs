@@ -101,6 +101,15 @@ struct CallBody {
     sid: String,
 }
 
+/// What Twilio says of a call (`GET Calls/{CallSid}.json`): the fields reconciliation reads.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CallResource {
+    pub status: String,
+    /// Seconds, as a string; absent (or null) while the call is live.
+    #[serde(default)]
+    pub duration: Option<String>,
+}
+
 /// How often and how long to retry.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -251,6 +260,20 @@ impl TwilioRest {
             self.send(self.http.post(&url).form(&form))
                 .await
                 .map(|_| ())
+        })
+        .await
+    }
+
+    /// How Twilio says the call stands (`GET Calls/{CallSid}.json`).
+    #[tracing::instrument(skip_all, fields(call_sid = %call_sid))]
+    pub async fn fetch_call(&self, call_sid: &CallSid) -> Result<CallResource, TwilioError> {
+        let url = format!("{}/Calls/{call_sid}.json", self.account_url());
+        self.with_retries(TwilioError::is_transient, || async {
+            self.send(self.http.get(&url))
+                .await?
+                .json()
+                .await
+                .map_err(|e| TwilioError::Unreadable(e.without_url().to_string()))
         })
         .await
     }
