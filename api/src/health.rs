@@ -20,6 +20,8 @@ pub fn router() -> Router<AppState> {
 /// keeps their webhooks in the spool). Says which cause holds the store's breaker open, and how
 /// the spool stands: anything `pending` is not in the store yet.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    // As things stand when asked, before the ping's wait.
+    let breaker = state.calls.open_breaker().map(|cause| cause.as_str());
     // A database that stopped answering must not stop the health check answering.
     let ping = infrastructure::event_store::ping(&state.pool);
     let database_up = tokio::time::timeout(PING_TIMEOUT, ping)
@@ -36,7 +38,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "database": if database_up { "up" } else { "down" },
             "refused_characters_removed": crate::twilio::extract::REFUSED_CHARACTERS_REMOVED
                 .load(std::sync::atomic::Ordering::Relaxed),
-            "breaker": state.calls.open_breaker().map(|cause| cause.as_str()),
+            "breaker": breaker,
             "spool": state.spool.as_ref().map(|spool| spool.stats()),
         })),
     )

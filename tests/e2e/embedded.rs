@@ -276,8 +276,10 @@ async fn a_killed_service_leaves_no_postgresql_running() {
         .execute(&mut held)
         .await
         .expect_err("the server ends the session");
+    // Its shutdown message, or (when the server went before it could say so, on a busy machine)
+    // the connection closing under the session.
     assert!(
-        ended.to_string().contains("terminating connection"),
+        ended.to_string().contains("terminating connection") || matches!(ended, sqlx::Error::Io(_)),
         "{ended}"
     );
     // The lifeline holds the start lock until the server is down, so this start finds it gone.

@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod bench;
 mod calls;
+mod chaos;
 mod command_line;
 mod dashboard;
 mod durable;
