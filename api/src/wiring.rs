@@ -12,6 +12,7 @@ use application::operations::TestCalls;
 use application::pipeline::{Pipeline, MODEL_TIMEOUT};
 use application::ports::{LanguageModel, SpeechToText};
 use application::responder::Responder;
+use application::spool::Spool;
 use application::Lines;
 use axum::Router;
 use infrastructure::alerts::{self, AlertConfig, AlertConsumer, AlertJobs};
@@ -110,17 +111,18 @@ impl Service {
         // pipeline uses, within the configured budget.
         let responder = Responder::new(model(config)).with_model_timeout(timings.model_timeout);
         let budget = Duration::from_millis(config.speech_budget_ms);
-        let spool =
+        let spool: Arc<dyn Spool> = Arc::new(
             FileSpool::open(&config.spool_dir(), config.spool_max_bytes).with_context(|| {
                 format!(
                     "HOTLINE_SPOOL_DIR: could not open the spool in {}",
                     config.spool_dir().display()
                 )
-            })?;
+            })?,
+        );
         let state = AppState::new(pool.clone(), validator, voice.clone())
             .with_responder(responder, budget)
-            .with_spool(Arc::new(spool));
-        let (state, turns) = match pipeline(config, &pool, voice, timings)? {
+            .with_spool(spool.clone());
+        let (state, turns) = match pipeline(config, &pool, voice, timings, spool)? {
             Some((pipeline, control)) => {
                 let pipeline = Arc::new(pipeline);
                 let operations = Operations {
@@ -369,6 +371,7 @@ fn pipeline(
     pool: &PgPool,
     voice: Voice,
     timings: &Timings,
+    spool: Arc<dyn Spool>,
 ) -> anyhow::Result<Option<(Pipeline<CallStore>, TwilioCallControl)>> {
     let (Some(account), Some(token)) = (
         config.twilio_account_sid.clone(),
@@ -403,7 +406,8 @@ fn pipeline(
         voice.lines.clone(),
     )
     .with_model_timeout(timings.model_timeout)
-    .with_audio_store(Arc::new(audio_store));
+    .with_audio_store(Arc::new(audio_store))
+    .with_spool(spool);
     Ok(Some((pipeline, control)))
 }
 

@@ -1015,8 +1015,12 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 }
             }
         };
-        // The caller goes on to the next person whether or not this could be stored.
-        let mut state = match self.run(id, command, meta).await {
+        // The caller goes on to the next person whether or not this could be stored; what they
+        // heard is that next dial, not the fallback, so the dial's end is spooled alone.
+        let recorded = self
+            .record(id, command, meta, Heard::ByCaller, Outage::Keep)
+            .await;
+        let mut state = match recorded {
             Ok(state) => state,
             Err(error) => {
                 log_failure(&error);

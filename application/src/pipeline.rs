@@ -149,6 +149,9 @@ pub struct Pipeline<ES: EventStore<Call>> {
     lines: Lines,
     /// Where recordings are kept; without one they stay with Twilio only.
     audio_store: Option<Arc<dyn AudioStore>>,
+    /// The webhooks' spool: a call with webhooks waiting in it may have been put through to a
+    /// person the store does not know of yet, so nothing is played to it until they are on record.
+    spool: Option<Arc<dyn crate::spool::Spool>>,
 }
 
 impl<ES: EventStore<Call>> std::fmt::Debug for Pipeline<ES> {
@@ -188,7 +191,15 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
             control,
             lines,
             audio_store: None,
+            spool: None,
         }
+    }
+
+    /// Plays nothing to a call whose webhooks wait in `spool` (see the field).
+    #[must_use]
+    pub fn with_spool(mut self, spool: Arc<dyn crate::spool::Spool>) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// Keeps every turn's recording in `store`.
@@ -233,6 +244,11 @@ impl<ES: EventStore<Call>> Pipeline<ES> {
                 analysis
             }
         };
+        // The caller may have heard the fallback and be ringing a counselor, recorded only in
+        // the spool for now: the turn is tried again once that is on record.
+        if self.spool.as_ref().is_some_and(|spool| spool.holds(id)) {
+            return Err(PipelineError::App(AppError::StoreSkipped));
+        }
         self.deliver(id, &call_sid, turn, &analysis, call.language())
             .await
     }

@@ -48,6 +48,8 @@ pub struct FileSpool {
     inner: Arc<Mutex<Inner>>,
     wake: Arc<Notify>,
     id: String,
+    /// Held (locked) while the spool is open: one process per spool directory.
+    _lock: Arc<File>,
 }
 
 impl std::fmt::Debug for FileSpool {
@@ -89,6 +91,19 @@ impl FileSpool {
     pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         restrict(dir)?;
+        // Two processes on one spool would number entries alike and delete each other's
+        // segments: each instance needs a spool directory of its own.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        if let Err(error) = lock.try_lock() {
+            return Err(io::Error::other(format!(
+                "the spool in {} is in use by another process ({error}): give each instance its own HOTLINE_SPOOL_DIR",
+                dir.display()
+            )));
+        }
         let id = read_or_make_id(dir)?;
         let replayed_through = match fs::read_to_string(dir.join("replayed")) {
             Ok(text) => text.trim().parse().unwrap_or(0),
@@ -122,6 +137,7 @@ impl FileSpool {
             inner: Arc::new(Mutex::new(inner)),
             wake: Arc::new(Notify::new()),
             id,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -242,7 +258,17 @@ impl Inner {
         File::open(&segment.path)?.read_to_end(&mut bytes)?;
         let mut offset = 0;
         while offset < bytes.len() {
-            let Some((sequence, entry, size)) = decode(&bytes[offset..]) else {
+            let record = decode(&bytes[offset..]);
+            if let Decoded::Damaged { size } = record {
+                // Whole but failing its checksum: skipped, and the entries after it kept.
+                tracing::error!(
+                    offset,
+                    "a spooled entry is damaged (its checksum fails); skipped"
+                );
+                offset += size;
+                continue;
+            }
+            let Decoded::Whole(sequence, entry, size) = record else {
                 if last_segment {
                     tracing::warn!(
                         offset,
@@ -265,7 +291,7 @@ impl Inner {
             self.next_sequence = self.next_sequence.max(sequence + 1);
             if sequence > self.replayed_through {
                 if let Some(entry) = entry {
-                    self.hold(sequence, entry, size as u64);
+                    self.hold(sequence, *entry, size as u64);
                 }
             }
         }
@@ -338,8 +364,14 @@ impl Inner {
             .ok_or_else(|| io::Error::other("no segment"))?;
         let written = file.write_all(record).and_then(|()| file.sync_data());
         if let Err(error) = written {
-            // What was half written is cut off when the spool is next opened; a fresh file
-            // handle is taken for the next entry.
+            // What was half written is cut off at once, so that the next entry follows the last
+            // whole one; if even that fails, the next entry starts a segment of its own.
+            let whole = self.segments.last().map_or(0, |segment| segment.bytes);
+            if file.set_len(whole).and_then(|()| file.sync_data()).is_err() {
+                if let Some(segment) = self.segments.last_mut() {
+                    segment.bytes = SEGMENT_BYTES;
+                }
+            }
             self.current = None;
             return Err(error);
         }
@@ -422,29 +454,44 @@ fn encode(sequence: u64, payload: &[u8]) -> Vec<u8> {
     record
 }
 
-/// The record at the start of `bytes`: its sequence, its entry (`None` if it is whole but no
-/// longer reads as an entry, from an older version), and its size; `None` when it is incomplete
-/// or damaged.
-fn decode(bytes: &[u8]) -> Option<(u64, Option<Spooled>, usize)> {
-    let header = bytes.get(..HEADER)?;
-    let length = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    let sequence = u64::from_le_bytes(header[8..16].try_into().ok()?);
-    if length > MAX_ENTRY_BYTES {
-        return None;
-    }
-    let payload = bytes.get(HEADER..HEADER + length)?;
-    if checksum(sequence, payload) != crc {
-        return None;
-    }
-    let entry = match serde_json::from_slice(payload) {
-        Ok(entry) => Some(entry),
-        Err(error) => {
-            tracing::error!(%error, sequence, "a spooled entry no longer reads; skipped");
-            None
-        }
+/// What the start of a segment's remaining bytes holds.
+enum Decoded {
+    /// A whole record: its sequence, its entry (`None` if it no longer reads as an entry, from an
+    /// older version), and its size.
+    Whole(u64, Option<Box<Spooled>>, usize),
+    /// A record of `size` bytes whose checksum fails.
+    Damaged { size: usize },
+    /// Less than a record: the tail of a write that never finished, or a length that is itself
+    /// damaged (nothing after it can be found).
+    Incomplete,
+}
+
+fn decode(bytes: &[u8]) -> Decoded {
+    let Some(header) = bytes.get(..HEADER) else {
+        return Decoded::Incomplete;
     };
-    Some((sequence, entry, HEADER + length))
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut sequence = [0u8; 8];
+    sequence.copy_from_slice(&header[8..16]);
+    let sequence = u64::from_le_bytes(sequence);
+    if length > MAX_ENTRY_BYTES {
+        return Decoded::Incomplete;
+    }
+    let Some(payload) = bytes.get(HEADER..HEADER + length) else {
+        return Decoded::Incomplete;
+    };
+    if checksum(sequence, payload) != crc {
+        return Decoded::Damaged {
+            size: HEADER + length,
+        };
+    }
+    // The parser's message may quote the entry (a caller's words): only the sequence is logged.
+    let entry = serde_json::from_slice(payload).ok().map(Box::new);
+    if entry.is_none() {
+        tracing::error!(sequence, "a spooled entry no longer reads as one; skipped");
+    }
+    Decoded::Whole(sequence, entry, HEADER + length)
 }
 
 fn checksum(sequence: u64, payload: &[u8]) -> u32 {
@@ -576,12 +623,13 @@ mod tests {
         assert_eq!(requests(&spool).await, ["req-1", "req-3"]);
         drop(spool);
 
-        // A flipped byte in the first entry: it fails its checksum and is not replayed.
+        // A flipped byte in the first entry: it fails its checksum and is not replayed; the
+        // entry after it is.
         let mut bytes = fs::read(&segment).expect("reads");
         bytes[HEADER + 3] ^= 0xff;
         fs::write(&segment, &bytes).expect("writes");
         let spool = FileSpool::open(dir.path(), DEFAULT_CAPACITY_BYTES).expect("opens");
-        assert!(!requests(&spool).await.contains(&"req-1".to_owned()));
+        assert_eq!(requests(&spool).await, ["req-3"]);
     }
 
     #[tokio::test]
@@ -600,6 +648,16 @@ mod tests {
         let oldest = spool.oldest(1).await.expect("reads");
         spool.replayed(&oldest[0].0, 0).await.expect("marked");
         spool.keep(entry(3)).await.expect("room again");
+    }
+
+    #[tokio::test]
+    async fn a_spool_in_use_is_not_opened_twice() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let spool = FileSpool::open(dir.path(), DEFAULT_CAPACITY_BYTES).expect("opens");
+        let again = FileSpool::open(dir.path(), DEFAULT_CAPACITY_BYTES);
+        assert!(again.is_err());
+        drop(spool);
+        FileSpool::open(dir.path(), DEFAULT_CAPACITY_BYTES).expect("free again");
     }
 
     #[tokio::test]

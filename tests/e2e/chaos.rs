@@ -219,8 +219,11 @@ async fn send(
         .timeout(Duration::from_secs(15))
         .send()
         .await;
-    let Ok(response) = response else {
-        return (Heard::Unanswered, String::new());
+    let response = match response {
+        Ok(response) => response,
+        // Twilio gives up after 15 s and plays its error to the caller: a hang is a failure.
+        Err(error) if error.is_timeout() => return (Heard::Failed, String::new()),
+        Err(_) => return (Heard::Unanswered, String::new()),
     };
     let status = response.status();
     let body = response.text().await.unwrap_or_default();

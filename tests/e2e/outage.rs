@@ -171,6 +171,11 @@ async fn a_webhook_kept_in_the_spool_survives_a_restart_and_is_recorded_once() {
         .expect("a data directory")
         .path()
         .join("spool");
+    // (The first process's spool is still open in this test process, and a spool is one
+    // process's: the next one reads a copy of the directory, as it would the disk.)
+    let copy = tempfile::tempdir().expect("a directory");
+    copy_files(&spool_dir, copy.path());
+    let spool_dir = copy.path().to_owned();
     let spool = infrastructure::spool::FileSpool::open(
         &spool_dir,
         infrastructure::spool::DEFAULT_CAPACITY_BYTES,
@@ -182,14 +187,7 @@ async fn a_webhook_kept_in_the_spool_survives_a_restart_and_is_recorded_once() {
     // As the spool stands before its replay: what a crash after the appends, before the spool's
     // mark, would leave.
     let before_mark = tempfile::tempdir().expect("a directory");
-    for file in std::fs::read_dir(&spool_dir).expect("lists") {
-        let file = file.expect("an entry").path();
-        std::fs::copy(
-            &file,
-            before_mark.path().join(file.file_name().expect("a name")),
-        )
-        .expect("copied");
-    }
+    copy_files(&spool_dir, before_mark.path());
     let calls =
         application::CallService::new(event_store::call_store(app.pool.clone()), test_lines())
             .with_spool(std::sync::Arc::new(spool.clone()));
@@ -227,10 +225,6 @@ async fn with_the_database_stalled_the_first_caller_hears_a_person_within_a_seco
     // The store is given `COMMAND_DEADLINE` (0.8 s); the rest is the spool's sync and the
     // answer. The bound leaves room for a machine busy with other tests (a timed test proves
     // the bound holds, not how fast: `hotline chaos` prints the figures).
-    assert!(
-        application::COMMAND_DEADLINE < Duration::from_secs(1),
-        "the caller hears something within a second"
-    );
     assert!(
         took < Duration::from_secs(2),
         "the first answer took {took:?}"
@@ -329,4 +323,12 @@ async fn under_load_with_few_connections_and_a_stall_every_answered_webhook_is_o
         "{} calls, {total} webhooks answered, {spooled} calls partly through the spool, 0 lost",
         calls.len()
     );
+}
+
+/// Copies the files of directory `from` into `to`.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    for file in std::fs::read_dir(from).expect("lists") {
+        let file = file.expect("an entry").path();
+        std::fs::copy(&file, to.join(file.file_name().expect("a name"))).expect("copied");
+    }
 }

@@ -76,7 +76,10 @@ impl<ES: EventStore<Call>> CallService<ES> {
             .await
         {
             Ok(_) => Ok(Outcome::Recorded),
-            Err(error) if store_away(&error) => Err(error),
+            // Contended is another writer's moment on the call: tried again on the next replay.
+            Err(error) if store_away(&error) || matches!(error, AppError::Contended { .. }) => {
+                Err(error)
+            }
             // A webhook and the escalation its caller heard, refused together (the call unknown,
             // or over): each is recorded alone if it can be, so that nothing that can be kept
             // is lost with what cannot.
