@@ -17,7 +17,9 @@ const MAX_ROWS: usize = 100_000;
 /// Every call `query` matches (up to `MAX_ROWS`), as a CSV attachment.
 pub(super) async fn export(pool: &PgPool, mut query: CallQuery) -> Result<Response, ApiError> {
     query.limit = 500;
-    let mut csv = header();
+    // A byte-order mark, so that spreadsheets read the file as UTF-8 (the masked numbers' dots).
+    let mut csv = String::from('\u{feff}');
+    csv.push_str(&header());
     let mut rows = 0usize;
     loop {
         let (calls, next) = queries::list_calls(pool, &query).await?;
@@ -75,13 +77,12 @@ fn text(cell: Cell<'_>) -> Cow<'_, str> {
     }
 }
 
-/// A CSV field, quoted when it must be, and never read as a formula by a spreadsheet.
+/// A CSV field, quoted when it must be, and never read as a formula by a spreadsheet: a value
+/// that starts with any of OWASP's formula characters (`=`, `+`, `-`, `@`, TAB, CR) is quoted
+/// and led by `'`, which spreadsheets take as "this is text". That includes the masked numbers
+/// (`+1••••••••23`), which a spreadsheet would otherwise read as a formula.
 fn field(out: &mut String, value: &str) {
-    // A masked number (`+1••••••••23`) is the one value that may start with a sign.
-    let masked_number = value.strip_prefix('+').is_some_and(|rest| {
-        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '•')
-    });
-    let formula = value.starts_with(['=', '+', '-', '@']) && !masked_number;
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
         if formula {
@@ -101,7 +102,7 @@ mod tests {
     /// The export's bytes, pinned: its columns follow the read side's table, and spreadsheets
     /// and scripts read them by position.
     #[test]
-    fn a_row_is_written_as_it_always_was() {
+    fn a_row_is_written_as_pinned() {
         assert_eq!(
             header(),
             "call_id,call_sid,caller,direction,status,started_at,ended_at,duration_secs,turns,\
@@ -141,9 +142,30 @@ mod tests {
         row(&mut out, &call);
         assert_eq!(
             out,
-            "00000000-0000-0000-0000-000000000000,CA00,+1••••••••23,inbound,completed,\
+            "00000000-0000-0000-0000-000000000000,CA00,\"'+1••••••••23\",inbound,completed,\
              2026-11-25T10:00:00.123456+00:00,,42,2,high,true,\"'=risk, \"\"high\"\"\",,1500,,,12000,,1,1,\
              false,false\n"
         );
+    }
+
+    #[test]
+    fn every_owasp_formula_prefix_is_neutralised() {
+        for value in [
+            "=1+1",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\tcmd",
+            "\rcmd",
+            "+1••••••••23",
+        ] {
+            let mut out = String::new();
+            field(&mut out, value);
+            assert!(out.starts_with("\"'"), "{value:?} became {out:?}");
+            assert!(out.ends_with('"'), "{value:?} became {out:?}");
+        }
+        let mut out = String::new();
+        field(&mut out, "completed");
+        assert_eq!(out, "completed");
     }
 }
