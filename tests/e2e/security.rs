@@ -180,3 +180,37 @@ impl TestApp {
         self.twiml("/twilio/voice/", params).await
     }
 }
+
+/// A signed request for one call, sent to another call's URL (replayed, or a proxy's mix-up),
+/// acts on neither: the caller still hears a person is coming, and nothing is recorded.
+#[tokio::test]
+async fn a_webhook_whose_call_sid_is_another_calls_changes_nothing() {
+    let app = spawn_app().await;
+    let (ours, theirs) = (new_call_sid(), new_call_sid());
+    app.voice(&ours).await;
+    app.voice(&theirs).await;
+    let id = CallId::for_call_sid(&ours);
+    let before = app.event_count().await;
+    let theirs_asking = |extra: &[(&str, &str)]| {
+        let mut params = vec![("CallSid", theirs.as_str()), ("AccountSid", ACCOUNT_SID)];
+        params.extend_from_slice(extra);
+        form(&params)
+    };
+    for (path, extra) in [
+        (format!("/twilio/user-choice/{id}/"), vec![("Digits", "2")]),
+        (format!("/twilio/question/{id}/"), vec![("Digits", "2")]),
+        (format!("/twilio/continue/{id}/?wait=0"), vec![]),
+        (
+            format!("/twilio/dial-status/{id}/?line=counselor&attempt=1"),
+            vec![("DialCallStatus", "completed")],
+        ),
+    ] {
+        let answer = app.twiml(&path, &theirs_asking(&extra)).await;
+        assert!(
+            answer.verbs().iter().any(|v| matches!(*v, "Say" | "Dial")),
+            "{path}: {}",
+            answer.xml
+        );
+    }
+    assert_eq!(app.event_count().await, before, "nothing was recorded");
+}

@@ -73,6 +73,20 @@ fn unusable(state: &AppState, error: &ApiError, id: Option<CallId>) -> Response 
     answer(state, &unknown_language(CallAnswer::Trouble), id)
 }
 
+/// Whether the request's `CallSid` is the call its URL names. A signed request for one call must
+/// not act on another (a request replayed against another call's URL, a proxy's mix-up).
+fn of_call(request: &TwilioRequest, id: CallId) -> bool {
+    params::call_sid(&request.params).is_ok_and(|sid| CallId::for_call_sid(&sid) == id)
+}
+
+/// Why a request whose `CallSid` is not its URL's call is refused.
+fn another_call() -> ApiError {
+    ApiError::InvalidParameter {
+        name: "CallSid",
+        reason: "does not belong to the call in the URL".into(),
+    }
+}
+
 /// `POST /twilio/voice/`: a call comes in.
 async fn voice(State(state): State<AppState>, request: TwilioRequest) -> Response {
     let call = match params::incoming_call(&request.params) {
@@ -119,6 +133,9 @@ async fn continue_call(
     let Some(id) = id else {
         return unusable(&state, &ApiError::UnknownCall, None);
     };
+    if !of_call(&request, id) {
+        return unusable(&state, &another_call(), None);
+    }
     let waited = params::waited(query.as_deref());
     let reply = state
         .calls
@@ -153,6 +170,9 @@ async fn relay_ended(
     let Some(id) = id else {
         return unusable(&state, &ApiError::UnknownCall, None);
     };
+    if !of_call(&request, id) {
+        return unusable(&state, &another_call(), None);
+    }
     let ended = params::relay_ended(&request.params);
     let reply = state
         .calls
@@ -176,6 +196,9 @@ async fn user_choice(
     let Some(id) = id else {
         return unusable(&state, &ApiError::UnknownCall, None);
     };
+    if !of_call(&request, id) {
+        return unusable(&state, &another_call(), None);
+    }
     let input = params::choice_input(&request.params);
     let reply = state
         .calls
@@ -193,6 +216,9 @@ async fn question(
     let Some(id) = id else {
         return unusable(&state, &ApiError::UnknownCall, None);
     };
+    if !of_call(&request, id) {
+        return unusable(&state, &another_call(), None);
+    }
     let input = params::choice_input(&request.params);
     let reply = state
         .calls
@@ -209,6 +235,15 @@ async fn dial_status(
     request: TwilioRequest,
 ) -> Response {
     let report = params::dial_report(&request.params, query.as_deref());
+    // Unknown, or another call's: the caller still goes on to the next person, and nothing is
+    // recorded.
+    let id = id.filter(|id| {
+        let ours = of_call(&request, *id);
+        if !ours {
+            tracing::warn!(reason = %another_call(), "dial status refused; the caller goes on to the next line");
+        }
+        ours
+    });
     let Some(id) = id else {
         let next = unknown_language(application::after_dial(report.line, report.status.into()));
         return answer(&state, &next, None);
