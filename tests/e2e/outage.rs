@@ -45,11 +45,11 @@ async fn health(app: &TestApp) -> (u16, serde_json::Value) {
     (status, response.json().await.expect("JSON"))
 }
 
-/// An app whose database is reached through `proxy`, with the spool's replayer running as in
-/// `hotline serve`; stopped when the returned sender is dropped.
-async fn app_through(proxy: &DbProxy) -> (TestApp, watch::Sender<bool>) {
+/// An app whose database is reached through `proxy` with a pool of `connections`, and the
+/// spool's replayer running as in `hotline serve`; stopped when the returned sender is dropped.
+async fn app_through(proxy: &DbProxy, connections: u32) -> (TestApp, watch::Sender<bool>) {
     let (_, name) = fresh_database().await;
-    let pool = event_store::pool(proxy.options(&name).await, 8);
+    let pool = event_store::pool(proxy.options(&name).await, connections);
     let mut app = TestApp::builder().over(pool).spawn().await;
     app.database = Some(name);
     let (stop, mut stopped) = watch::channel(false);
@@ -78,7 +78,7 @@ async fn spool_drained(app: &TestApp) {
 #[tokio::test]
 async fn a_database_outage_during_fifty_calls_loses_no_webhook_and_answers_no_error() {
     let proxy = DbProxy::start().await;
-    let (app, _stop) = app_through(&proxy).await;
+    let (app, _stop) = app_through(&proxy, 8).await;
     let calls: Vec<CallSid> = (0..50).map(|_| new_call_sid()).collect();
     let (before, during) = calls.split_at(25);
 
@@ -156,7 +156,7 @@ async fn a_database_outage_during_fifty_calls_loses_no_webhook_and_answers_no_er
 #[tokio::test]
 async fn a_webhook_kept_in_the_spool_survives_a_restart_and_is_recorded_once() {
     let proxy = DbProxy::start().await;
-    let (app, stop) = app_through(&proxy).await;
+    let (app, stop) = app_through(&proxy, 8).await;
     let sid = new_call_sid();
     app.voice(&sid).await;
     proxy.cut();
@@ -213,7 +213,7 @@ async fn a_webhook_kept_in_the_spool_survives_a_restart_and_is_recorded_once() {
 #[tokio::test]
 async fn with_the_database_stalled_the_first_caller_hears_a_person_within_a_second() {
     let proxy = DbProxy::start().await;
-    let (app, _stop) = app_through(&proxy).await;
+    let (app, _stop) = app_through(&proxy, 8).await;
     app.voice(&new_call_sid()).await;
     // As with a database stopped by SIGSTOP: connections stay open, and nothing comes back.
     proxy.stall();
@@ -262,15 +262,8 @@ async fn under_load_with_few_connections_and_a_stall_every_answered_webhook_is_o
     const DRIVERS: usize = 64;
     const CALLS_EACH: usize = 4;
     let proxy = DbProxy::start().await;
-    let (_, name) = fresh_database().await;
     // Two connections for 64 webhooks at a time: the pool is busy all through.
-    let pool = event_store::pool(proxy.options(&name).await, 2);
-    let mut app = TestApp::builder().over(pool).spawn().await;
-    app.database = Some(name);
-    let (_stop, mut stopped) = watch::channel(false);
-    tokio::spawn(app.service().spool_replayer(async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    }));
+    let (app, _stop) = app_through(&proxy, 2).await;
     let app = Arc::new(app);
     let answered = Arc::new(AtomicUsize::new(0));
     let a_third_done = Arc::new(tokio::sync::Notify::new());
