@@ -241,7 +241,13 @@ async fn with_the_database_stalled_the_first_caller_hears_a_person_within_a_seco
     );
     let (status, body) = health(&app).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["breaker"], "slow", "{body}");
+    // A stalled database is either cause, depending on which connection the command met: one
+    // already open that never answers (slow), or a new one whose handshake never completes within
+    // the acquire timeout (unreachable; seen on a busy CI machine). Both keep callers off it.
+    assert!(
+        ["slow", "unreachable"].contains(&body["breaker"].as_str().unwrap_or_default()),
+        "{body}"
+    );
 
     proxy.restore();
     spool_drained(&app).await;
