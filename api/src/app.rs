@@ -5,15 +5,22 @@
 use std::sync::Arc;
 
 use application::CallAnswer;
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, Request};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::error::ApiError;
 use crate::state::{self, AppState};
 use crate::{dashboard, health, openapi, operator, read_api, twilio};
 
@@ -42,6 +49,15 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(openapi::router())
         .merge(dashboard::router())
         .fallback(twilio::unknown_route)
+        .layer(RequestBodyTimeoutLayer::new(state.limits.body))
+        .layer(middleware::from_fn_with_state(
+            state.limits.request,
+            within_request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            twilio::refusal::answer_refusals,
+        ))
         .layer(safety_net(voice))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Logs method, path and request id only: query strings and bodies may carry caller data.
@@ -57,6 +73,19 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The server's request timeout (`server::Limits::request`). A caller-facing webhook cut off
+/// here still answers the safe TwiML (`twilio::refusal`).
+async fn within_request_timeout(
+    State(limit): State<Duration>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::TimedOut.into_response(),
+    }
 }
 
 /// The last line of defence: a handler that panics would drop the connection, and Twilio would

@@ -23,6 +23,11 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The code of the error a response answers, kept on the response for the layers above the
+/// handler (`twilio::refusal`).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,6 +77,9 @@ pub enum ApiError {
     /// A part of the service this endpoint needs is not configured.
     #[error("{0}")]
     NotConfigured(String),
+    /// The request was not answered within the server's request timeout.
+    #[error("the request was not answered in time")]
+    TimedOut,
     /// A service Hotline depends on failed; the class of failure is safe to show.
     #[error("{service} failed: {class}")]
     Upstream {
@@ -95,6 +103,7 @@ impl ApiError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,6 +125,7 @@ impl ApiError {
             Self::NotAllowed(_) => "not_allowed",
             Self::NotConfigured(_) => "not_configured",
             Self::Upstream { .. } => "upstream_failed",
+            Self::TimedOut => "timed_out",
         }
     }
 }
@@ -123,15 +133,24 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // Logged once here, without the request's body or any token.
+        // Logged once here, without the request's body or any token. A webhook's refusal is
+        // logged by `twilio::refusal`, which knows the URL and names the likely misconfiguration.
         match &self {
             Self::Unavailable(cause) => {
                 tracing::error!(code = self.code(), cause = %cause, "request failed");
+            }
+            Self::MissingSignature
+            | Self::BadSignature
+            | Self::NotAForm
+            | Self::TooLarge
+            | Self::Body(_) => {
+                tracing::debug!(code = self.code(), reason = %self, "request refused")
             }
             _ => tracing::warn!(code = self.code(), reason = %self, "request refused"),
         }
         let body = json!({ "code": self.code(), "message": self.to_string() });
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code()));
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -39,6 +39,8 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "refused_characters_removed": crate::twilio::extract::REFUSED_CHARACTERS_REMOVED
                 .load(std::sync::atomic::Ordering::Relaxed),
             "breaker": breaker,
+            "webhooks_refused": state.refusals.counts(),
+            "connections": state.connections.counts(),
             "spool": state.spool.as_ref().map(|spool| spool.stats()),
         })),
     )

@@ -13,6 +13,7 @@ pub mod json;
 pub mod openapi;
 pub mod operator;
 pub mod read_api;
+pub mod server;
 pub mod state;
 pub mod twilio;
 pub mod wiring;

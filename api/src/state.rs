@@ -14,6 +14,9 @@ use infrastructure::tokens::ApiTokens;
 use infrastructure::twilio::answers::Ring;
 pub use infrastructure::twilio::answers::Voice;
 use sqlx::PgPool;
+
+use crate::server::{ConnectionStats, Limits};
+use crate::twilio::refusal::Refusals;
 use twilio_signature::SignatureValidator;
 
 /// Shared state of the HTTP handlers.
@@ -37,6 +40,11 @@ pub struct AppState {
     pub spool: Option<Arc<dyn Spool>>,
     /// Whether alerts are configured (a broken history raises one).
     pub alerts: bool,
+    /// The HTTP server's limits (`server`), and what its connections did.
+    pub limits: Limits,
+    pub connections: Arc<ConnectionStats>,
+    /// Webhook requests refused, by reason.
+    pub refusals: Arc<Refusals>,
 }
 
 /// The operator API's use cases.
@@ -99,6 +107,13 @@ impl AppState {
         self
     }
 
+    /// Served under `limits` (the defaults otherwise).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Operators can re-process recordings and place test calls.
     #[must_use]
     pub fn with_operations(mut self, operations: Operations) -> Self {
@@ -126,6 +141,9 @@ impl AppState {
             pipeline: false,
             spool: None,
             alerts: false,
+            limits: Limits::default(),
+            connections: Arc::default(),
+            refusals: Arc::default(),
         };
         state.calls = Arc::new(state.call_service());
         state

@@ -148,7 +148,9 @@ impl Service {
             None => (state, None),
         };
         let alerts = config.alerts()?;
-        let state = state.with_alerts(alerts.is_some());
+        let state = state
+            .with_alerts(alerts.is_some())
+            .with_limits(crate::server::Limits::from_config(config));
         Ok(Self {
             state,
             pool,
@@ -168,6 +170,20 @@ impl Service {
     /// The router, with `extra` routes served through the same layers.
     pub fn router_with(&self, extra: Router<AppState>) -> Router {
         crate::app_with(self.state.clone(), extra)
+    }
+
+    /// Serves the router (with `extra` routes) on `listener` under the configured limits, until
+    /// `shutdown` completes.
+    pub fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        extra: Router<AppState>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let router = self.router_with(extra);
+        let limits = self.state.limits;
+        let stats = self.state.connections.clone();
+        crate::server::serve(listener, router, limits, stats, shutdown)
     }
 
     /// Whether turns are answered by the conversation pipeline.

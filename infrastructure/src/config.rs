@@ -55,6 +55,10 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "HOTLINE_SPOOL_DIR",
     "HOTLINE_SPOOL_MAX_BYTES",
     "HOTLINE_RECONCILE_AFTER_SECS",
+    "HOTLINE_HEADER_READ_TIMEOUT_SECS",
+    "HOTLINE_BODY_TIMEOUT_SECS",
+    "HOTLINE_REQUEST_TIMEOUT_SECS",
+    "HOTLINE_MAX_CONNECTIONS",
 ];
 
 /// Hotline's configuration.
@@ -94,6 +98,29 @@ pub struct Config {
     #[arg(long, env = "HOTLINE_RECONCILE_AFTER_SECS", default_value_t = 14_400,
           value_parser = clap::value_parser!(u64).range(60..))]
     pub reconcile_after_secs: u64,
+
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle, before the server closes it. Twilio sends its headers at once.
+    #[arg(long, env = "HOTLINE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+
+    /// How long a request's body may take to arrive.
+    #[arg(long, env = "HOTLINE_BODY_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_timeout_secs: u64,
+
+    /// How long any request may take to be answered (Twilio itself gives up after 15 s; the
+    /// read API's exports are the slowest requests).
+    #[arg(long, env = "HOTLINE_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_secs: u64,
+
+    /// The most HTTP connections open at once; past it the oldest is closed (at once if idle).
+    /// Keep it well under the process's descriptor limit (`ulimit -n`).
+    #[arg(long, env = "HOTLINE_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = parse_max_connections)]
+    pub max_connections: usize,
 
     /// The most database connections the service holds.
     #[arg(long, env = "HOTLINE_DB_MAX_CONNECTIONS", default_value_t = 16,
@@ -259,6 +286,13 @@ pub struct Config {
     /// recording of its own, and not in record mode, where every turn is recorded already.
     #[arg(long, env = "HOTLINE_RECORD_CALLS", action = clap::ArgAction::Set)]
     pub record_calls: Option<bool>,
+}
+
+fn parse_max_connections(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (16..=100_000).contains(&n) => Ok(n),
+        _ => Err("a number of connections from 16 to 100000".into()),
+    }
 }
 
 fn parse_ring(value: &str) -> Result<Ring, String> {

@@ -194,6 +194,8 @@ pub struct TestAppBuilder {
     test_calls: bool,
     conversation: Conversation,
     speech_budget_ms: u64,
+    header_read_timeout_secs: u64,
+    max_connections: usize,
 }
 
 impl TestApp {
@@ -206,6 +208,8 @@ impl TestApp {
             test_calls: false,
             conversation: Conversation::Record,
             speech_budget_ms: 2500,
+            header_read_timeout_secs: 10,
+            max_connections: 4096,
         }
     }
 }
@@ -233,6 +237,13 @@ impl TestAppBuilder {
     /// With the language model at `base_url`, given `timeout` to answer.
     pub fn model(mut self, base_url: &str, timeout: Duration) -> Self {
         self.model = Some((base_url.to_owned(), timeout));
+        self
+    }
+
+    /// With the server's header-read (and idle) timeout at `secs` and at most `max` connections.
+    pub fn server_limits(mut self, secs: u64, max: usize) -> Self {
+        self.header_read_timeout_secs = secs;
+        self.max_connections = max;
         self
     }
 
@@ -270,8 +281,7 @@ impl TestAppBuilder {
             job_backoff: Some((Duration::ZERO, Duration::ZERO)),
         };
         let service = Service::build(&config, pool.clone(), &timings).expect("the service builds");
-        let router = service.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(service.serve(listener, axum::Router::new(), std::future::pending()));
         TestApp {
             base_url: format!("http://{addr}"),
             pool,
@@ -294,6 +304,10 @@ impl TestAppBuilder {
             spool_max_bytes: infrastructure::spool::DEFAULT_CAPACITY_BYTES,
             reconcile_after_secs: 14_400,
             db_max_connections: 8,
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            body_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: self.max_connections,
             job_lease_secs: 60,
             public_base_url: None,
             twilio_account_sid: self
@@ -475,6 +489,18 @@ pub struct StoredEvent {
 }
 
 impl TestApp {
+    /// What `/health` says, whatever its status.
+    pub async fn health(&self) -> serde_json::Value {
+        self.client
+            .get(format!("{}/health", self.base_url))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// POSTs a form to `path`, signed as Twilio signs it.
     pub async fn post_signed(&self, path: &str, params: &[(String, String)]) -> reqwest::Response {
         let url = format!("{}{path}", self.base_url);
@@ -876,4 +902,20 @@ impl Drop for DbProxy {
         self.cut();
         self.accepting.abort();
     }
+}
+
+/// The answer a caller gets when we are in trouble (or refuse the request): spoken help, the
+/// crisis number, and a person.
+pub fn assert_person_on_the_line(twiml: &Twiml) {
+    assert!(
+        twiml.spoken().contains("9 8 8"),
+        "the crisis number is read out: {}",
+        twiml.xml
+    );
+    assert_eq!(
+        twiml.dialled().first().copied(),
+        Some(COUNSELOR),
+        "{}",
+        twiml.xml
+    );
 }

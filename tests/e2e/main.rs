@@ -13,6 +13,7 @@ mod durable;
 mod embedded;
 mod handoff;
 mod helpers;
+mod limits;
 mod openapi;
 mod operator;
 mod outage;

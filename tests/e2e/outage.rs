@@ -23,17 +23,6 @@ fn outage() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// The answer a caller gets while the store is away: spoken help and a person.
-fn assert_person_on_the_line(twiml: &Twiml) {
-    assert!(twiml.spoken().contains("9 8 8"), "{}", twiml.xml);
-    assert_eq!(
-        twiml.dialled().first().copied(),
-        Some(COUNSELOR),
-        "{}",
-        twiml.xml
-    );
-}
-
 async fn health(app: &TestApp) -> (u16, serde_json::Value) {
     let response = app
         .client

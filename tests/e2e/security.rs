@@ -6,31 +6,73 @@ use twilio_signature::sign_request;
 
 use crate::helpers::*;
 
+async fn refusals(app: &TestApp) -> serde_json::Value {
+    app.health().await["webhooks_refused"].clone()
+}
+
+/// What a refused request to a webhook a caller hears gets: 200 (Twilio plays no error's body)
+/// and the static safe TwiML: the same whatever the request, so nothing in it comes from the
+/// request (its only URL is the call-less dial status, which moves the caller on to the next
+/// line).
+async fn assert_safe_twiml(response: reqwest::Response, what: &str) {
+    assert_eq!(response.status(), 200, "{what}");
+    let content_type = response.headers()["content-type"].to_str().expect("text");
+    assert!(
+        content_type.starts_with("text/xml"),
+        "{what}: {content_type}"
+    );
+    let twiml = Twiml::parse(&response.text().await.expect("a body"));
+    assert_person_on_the_line(&twiml);
+    let urls: Vec<&str> = twiml
+        .xml
+        .match_indices("http://")
+        .map(|(at, _)| &twiml.xml[at..])
+        .collect();
+    assert_eq!(urls.len(), 1, "{what}: {}", twiml.xml);
+    assert!(
+        urls[0]
+            .split_once("/twilio/")
+            .is_some_and(|(_, rest)| rest.starts_with("dial-status/?")),
+        "{what}: {}",
+        twiml.xml
+    );
+}
+
 #[tokio::test]
-async fn a_bad_signature_gets_403_and_stores_nothing() {
+async fn a_bad_signature_on_a_caller_facing_webhook_gets_the_safe_twiml_and_stores_nothing() {
     let app = spawn_app().await;
     let sid = new_call_sid();
-    let params = voice_params(&sid);
-    let url = format!("{}/twilio/voice/", app.base_url);
-    for signature in [
-        sign_request("another-token", &url, &params),
-        sign_request(AUTH_TOKEN, &format!("{url}?x=1"), &params),
-        "not base64 at all".to_owned(),
-        String::new(),
+    let id = CallId::for_call_sid(&sid);
+    for path in [
+        "/twilio/voice/".to_owned(),
+        format!("/twilio/recording/{id}/"),
+        format!("/twilio/user-choice/{id}/"),
+        format!("/twilio/dial-status/{id}/"),
+        "/twilio/no-such-webhook/".to_owned(),
     ] {
-        let response = app
-            .client
-            .post(&url)
-            .header("X-Twilio-Signature", &signature)
-            .form(&params)
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 403, "signature {signature:?}");
-        let body: serde_json::Value = response.json().await.expect("a JSON error");
-        assert_eq!(body["code"], "bad_signature");
+        let params = voice_params(&sid);
+        let url = format!("{}{path}", app.base_url);
+        for signature in [
+            sign_request("another-token", &url, &params),
+            // A proxy that adds a query, or a PUBLIC_BASE_URL that is not the console's.
+            sign_request(AUTH_TOKEN, &format!("{url}?x=1"), &params),
+            sign_request(AUTH_TOKEN, &url.replace("http://", "https://"), &params),
+            "not base64 at all".to_owned(),
+            String::new(),
+        ] {
+            let response = app
+                .client
+                .post(&url)
+                .header("X-Twilio-Signature", &signature)
+                .form(&params)
+                .send()
+                .await
+                .expect("answers");
+            assert_safe_twiml(response, &format!("{path} signed {signature:?}")).await;
+        }
     }
     assert_eq!(app.event_count().await, 0);
+    assert_eq!(refusals(&app).await["bad_signature"], 25);
 }
 
 #[tokio::test]
@@ -50,42 +92,47 @@ async fn a_signed_request_altered_in_transit_is_refused() {
         .send()
         .await
         .expect("answers");
-    assert_eq!(response.status(), 403);
+    assert_safe_twiml(response, "altered").await;
     assert_eq!(app.event_count().await, 0);
+    assert_eq!(refusals(&app).await["bad_signature"], 1);
 }
 
 #[tokio::test]
-async fn a_missing_signature_gets_400_and_stores_nothing() {
+async fn a_missing_signature_a_get_a_body_too_large_and_not_a_form_all_get_the_safe_twiml() {
     let app = spawn_app().await;
-    let response = app
+    let url = format!("{}/twilio/voice/", app.base_url);
+    let unsigned = app
         .client
-        .post(format!("{}/twilio/voice/", app.base_url))
+        .post(&url)
         .form(&voice_params(&new_call_sid()))
         .send()
         .await
         .expect("answers");
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.expect("a JSON error");
-    assert_eq!(body["code"], "missing_signature");
-    assert_eq!(app.event_count().await, 0);
-}
+    assert_safe_twiml(unsigned, "unsigned").await;
 
-#[tokio::test]
-async fn a_body_over_the_limit_gets_413() {
-    let app = spawn_app().await;
-    let sid = new_call_sid();
-    let mut params = voice_params(&sid);
+    // A webhook set to HTTP GET in the console: its parameters come in the query.
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(voice_params(&new_call_sid()))
+        .finish();
+    let get_url = format!("{url}?{query}");
+    let get = app
+        .client
+        .get(&get_url)
+        .header(
+            "X-Twilio-Signature",
+            sign_request(AUTH_TOKEN, &get_url, &[]),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_safe_twiml(get, "GET").await;
+
+    let mut params = voice_params(&new_call_sid());
     params.push(("Padding".into(), "x".repeat(api::MAX_BODY_BYTES + 1)));
-    let response = app.post_signed("/twilio/voice/", &params).await;
-    assert_eq!(response.status(), 413);
-    assert_eq!(app.event_count().await, 0);
-}
+    let too_large = app.post_signed("/twilio/voice/", &params).await;
+    assert_safe_twiml(too_large, "too large").await;
 
-#[tokio::test]
-async fn a_body_that_is_not_a_form_gets_415() {
-    let app = spawn_app().await;
-    let url = format!("{}/twilio/voice/", app.base_url);
-    let response = app
+    let json = app
         .client
         .post(&url)
         .header("X-Twilio-Signature", sign_request(AUTH_TOKEN, &url, &[]))
@@ -94,7 +141,62 @@ async fn a_body_that_is_not_a_form_gets_415() {
         .send()
         .await
         .expect("answers");
-    assert_eq!(response.status(), 415);
+    assert_safe_twiml(json, "JSON").await;
+
+    assert_eq!(app.event_count().await, 0);
+    let refused = refusals(&app).await;
+    for reason in [
+        "missing_signature",
+        "wrong_method",
+        "too_large",
+        "not_a_form",
+    ] {
+        assert_eq!(refused[reason], 1, "{reason}: {refused}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_whisper_bridges_the_counselor_and_a_refused_callback_keeps_its_error() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    let whisper = app
+        .client
+        .post(format!("{}/twilio/whisper/{id}/?attempt=1", app.base_url))
+        .form(&voice_params(&sid))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(whisper.status(), 200);
+    let twiml = Twiml::parse(&whisper.text().await.expect("a body"));
+    assert!(
+        twiml.spoken().contains("put through to you"),
+        "{}",
+        twiml.xml
+    );
+    assert!(twiml.dialled().is_empty(), "{}", twiml.xml);
+
+    // No caller hears a status callback's answer: Twilio only logs it.
+    let status = app
+        .client
+        .post(format!("{}/twilio/status/", app.base_url))
+        .header("X-Twilio-Signature", "forged")
+        .form(&voice_params(&sid))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(status.status(), 403);
+    let body: serde_json::Value = status.json().await.expect("a JSON error");
+    assert_eq!(body["code"], "bad_signature");
+    assert_eq!(app.event_count().await, 0);
+    let refused = refusals(&app).await;
+    assert_eq!(
+        (
+            refused["missing_signature"].clone(),
+            refused["bad_signature"].clone()
+        ),
+        (1.into(), 1.into())
+    );
 }
 
 #[tokio::test]

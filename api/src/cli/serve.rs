@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use infrastructure::config::{Config, LogFormat};
 use infrastructure::embedded_pg::EmbeddedPostgres;
 use infrastructure::event_store;
@@ -191,17 +190,7 @@ async fn serve_on(
     if let Some(ready) = ready {
         let _ = ready.send(db.pool.clone());
     }
-    // Without TCP_NODELAY a live session's reply waits on the caller side's delayed ACK: its
-    // first frame sits behind the last one's unacknowledged segment, for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, service.router_with(extra))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed")?;
+    service.serve(listener, extra, shutdown).await;
     tracing::info!("stopping");
     let _ = stop.send(true);
     for task in background {

@@ -5,6 +5,7 @@
 
 pub mod extract;
 pub mod params;
+pub mod refusal;
 pub mod relay;
 pub mod render;
 

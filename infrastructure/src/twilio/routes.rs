@@ -36,9 +36,62 @@ pub enum Webhook {
     WhisperAnswer,
 }
 
+/// Who hears what a webhook answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The caller: the answer is TwiML run on their call.
+    Caller,
+    /// A counselor picking up: the answer runs on their leg, before they are bridged.
+    Counselor,
+    /// Nobody: a callback whose answer Twilio only logs, or the relay's WebSocket.
+    Nobody,
+}
+
 impl Webhook {
+    pub const ALL: [Self; 14] = [
+        Self::Voice,
+        Self::Recording,
+        Self::Continue,
+        Self::UserChoice,
+        Self::Question,
+        Self::DialStatus,
+        Self::Transcription,
+        Self::Status,
+        Self::Speech,
+        Self::Relay,
+        Self::RelayEnded,
+        Self::CallRecording,
+        Self::Whisper,
+        Self::WhisperAnswer,
+    ];
+
+    /// The webhook a request path is for, if it is one of ours (with or without a call).
+    pub fn of_path(path: &str) -> Option<Self> {
+        let name = path.strip_prefix(PREFIX)?.split('/').next()?;
+        Self::ALL.into_iter().find(|webhook| webhook.name() == name)
+    }
+
+    /// Who hears this webhook's answer.
+    pub fn listener(self) -> Listener {
+        match self {
+            Self::Voice
+            | Self::Recording
+            | Self::Continue
+            | Self::UserChoice
+            | Self::Question
+            | Self::DialStatus
+            | Self::Speech
+            | Self::RelayEnded => Listener::Caller,
+            Self::Whisper | Self::WhisperAnswer => Listener::Counselor,
+            // A relay session that cannot start sends Twilio on to the `<Connect action>`.
+            Self::Transcription | Self::Status | Self::CallRecording | Self::Relay => {
+                Listener::Nobody
+            }
+        }
+    }
+
     /// The path segment after `/twilio/`.
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Voice => "voice",
             Self::Recording => "recording",
@@ -103,5 +156,17 @@ mod tests {
             ["/twilio/status/", "/twilio/status"]
         );
         assert!(Webhook::UserChoice.path(None).starts_with(PREFIX));
+    }
+
+    #[test]
+    fn every_webhook_is_found_by_its_own_paths_and_nothing_else_is() {
+        let id = CallId::parse("7b0d0f7e-8d6c-4d1e-9a53-0a1f0f0e0d0c").expect("a UUID");
+        for webhook in Webhook::ALL {
+            assert_eq!(Webhook::of_path(&webhook.path(Some(id))), Some(webhook));
+            assert_eq!(Webhook::of_path(&webhook.path(None)), Some(webhook));
+        }
+        assert_eq!(Webhook::of_path("/twilio/status"), Some(Webhook::Status));
+        assert_eq!(Webhook::of_path("/twilio/voices/"), None);
+        assert_eq!(Webhook::of_path("/api/calls"), None);
     }
 }
