@@ -3,16 +3,23 @@
 //! Server-rendered (askama); the one script is ours, served from the binary, and only refreshes
 //! the page while calls are live. Nothing is loaded from elsewhere.
 //!
-//! What each role sees follows the API: everyone sees call views (masked numbers); supervisors
-//! and auditors also see turns (transcripts, replies); auditors also see event payloads and
-//! whether the history is intact.
+//! What each role sees follows the API: analysts, supervisors and auditors see call views (masked
+//! numbers); supervisors and auditors also see turns (transcripts, replies); auditors also see
+//! event payloads and whether the history is intact. Operators, whom the API refuses call data,
+//! get 403 on every page.
+//!
+//! Signing in opens a server-side session (`ApiTokens::open_session`): the cookie holds a random
+//! session id, never the token; the session expires after `SESSION_LIFETIME`, ends at sign-out,
+//! and ends with its token's revocation. Every POST must come from the dashboard's own origin
+//! (`same_origin`), on top of the cookie's SameSite=Strict.
 
 use application::auth::Role;
 use askama::Template;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
@@ -25,16 +32,63 @@ use serde::Deserialize;
 
 use crate::state::AppState;
 
-/// The session cookie: the API token itself, HttpOnly and SameSite=Strict.
+/// The session cookie: the session's id, HttpOnly and SameSite=Strict.
 const SESSION: &str = "hotline_session";
 
-pub fn router() -> Router<AppState> {
+/// How long a dashboard session lasts: a shift, then the token is asked for again.
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(dashboard))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", axum::routing::post(sign_out))
         .route("/calls/{id}", get(timeline))
         .route("/static/dashboard.js", get(script))
+        .route("/static/dashboard.css", get(style))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            only_from_here,
+        ))
+}
+
+/// Whether a request comes from the dashboard's own pages. A browser sends `Origin` with every
+/// POST (and `Sec-Fetch-Site`); a cross-site form or script can set neither. It must name the
+/// host the request was sent to (or `PUBLIC_BASE_URL`'s). A request with neither header is not
+/// from a browser, and a forged request needs one.
+fn same_origin(headers: &HeaderMap, public_base_url: &str) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = header("origin") {
+        let public = public_base_url
+            .splitn(4, '/')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("/");
+        let host = header("host");
+        return origin != "null"
+            && (origin.eq_ignore_ascii_case(&public)
+                || host.is_some_and(|host| {
+                    ["http://", "https://"]
+                        .iter()
+                        .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+                }));
+    }
+    header("sec-fetch-site").is_none_or(|site| matches!(site, "same-origin" | "none"))
+}
+
+/// Refuses every POST that does not come from the dashboard's own origin.
+async fn only_from_here(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if request.method() == Method::POST
+        && !same_origin(request.headers(), &state.voice.public_base_url)
+    {
+        tracing::warn!(path = %request.uri().path(), "a cross-site POST to the dashboard was refused");
+        return PageError::CrossSite.into_response();
+    }
+    next.run(request).await
 }
 
 /// A signed-in person.
@@ -52,7 +106,7 @@ impl Viewer {
     }
 }
 
-fn session_token(parts: &Parts) -> Option<SecretString> {
+fn session_id(parts: &Parts) -> Option<SecretString> {
     parts
         .headers
         .get_all(COOKIE)
@@ -69,6 +123,10 @@ fn session_token(parts: &Parts) -> Option<SecretString> {
 #[derive(Debug)]
 pub enum PageError {
     SignIn,
+    /// The role may not see this page (operators see no call data).
+    Forbidden(Role),
+    /// A POST from another site.
+    CrossSite,
     NoSuchCall,
     Unavailable(sqlx::Error),
 }
@@ -83,6 +141,17 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             Self::SignIn => Redirect::to("/sign-in").into_response(),
+            Self::Forbidden(role) => page_error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "The {role} role does not see call data. Sign in with an analyst's, a \
+                     supervisor's or an auditor's token."
+                ),
+            ),
+            Self::CrossSite => page_error(
+                StatusCode::FORBIDDEN,
+                "This request did not come from the dashboard's own pages, and was refused.",
+            ),
             Self::NoSuchCall => page_error(StatusCode::NOT_FOUND, "There is no such call."),
             Self::Unavailable(error) => {
                 tracing::error!(error = %error, "a dashboard page could not read the database");
@@ -99,12 +168,16 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        let token = session_token(parts).ok_or(PageError::SignIn)?;
+        let session = session_id(parts).ok_or(PageError::SignIn)?;
         let role = state
             .tokens
-            .authenticate(&token)
+            .session_role(&session)
             .await?
             .ok_or(PageError::SignIn)?;
+        // As the API: operators run the service and see no call data.
+        if role == Role::Operator {
+            return Err(PageError::Forbidden(role));
+        }
         Ok(Self { role })
     }
 }
@@ -153,16 +226,17 @@ struct SignInForm {
 
 async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) -> Response {
     let token = SecretString::from(form.token.trim().to_owned());
-    match state.tokens.authenticate(&token).await {
-        Ok(Some(_)) => {
+    match state.tokens.open_session(&token, SESSION_LIFETIME).await {
+        Ok(Some((session, _))) => {
             let secure = if state.voice.public_base_url.starts_with("https://") {
                 "; Secure"
             } else {
                 ""
             };
             let cookie = format!(
-                "{SESSION}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
-                token.expose_secret()
+                "{SESSION}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+                session.expose_secret(),
+                SESSION_LIFETIME.as_secs()
             );
             ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
@@ -177,7 +251,14 @@ async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) ->
     }
 }
 
-async fn sign_out() -> Response {
+/// Ends the session on the server (a copy of the cookie is worth nothing after), and clears it.
+async fn sign_out(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Some(session) = session_id(&parts) {
+        if let Err(error) = state.tokens.end_session(&session).await {
+            return PageError::from(error).into_response();
+        }
+    }
     let cookie = format!("{SESSION}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     ([(SET_COOKIE, cookie)], Redirect::to("/sign-in")).into_response()
 }
@@ -385,4 +466,13 @@ const SCRIPT: &str = include_str!("../static/dashboard.js");
 
 async fn script() -> Response {
     ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+}
+
+/// The dashboard's style (the pages' CSP admits no inline style).
+async fn style() -> Response {
+    (
+        [(CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/dashboard.css"),
+    )
+        .into_response()
 }

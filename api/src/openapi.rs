@@ -64,6 +64,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/docs", get(docs))
+        .route("/static/docs.css", get(style))
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
@@ -145,6 +146,15 @@ fn endpoints(spec: &Value) -> Vec<Endpoint> {
         }
     }
     found
+}
+
+/// The docs page's style (the page's CSP admits no inline style).
+async fn style() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/docs.css"),
+    )
+        .into_response()
 }
 
 async fn docs() -> Response {

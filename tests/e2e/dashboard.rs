@@ -15,21 +15,19 @@ use crate::helpers::*;
 use crate::views::{mixed_workload, project};
 
 impl TestApp {
-    /// GETs a dashboard page with `token` as the session cookie.
-    async fn page(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+    /// GETs a dashboard page with `session` as the session cookie.
+    async fn page(&self, path: &str, session: Option<&str>) -> reqwest::Response {
         let mut request = self.client.get(format!("{}{path}", self.base_url));
-        if let Some(token) = token {
-            request = request.header("cookie", format!("hotline_session={token}"));
+        if let Some(session) = session {
+            request = request.header("cookie", format!("hotline_session={session}"));
         }
         request.send().await.expect("the app answers")
     }
-}
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a client")
+    /// A session of a new token with `role`.
+    async fn session(&self, role: Role) -> String {
+        self.sign_in(&self.token(role).await).await
+    }
 }
 
 #[tokio::test]
@@ -66,7 +64,8 @@ async fn signing_in_takes_a_live_token_and_sets_a_strict_http_only_cookie() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let page = app.page("/", Some(&token)).await;
+    let session = app.sign_in(&token).await;
+    let page = app.page("/", Some(&session)).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("HTML");
     assert!(html.contains("signed in as analyst"));
@@ -80,7 +79,7 @@ async fn each_role_sees_what_its_api_shows_it() {
     project(&app).await;
     let path = format!("/calls/{}", CallId::for_call_sid(&ended));
 
-    let analyst = app.token(Role::Analyst).await;
+    let analyst = app.session(Role::Analyst).await;
     let html = app
         .page(&path, Some(&analyst))
         .await
@@ -92,7 +91,7 @@ async fn each_role_sees_what_its_api_shows_it() {
     assert!(!html.contains("4155550123"), "no full number for analysts");
     assert!(!html.contains("id=\"intact\""));
 
-    let supervisor = app.token(Role::Supervisor).await;
+    let supervisor = app.session(Role::Supervisor).await;
     let html = app
         .page(&path, Some(&supervisor))
         .await
@@ -106,7 +105,7 @@ async fn each_role_sees_what_its_api_shows_it() {
         "no full number for supervisors"
     );
 
-    let auditor = app.token(Role::Auditor).await;
+    let auditor = app.session(Role::Auditor).await;
     let html = app
         .page(&path, Some(&auditor))
         .await
@@ -123,6 +122,153 @@ async fn each_role_sees_what_its_api_shows_it() {
 
     let unknown = format!("/calls/{}", CallId::for_call_sid(&new_call_sid()));
     assert_eq!(app.page(&unknown, Some(&auditor)).await.status(), 404);
+}
+
+#[tokio::test]
+async fn the_session_is_not_the_token_and_ends_at_sign_out_at_expiry_and_with_its_token() {
+    let app = spawn_app().await;
+    let tokens = infrastructure::tokens::ApiTokens::new(app.pool.clone());
+    let (token_id, token) = tokens
+        .create(Role::Supervisor, "a shift")
+        .await
+        .expect("a token");
+    use secrecy::ExposeSecret;
+    let token = token.expose_secret().to_owned();
+    let session = app.sign_in(&token).await;
+    assert_ne!(session, token);
+    assert!(
+        !session.contains(&token[3..]),
+        "the cookie holds no part of the token"
+    );
+    // The token itself is no session, and the database keeps only a hash of the session.
+    assert_eq!(no_redirect_page(&app, &token).await, 303);
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dashboard_sessions WHERE position(convert_to($1, 'UTF8') in id_hash) > 0",
+    )
+    .bind(&session)
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts");
+    assert_eq!(stored, 0);
+    assert_eq!(app.page("/", Some(&session)).await.status(), 200);
+
+    // Signing out ends the session on the server: a copy of the cookie is worth nothing after.
+    let out = no_redirects()
+        .post(format!("{}/sign-out", app.base_url))
+        .header("origin", &app.base_url)
+        .header("cookie", format!("hotline_session={session}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(out.status(), 303);
+    assert_eq!(no_redirect_page(&app, &session).await, 303);
+
+    // A session past its lifetime is over.
+    let expiring = app.sign_in(&token).await;
+    assert_eq!(no_redirect_page(&app, &expiring).await, 200);
+    sqlx::query("UPDATE dashboard_sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .expect("updates");
+    assert_eq!(no_redirect_page(&app, &expiring).await, 303);
+
+    // Revoking the token ends every session opened with it.
+    let live = app.sign_in(&token).await;
+    assert_eq!(no_redirect_page(&app, &live).await, 200);
+    assert!(tokens.revoke(token_id).await.expect("revokes"));
+    assert_eq!(no_redirect_page(&app, &live).await, 303);
+}
+
+async fn no_redirect_page(app: &TestApp, session: &str) -> u16 {
+    no_redirects()
+        .get(format!("{}/", app.base_url))
+        .header("cookie", format!("hotline_session={session}"))
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn an_operator_session_gets_403_on_every_page() {
+    let app = spawn_app().await;
+    let [ended, ..] = mixed_workload(&app).await;
+    project(&app).await;
+    let operator = app.session(Role::Operator).await;
+    for path in [
+        "/".to_owned(),
+        format!("/calls/{}", CallId::for_call_sid(&ended)),
+        format!("/calls/{}", CallId::for_call_sid(&new_call_sid())),
+    ] {
+        let page = app.page(&path, Some(&operator)).await;
+        assert_eq!(page.status(), 403, "{path}");
+        let html = page.text().await.expect("HTML");
+        assert!(html.contains("does not see call data"), "{path}: {html}");
+        assert!(
+            !html.contains("CallStarted") && !html.contains("••"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cross_site_post_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token(Role::Analyst).await;
+    let client = no_redirects();
+    for (origin, site) in [
+        (Some("https://evil.example"), None),
+        (Some("null"), None),
+        (Some(&*app.base_url.replace("127.0.0.1", "localhost")), None),
+        (None, Some("cross-site")),
+    ] {
+        let mut request = client
+            .post(format!("{}/sign-in", app.base_url))
+            .form(&[("token", token.as_str())]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        let refused = request.send().await.expect("answers");
+        assert_eq!(refused.status(), 403, "{origin:?} {site:?}");
+        assert!(refused.headers().get("set-cookie").is_none());
+    }
+    // A cross-site sign-out (a forced logout) does nothing either.
+    let session = app.sign_in(&token).await;
+    let refused = client
+        .post(format!("{}/sign-out", app.base_url))
+        .header("origin", "https://evil.example")
+        .header("cookie", format!("hotline_session={session}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(no_redirect_page(&app, &session).await, 200);
+}
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers() {
+    let app = spawn_app().await;
+    let session = app.session(Role::Auditor).await;
+    for path in [
+        "/",
+        "/sign-in",
+        "/calls/not-a-call",
+        "/api/docs",
+        "/static/dashboard.css",
+    ] {
+        let page = app.page(path, Some(&session)).await;
+        let headers = page.headers();
+        let csp = headers["content-security-policy"].to_str().expect("ASCII");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    }
 }
 
 /// chromedriver on a free port, killed when dropped.

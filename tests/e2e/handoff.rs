@@ -387,11 +387,12 @@ async fn time_to_a_person_in_the_stats_matches_what_the_histories_say() {
     assert_eq!(handoff["risk_without_person"], 1);
 
     // The dashboard puts the call at risk that reached no one at the top, and shows the figures.
+    let session = served.app.sign_in(&token).await;
     let html = served
         .app
         .client
         .get(format!("{}/", served.app.base_url))
-        .header("cookie", format!("hotline_session={token}"))
+        .header("cookie", format!("hotline_session={session}"))
         .send()
         .await
         .expect("the dashboard answers")

@@ -488,7 +488,34 @@ pub struct StoredEvent {
     pub metadata: serde_json::Value,
 }
 
+/// A client that shows redirects instead of following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client")
+}
+
 impl TestApp {
+    /// Signs in with `token` as the sign-in form does; the session cookie's value.
+    pub async fn sign_in(&self, token: &str) -> String {
+        let signed_in = no_redirects()
+            .post(format!("{}/sign-in", self.base_url))
+            .header("origin", &self.base_url)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(signed_in.status(), 303);
+        let cookie = signed_in.headers()["set-cookie"].to_str().expect("ASCII");
+        cookie
+            .split(';')
+            .next()
+            .and_then(|pair| pair.strip_prefix("hotline_session="))
+            .expect("the session cookie")
+            .to_owned()
+    }
+
     /// What `/health` says, whatever its status.
     pub async fn health(&self) -> serde_json::Value {
         self.client
