@@ -67,6 +67,63 @@ struct Known {
     call: Call,
     sequence: usize,
     used: u64,
+    /// The requests the call's events came from, when this process knows them all (`None`
+    /// when the state was loaded only to be read).
+    done: Option<Done>,
+}
+
+/// The metadata key naming the command an event came from.
+pub const COMMAND: &str = "command";
+
+/// The requests a call's events came from (Twilio's idempotency token, and the command), the
+/// latest `REMEMBERED` of them. A request seen before is Twilio retrying it, or someone
+/// replaying it: either way it must not act twice. Keyed by command too, because one webhook may
+/// run two commands under one token (a dial's end, then the escalation after the last
+/// counselor).
+#[derive(Clone, Default)]
+struct Done(Vec<(String, String)>);
+
+/// How many requests a call's cached state remembers (a call has a few dozen at most).
+const REMEMBERED: usize = 64;
+
+impl Done {
+    /// The requests stored `events` came from.
+    fn of(events: &[cqrs_es::EventEnvelope<Call>]) -> Self {
+        let mut done = Self::default();
+        for event in events {
+            if let (Some(token), Some(command)) = (
+                event.metadata.get(crate::metadata::IDEMPOTENCY_TOKEN),
+                event.metadata.get(COMMAND),
+            ) {
+                if !done.contains(token, command) {
+                    done.add(token, command);
+                }
+            }
+        }
+        done
+    }
+
+    fn contains(&self, token: &str, command: &str) -> bool {
+        self.0.iter().any(|(t, c)| t == token && c == command)
+    }
+
+    fn add(&mut self, token: &str, command: &str) {
+        if self.0.len() >= REMEMBERED {
+            self.0.remove(0);
+        }
+        self.0.push((token.to_owned(), command.to_owned()));
+    }
+}
+
+/// The request a command runs for, if Twilio named it: its idempotency token and the command.
+fn request_of<'a>(
+    command: &CallCommand,
+    metadata: &'a CommandMetadata,
+) -> Option<(&'a str, &'static str)> {
+    metadata
+        .idempotency_token
+        .as_deref()
+        .map(|token| (token, command.name()))
 }
 
 /// One lock stripe: the lock, and the states it caches.
@@ -82,7 +139,7 @@ impl Stripe {
         Some(self.known.swap_remove(index))
     }
 
-    fn keep(&mut self, id: CallId, call: Call, sequence: usize) {
+    fn keep(&mut self, id: CallId, call: Call, sequence: usize, done: Option<Done>) {
         self.forget(id);
         // An ended call takes no more commands worth caching for.
         if call.ended().is_some() {
@@ -99,6 +156,7 @@ impl Stripe {
             call,
             sequence,
             used: self.clock,
+            done,
         });
     }
 
@@ -202,6 +260,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         metadata: &CommandMetadata,
     ) -> Result<(Call, usize), AppError> {
         let aggregate_id = id.to_string();
+        let request = request_of(&command, metadata);
         let mut stripe = self.stripe_for(id).lock().await;
         if let Some(resuming) = &self.resuming {
             let known = stripe.take(id).or_else(|| {
@@ -213,20 +272,61 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                     call: Call::default(),
                     sequence: 0,
                     used: 0,
+                    done: Some(Done::default()),
                 })
             });
+            // Cached state whose requests are not known (it was loaded to be read) cannot tell a
+            // request seen before: such a command runs on a fresh load, which asks the store.
+            let known = known.filter(|k| request.is_none() || k.done.is_some());
             if let Some(known) = known {
+                let mut done = known.done.unwrap_or_default();
+                if request.is_some_and(|(token, name)| done.contains(token, name)) {
+                    tracing::info!(
+                        command = command.name(),
+                        "a request already on record came again; it changes nothing"
+                    );
+                    let call = known.call.clone();
+                    stripe.keep(id, known.call, known.sequence, Some(done));
+                    return Ok((call, 0));
+                }
                 let context = (resuming.resume)(&aggregate_id, known.call, known.sequence);
                 if let Ok(Attempt::Done(call, appended)) = self
                     .try_once(context, command.clone(), metadata, true)
                     .await
                 {
-                    stripe.keep(id, call.clone(), known.sequence + appended);
+                    if let (Some((token, name)), true) = (request, appended > 0) {
+                        done.add(token, name);
+                    }
+                    stripe.keep(id, call.clone(), known.sequence + appended, Some(done));
                     return Ok((call, appended));
                 }
             }
         }
         for attempt in 1..=MAX_ATTEMPTS {
+            // Whether the stored events hold this request already (Twilio's retry, or a replay,
+            // maybe taken by another instance): then it changes nothing, and is answered from
+            // the call as it stands.
+            let mut done = None;
+            if let Some((token, name)) = request {
+                let events = self
+                    .store
+                    .load_events(&aggregate_id)
+                    .await
+                    .map_err(AppError::Store)?;
+                let on_record = Done::of(&events);
+                if on_record.contains(token, name) {
+                    tracing::info!(
+                        command = name,
+                        "a request already on record came again; it changes nothing"
+                    );
+                    let mut call = Call::default();
+                    for event in events {
+                        call.apply(event.payload);
+                    }
+                    return Ok((call, 0));
+                }
+                done = Some(on_record);
+            }
             let outcome = match self.store.load_aggregate(&aggregate_id).await {
                 Ok(context) => {
                     let sequence = self.resuming.as_ref().map(|r| (r.sequence)(&context));
@@ -250,7 +350,12 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                 Err(other) => return Err(AppError::Store(other)),
                 Ok((Attempt::Done(call, appended), sequence)) => {
                     if let Some(sequence) = sequence {
-                        stripe.keep(id, call.clone(), sequence + appended);
+                        if let (Some(done), Some((token, name)), true) =
+                            (done.as_mut(), request, appended > 0)
+                        {
+                            done.add(token, name);
+                        }
+                        stripe.keep(id, call.clone(), sequence + appended, done);
                     }
                     return Ok((call, appended));
                 }
@@ -273,6 +378,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         cached: bool,
     ) -> Result<Attempt, AggregateError<domain::CallError>> {
         let sink = EventSink::default();
+        let name = command.name();
         let handled = context.aggregate().handle(command, &(), &sink).await;
         if cached && handled.is_err() {
             return Ok(Attempt::Stale);
@@ -289,7 +395,9 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                 Attempt::Done(state, 0)
             });
         }
-        match self.store.commit(events, context, metadata.to_map()).await {
+        let mut metadata = metadata.to_map();
+        metadata.insert(COMMAND.to_owned(), name.to_owned());
+        match self.store.commit(events, context, metadata).await {
             Ok(_) => Ok(Attempt::Done(state, appended)),
             Err(_) if cached => Ok(Attempt::Stale),
             Err(error) => Err(error),
@@ -319,7 +427,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         let mut stripe = self.stripe_for(id).lock().await;
         let mut context = self.load_context(id).await?;
         let call = context.aggregate().clone();
-        stripe.keep(id, call.clone(), (resuming.sequence)(&context));
+        stripe.keep(id, call.clone(), (resuming.sequence)(&context), None);
         Ok(call)
     }
 
@@ -377,7 +485,7 @@ mod tests {
     fn a_stripe_keeps_its_most_recently_used_calls_and_forgets_ended_ones() {
         let mut stripe = Stripe::default();
         for n in 0..=CACHED_PER_STRIPE as u32 {
-            stripe.keep(call_id(n), Call::default(), 1);
+            stripe.keep(call_id(n), Call::default(), 1, None);
         }
         // The first call kept was the least recently used: it made room for the last.
         assert_eq!(stripe.known.len(), CACHED_PER_STRIPE);
@@ -390,20 +498,20 @@ mod tests {
         assert!(stripe.take(call_id(CACHED_PER_STRIPE as u32)).is_none());
 
         // A newer state replaces the older one.
-        stripe.keep(call_id(1), Call::default(), 2);
-        stripe.keep(call_id(1), Call::default(), 3);
+        stripe.keep(call_id(1), Call::default(), 2, None);
+        stripe.keep(call_id(1), Call::default(), 3, None);
         assert_eq!(stripe.take(call_id(1)).map(|k| k.sequence), Some(3));
 
         // An ended call is not kept, and its older state is dropped.
         let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid");
         let mut call = Call::default();
         call.apply(domain::fixtures::call_started(&sid, Utc::now()));
-        stripe.keep(call_id(2), call.clone(), 1);
+        stripe.keep(call_id(2), call.clone(), 1, None);
         assert!(
             stripe.take(call_id(2)).is_some(),
             "a call in progress is kept"
         );
-        stripe.keep(call_id(2), call.clone(), 1);
+        stripe.keep(call_id(2), call.clone(), 1, None);
         call.apply(domain::CallEvent::Completed {
             call_sid: sid,
             status: domain::CallStatus::parse("completed"),
@@ -411,7 +519,7 @@ mod tests {
             duration_secs: Some(30),
             ended_at: Utc::now(),
         });
-        stripe.keep(call_id(2), call, 2);
+        stripe.keep(call_id(2), call, 2, None);
         assert!(stripe.take(call_id(2)).is_none(), "an ended call is not");
     }
 
@@ -444,5 +552,74 @@ mod tests {
             events[0].metadata.get("actor").map(String::as_str),
             Some("twilio")
         );
+        assert_eq!(
+            events[0].metadata.get(COMMAND).map(String::as_str),
+            Some("StartCall")
+        );
+    }
+
+    fn hear(text: &str) -> CallCommand {
+        CallCommand::HearUtterance(domain::call::HearUtterance {
+            prompt: domain::call::Prompt::Choice,
+            text: text.into(),
+            counselor_line: domain::DialNumber::parse("+15005550001").expect("valid"),
+            at: Utc::now(),
+        })
+    }
+
+    fn with_token(token: &str) -> CommandMetadata {
+        CommandMetadata {
+            idempotency_token: Some(token.into()),
+            ..metadata()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_on_record_changes_nothing_when_it_comes_again_whichever_instance_takes_it() {
+        let store = MemStore::<Call>::default();
+        let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("valid");
+        let id = CallId::for_call_sid(&sid);
+        let first = CommandDispatcher::new(store.clone());
+        first
+            .execute(id, start(&sid), &metadata())
+            .await
+            .expect("runs");
+        let words = "I had a long day";
+        for (text, token) in [(words, "t1"), ("and then some", "t2")] {
+            let (_, appended) = first
+                .execute_counting(id, hear(text), &with_token(token))
+                .await
+                .expect("runs");
+            assert!(appended > 0);
+        }
+        let stored = store
+            .load_events(&id.to_string())
+            .await
+            .expect("loads")
+            .len();
+        // The first words' request again, on this dispatcher or on one that never saw it: on
+        // its own the command would be recorded again (the call heard other words since).
+        for dispatcher in [&first, &CommandDispatcher::new(store.clone())] {
+            let (call, appended) = dispatcher
+                .execute_counting(id, hear(words), &with_token("t1"))
+                .await
+                .expect("runs");
+            assert_eq!(appended, 0);
+            assert!(call.is_started(), "answered from the call as it stands");
+        }
+        assert_eq!(
+            store
+                .load_events(&id.to_string())
+                .await
+                .expect("loads")
+                .len(),
+            stored
+        );
+        // The same words in another request are heard.
+        let (_, appended) = first
+            .execute_counting(id, hear(words), &with_token("t3"))
+            .await
+            .expect("runs");
+        assert!(appended > 0);
     }
 }

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// The metadata key of Twilio's `I-Twilio-Idempotency-Token`.
+pub const IDEMPOTENCY_TOKEN: &str = "twilio_idempotency_token";
+
 /// Who asked for a command, and when. Stored as the event's metadata.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CommandMetadata {
@@ -34,7 +37,7 @@ impl CommandMetadata {
             ),
         ]);
         if let Some(token) = &self.idempotency_token {
-            map.insert("twilio_idempotency_token".to_owned(), token.clone());
+            map.insert(IDEMPOTENCY_TOKEN.to_owned(), token.clone());
         }
         if let Some(entry) = &self.spool_entry {
             map.insert(crate::spool::SPOOL_ENTRY.to_owned(), entry.clone());

@@ -220,9 +220,13 @@ async fn hostile_text_in_any_parameter_comes_out_as_well_formed_twiml() {
     let sid = new_call_sid();
     let id = CallId::for_call_sid(&sid);
 
+    // Every free-text parameter (a status or keys that are not Twilio's are refused at the edge).
     let mut voice = voice_params(&sid);
     for (name, value) in voice.iter_mut() {
-        if !matches!(name.as_str(), "CallSid" | "AccountSid") {
+        if !matches!(
+            name.as_str(),
+            "CallSid" | "AccountSid" | "CallStatus" | "Direction"
+        ) {
             *value = HOSTILE.to_owned();
         }
     }
@@ -315,4 +319,114 @@ async fn a_webhook_whose_call_sid_is_another_calls_changes_nothing() {
         );
     }
     assert_eq!(app.event_count().await, before, "nothing was recorded");
+}
+
+/// A signed request sent again, verbatim: Twilio's retry, or someone replaying what they caught.
+async fn send_again(app: &TestApp, path: &str, params: &[(String, String)], token: &str) -> Twiml {
+    let url = format!("{}{path}", app.base_url);
+    let response = app
+        .client
+        .post(&url)
+        .header("X-Twilio-Signature", sign_request(AUTH_TOKEN, &url, params))
+        .header("I-Twilio-Idempotency-Token", token)
+        .form(params)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    Twiml::parse(&response.text().await.expect("a body"))
+}
+
+#[tokio::test]
+async fn a_replayed_choice_changes_nothing_and_is_answered_as_the_first_time() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let path =
+        infrastructure::twilio::routes::Webhook::UserChoice.path(Some(CallId::for_call_sid(&sid)));
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    let choice = form(&[
+        ("CallSid", sid.as_str()),
+        ("AccountSid", ACCOUNT_SID),
+        ("Digits", "1"),
+    ]);
+    let token = format!("idem-{}", uuid::Uuid::new_v4());
+    let first = send_again(&app, &path, &choice, &token).await;
+    assert!(first.verbs().contains(&"Record"), "{}", first.xml);
+    // The call goes on to its next turn; then the choice of the first comes again.
+    app.recording(&sid, 2, "#").await;
+    app.continue_call(&sid).await;
+    let before = app.event_types(&sid).await;
+    let again = send_again(&app, &path, &choice, &token).await;
+    assert_eq!(
+        app.event_types(&sid).await,
+        before,
+        "the replay changed nothing"
+    );
+    assert_eq!(again.elements, first.elements, "answered as the first time");
+
+    // The same, on a fresh instance that never saw the first: the store tells.
+    let fresh = TestApp::builder().over(app.pool.clone()).spawn().await;
+    send_again(&fresh, &path, &choice, &token).await;
+    assert_eq!(app.event_types(&sid).await, before);
+}
+
+#[tokio::test]
+async fn loose_parameters_are_refused_at_the_edge_even_when_signed() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    let id = CallId::for_call_sid(&sid);
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    app.continue_call(&sid).await;
+    let before = app.event_types(&sid).await;
+    let choice_path = infrastructure::twilio::routes::Webhook::UserChoice.path(Some(id));
+    let base = [("CallSid", sid.as_str()), ("AccountSid", ACCOUNT_SID)];
+    for extra in [
+        vec![("Digits", "1 OR 1=1")],
+        vec![("Digits", "2"), ("Digits", "1")],
+        vec![("Digits", "1"), ("Padding", &*"p".repeat(5000))],
+    ] {
+        let params = form(&[&base[..], &extra[..]].concat());
+        let response = app.post_signed(&choice_path, &params).await;
+        assert_safe_twiml(response, &format!("{extra:?}")).await;
+    }
+    // A status no caller hears: the refusal is a 400, and the call's status is not a novel.
+    let long = "x".repeat(10_000);
+    for status in ["hacked", long.as_str()] {
+        let params = form(&[&base[..], &[("CallStatus", status)]].concat());
+        let response = app.post_signed("/twilio/status/", &params).await;
+        assert_eq!(response.status(), 400);
+    }
+    assert_eq!(app.event_types(&sid).await, before);
+    assert_eq!(refusals(&app).await["invalid_parameters"], 5);
+
+    // The media type is read as a media type: any case, with parameters, and nothing else.
+    let url = format!("{}/twilio/voice/", app.base_url);
+    for (content_type, accepted) in [
+        ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", true),
+        ("application/x-www-form-urlencodedx", false),
+    ] {
+        let call = new_call_sid();
+        let params = voice_params(&call);
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish();
+        let response = app
+            .client
+            .post(&url)
+            .header(
+                "X-Twilio-Signature",
+                sign_request(AUTH_TOKEN, &url, &params),
+            )
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 200);
+        let recorded = app.event_types(&call).await;
+        assert_eq!(recorded.len(), usize::from(accepted), "{content_type}");
+    }
 }

@@ -102,8 +102,13 @@ impl FromRequest<AppState> for TwilioRequest {
             .map(|pq| pq.as_str().to_owned())
             .unwrap_or_else(|| "/".to_owned());
         let signature = header(&headers, SIGNATURE).ok_or(ApiError::MissingSignature)?;
-        let is_form = header(&headers, CONTENT_TYPE.as_str())
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        // A media type is case-insensitive and may carry parameters (`; charset=utf-8`).
+        let is_form = header(&headers, CONTENT_TYPE.as_str()).is_some_and(|ct| {
+            ct.split(';').next().is_some_and(|mime| {
+                mime.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
         if !is_form {
             return Err(ApiError::NotAForm);
         }
@@ -127,6 +132,8 @@ impl FromRequest<AppState> for TwilioRequest {
                 twilio_signature::SignatureError::Missing => ApiError::MissingSignature,
                 _ => ApiError::BadSignature,
             })?;
+        // Signed is not well-formed: each parameter is what Twilio sends, once.
+        super::params::strict(&params)?;
         // A value the database cannot store must not fail the call's record (or, counted as an
         // outage, everyone's): the characters go, and the rest is kept.
         let (params, removed) = params.storable();

@@ -10,6 +10,108 @@ use domain::{AccountSid, CallSid, CallStatus, CallerId, RecordingSid};
 use super::extract::Params;
 use crate::error::ApiError;
 
+/// The longest value each parameter may have: Twilio's SIDs are 34 characters, numbers (SIP
+/// addresses among them) a few hundred, statuses a few dozen; the free text (what the caller
+/// said, Twilio's transcription, the relay's handoff) is bounded by what a turn can hold. Any
+/// other parameter: `MAX_OTHER_CHARS`.
+const MAX_CHARS: &[(&str, usize)] = &[
+    ("CallSid", 34),
+    ("AccountSid", 34),
+    ("ParentCallSid", 34),
+    ("RecordingSid", 34),
+    ("From", 256),
+    ("To", 256),
+    ("Caller", 256),
+    ("Called", 256),
+    ("Direction", 32),
+    ("CallStatus", 32),
+    ("DialCallStatus", 32),
+    ("RecordingStatus", 32),
+    ("TranscriptionStatus", 32),
+    ("SessionStatus", 32),
+    ("Digits", 32),
+    ("SequenceNumber", 10),
+    ("CallDuration", 10),
+    ("RecordingDuration", 10),
+    ("DialCallDuration", 10),
+    ("Confidence", 24),
+    ("ErrorCode", 16),
+    ("RecordingUrl", 512),
+    ("SpeechResult", 4096),
+    ("HandoffData", 8192),
+    ("TranscriptionText", 16384),
+];
+
+/// The longest value of a parameter not listed in `MAX_CHARS`.
+const MAX_OTHER_CHARS: usize = 4096;
+
+/// The statuses Twilio reports for a call (`CallStatus`) and for a `<Dial>` (`DialCallStatus`).
+const CALL_STATUSES: &[&str] = &[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+];
+const DIAL_STATUSES: &[&str] = &[
+    "completed",
+    "answered",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+];
+
+/// Whether `value` is keys a caller pressed (`0`–`9`, `*`, `#`), or Twilio's `hangup` (a
+/// `<Record>` the caller ended by hanging up). `1 OR 1=1` is not keys.
+fn is_keys(value: &str) -> bool {
+    value == "hangup"
+        || value
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+}
+
+/// Checks every parameter of a signed webhook before any is read: none repeated, none longer
+/// than its bound, `Digits` keys only, the statuses Twilio's. A request that breaks any of this
+/// is not one Twilio sends, signed or not.
+pub fn strict(params: &Params) -> Result<(), ApiError> {
+    let pairs = params.pairs();
+    for (index, (name, value)) in pairs.iter().enumerate() {
+        let known = MAX_CHARS.iter().find(|(n, _)| n == name);
+        let label = known.map_or("a parameter", |(n, _)| *n);
+        if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ApiError::InvalidParameter {
+                name: label,
+                reason: "is repeated".into(),
+            });
+        }
+        let max = known.map_or(MAX_OTHER_CHARS, |(_, max)| *max);
+        if value.chars().count() > max || name.chars().count() > 64 {
+            return Err(ApiError::InvalidParameter {
+                name: label,
+                reason: format!("is longer than {max} characters"),
+            });
+        }
+        let valid = match name.as_str() {
+            "Digits" => is_keys(value),
+            "CallStatus" => value.is_empty() || CALL_STATUSES.contains(&value.as_str()),
+            "DialCallStatus" => value.is_empty() || DIAL_STATUSES.contains(&value.as_str()),
+            _ => true,
+        };
+        if !valid {
+            return Err(ApiError::InvalidParameter {
+                name: label,
+                reason: "is not a value Twilio sends".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn required<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, ApiError> {
     params.non_empty(name).ok_or(ApiError::InvalidParameter {
         name,
@@ -224,4 +326,60 @@ pub fn status_report(params: &Params) -> Result<StatusReport, ApiError> {
         })?,
         duration_secs: seconds(params, "CallDuration")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Params {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        Params::from_form(body.as_bytes())
+    }
+
+    #[test]
+    fn what_twilio_sends_passes() {
+        let sid = "CA0123456789abcdef0123456789abcdef";
+        for params in [
+            form(&[("CallSid", sid), ("Digits", "0")]),
+            form(&[
+                ("CallSid", sid),
+                ("Digits", "12*#"),
+                ("CallStatus", "in-progress"),
+            ]),
+            form(&[("CallSid", sid), ("Digits", "hangup"), ("Digits2", "x")]),
+            form(&[
+                ("CallSid", sid),
+                ("Digits", ""),
+                ("DialCallStatus", "no-answer"),
+            ]),
+        ] {
+            assert!(strict(&params).is_ok(), "{params:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_overlong_and_foreign_values_are_refused() {
+        let sid = "CA0123456789abcdef0123456789abcdef";
+        let long_status = "x".repeat(10_000);
+        let long_other = "y".repeat(MAX_OTHER_CHARS + 1);
+        for (params, name) in [
+            (form(&[("Digits", "2"), ("Digits", "1")]), "Digits"),
+            (form(&[("CallSid", sid), ("CallSid", sid)]), "CallSid"),
+            (form(&[("Digits", "1 OR 1=1")]), "Digits"),
+            (form(&[("CallStatus", &long_status)]), "CallStatus"),
+            (form(&[("CallStatus", "hacked")]), "CallStatus"),
+            (form(&[("DialCallStatus", "Completed")]), "DialCallStatus"),
+            (form(&[("Unknown", &long_other)]), "a parameter"),
+        ] {
+            match strict(&params) {
+                Err(ApiError::InvalidParameter { name: refused, .. }) => {
+                    assert_eq!(refused, name, "{params:?}");
+                }
+                other => panic!("{params:?} gave {other:?}"),
+            }
+        }
+    }
 }

@@ -290,6 +290,36 @@ pub enum CallCommand {
 }
 
 impl CallCommand {
+    /// The command's name, as its events' metadata records it (`command`).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StartCall(_) => "StartCall",
+            Self::ReceiveRecording(_) => "ReceiveRecording",
+            Self::PlayResponse(_) => "PlayResponse",
+            Self::RecordChoice(_) => "RecordChoice",
+            Self::Escalate(_) => "Escalate",
+            Self::UpdateStatus(_) => "UpdateStatus",
+            Self::ReceiveTranscription(_) => "ReceiveTranscription",
+            Self::RecordAnalysis(_) => "RecordAnalysis",
+            Self::RecordFailure(_) => "RecordFailure",
+            Self::AnswerQuestion(_) => "AnswerQuestion",
+            Self::HearUtterance(_) => "HearUtterance",
+            Self::ReceiveSpeech(_) => "ReceiveSpeech",
+            Self::AnswerTurn(_) => "AnswerTurn",
+            Self::ChooseLanguage(_) => "ChooseLanguage",
+            Self::StartRelaySession(_) => "StartRelaySession",
+            Self::InterruptReply(_) => "InterruptReply",
+            Self::EndRelaySession(_) => "EndRelaySession",
+            Self::ReceiveCallRecording(_) => "ReceiveCallRecording",
+            Self::KeepCallRecording(_) => "KeepCallRecording",
+            Self::EndDial(_) => "EndDial",
+            Self::AnswerWhisper(_) => "AnswerWhisper",
+            Self::DecideWhisper(_) => "DecideWhisper",
+            Self::Together(_) => "Together",
+        }
+    }
+
     /// Whether this command normally comes first in a call's life (the incoming-call webhook), so
     /// the call it names is most likely not stored yet.
     #[must_use]
