@@ -49,6 +49,10 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(openapi::router())
         .merge(dashboard::router(&state))
         .fallback(twilio::unknown_route)
+        .layer(middleware::from_fn_with_state(
+            state.rate_limits.clone(),
+            crate::rate_limit::limit,
+        ))
         .layer(RequestBodyTimeoutLayer::new(state.limits.body))
         .layer(middleware::from_fn_with_state(
             state.limits.request,

@@ -77,6 +77,9 @@ pub enum ApiError {
     /// A part of the service this endpoint needs is not configured.
     #[error("{0}")]
     NotConfigured(String),
+    /// Over a rate limit (`rate_limit`): try again after this many seconds.
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The request was not answered within the server's request timeout.
     #[error("the request was not answered in time")]
     TimedOut,
@@ -104,6 +107,7 @@ impl ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -126,6 +130,7 @@ impl ApiError {
             Self::NotConfigured(_) => "not_configured",
             Self::Upstream { .. } => "upstream_failed",
             Self::TimedOut => "timed_out",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -151,6 +156,12 @@ impl IntoResponse for ApiError {
         let body = json!({ "code": self.code(), "message": self.to_string() });
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(self.code()));
+        if let Self::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

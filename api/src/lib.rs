@@ -12,6 +12,7 @@ pub mod health;
 pub mod json;
 pub mod openapi;
 pub mod operator;
+pub mod rate_limit;
 pub mod read_api;
 pub mod server;
 pub mod state;

@@ -127,6 +127,15 @@ impl Open {
         }
     }
 
+    /// The oldest connection's signal, no longer counted as open.
+    fn oldest(&self) -> Option<Arc<Notify>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_first()
+            .map(|(_, oldest)| oldest)
+    }
+
     fn remove(&self, id: u64) {
         self.0
             .lock()
@@ -165,6 +174,14 @@ pub async fn serve(
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
+                // Out of descriptors (a limit below `max_connections`): the oldest connection
+                // makes room, as at the cap, so that the next one can be taken.
+                if matches!(error.raw_os_error(), Some(23 | 24)) {
+                    if let Some(oldest) = open.oldest() {
+                        stats.shed.fetch_add(1, Ordering::Relaxed);
+                        oldest.notify_one();
+                    }
+                }
                 tracing::warn!(%error, "could not accept a connection");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
@@ -233,7 +250,10 @@ impl Connection {
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
         tokio::pin!(connection);
+        // The connection first: a request already waiting in the socket is read (and then
+        // served) before a close signal stored for it is looked at.
         let ended = tokio::select! {
+            biased;
             ended = connection.as_mut() => ended,
             () = close.notified() => {
                 connection.as_mut().graceful_shutdown();

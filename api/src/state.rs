@@ -45,6 +45,8 @@ pub struct AppState {
     pub connections: Arc<ConnectionStats>,
     /// Webhook requests refused, by reason.
     pub refusals: Arc<Refusals>,
+    /// What people and scripts may ask how often (never Twilio's webhooks).
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
 }
 
 /// The operator API's use cases.
@@ -144,6 +146,7 @@ impl AppState {
             limits: Limits::default(),
             connections: Arc::default(),
             refusals: Arc::default(),
+            rate_limits: Arc::default(),
         };
         state.calls = Arc::new(state.call_service());
         state

@@ -279,14 +279,18 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
             // request seen before: such a command runs on a fresh load, which asks the store.
             let known = known.filter(|k| request.is_none() || k.done.is_some());
             if let Some(known) = known {
-                let mut done = known.done.unwrap_or_default();
-                if request.is_some_and(|(token, name)| done.contains(token, name)) {
+                // Unknown stays unknown: a command without a token must not leave the cache
+                // claiming to know every request the call has seen.
+                let mut done = known.done;
+                if request.is_some_and(|(token, name)| {
+                    done.as_ref().is_some_and(|done| done.contains(token, name))
+                }) {
                     tracing::info!(
                         command = command.name(),
                         "a request already on record came again; it changes nothing"
                     );
                     let call = known.call.clone();
-                    stripe.keep(id, known.call, known.sequence, Some(done));
+                    stripe.keep(id, known.call, known.sequence, done);
                     return Ok((call, 0));
                 }
                 let context = (resuming.resume)(&aggregate_id, known.call, known.sequence);
@@ -294,10 +298,12 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                     .try_once(context, command.clone(), metadata, true)
                     .await
                 {
-                    if let (Some((token, name)), true) = (request, appended > 0) {
+                    if let (Some(done), Some((token, name)), true) =
+                        (done.as_mut(), request, appended > 0)
+                    {
                         done.add(token, name);
                     }
-                    stripe.keep(id, call.clone(), known.sequence + appended, Some(done));
+                    stripe.keep(id, call.clone(), known.sequence + appended, done);
                     return Ok((call, appended));
                 }
             }

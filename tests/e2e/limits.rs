@@ -147,3 +147,53 @@ async fn two_thousand_idle_connections_are_shed_and_signed_webhooks_still_answer
     assert!(closed >= IDLE - CAP - WEBHOOKS, "{closed} closed; {counts}");
     assert_eq!(app.event_count().await, 2 * WEBHOOKS as i64);
 }
+
+#[tokio::test]
+async fn the_sixth_test_call_in_a_minute_gets_429_with_retry_after() {
+    let app = TestApp::builder().test_calls().spawn().await;
+    let token = app.token(application::auth::Role::Operator).await;
+    // A number not on the allow-list: refused by the policy, so no phone rings, yet each counts.
+    let body = serde_json::json!({ "to_number": "+15005550011" });
+    for n in 1..=api::rate_limit::TEST_CALLS_PER_TOKEN_PER_MINUTE {
+        let response = app.post_api("/api/test-call/", Some(&token), &body).await;
+        assert_ne!(response.status(), 429, "test call {n}");
+    }
+    let refused = app.post_api("/api/test-call/", Some(&token), &body).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let error: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(error["code"], "rate_limited");
+    // The limit is the token's: another operator is not held up by it.
+    let other = app.token(application::auth::Role::Operator).await;
+    let response = app.post_api("/api/test-call/", Some(&other), &body).await;
+    assert_ne!(response.status(), 429);
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_address_and_webhooks_never_are() {
+    let app = spawn_app().await;
+    let attempt = async || {
+        no_redirects()
+            .post(format!("{}/sign-in", app.base_url))
+            .form(&[("token", "hl_guessed")])
+            .send()
+            .await
+            .expect("answers")
+    };
+    for n in 1..=api::rate_limit::SIGN_INS_PER_ADDRESS_PER_MINUTE {
+        assert_eq!(attempt().await.status(), 401, "attempt {n}");
+    }
+    let refused = attempt().await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Twilio, from the same address, is answered as ever.
+    for _ in 0..30 {
+        let greeting = app.voice(&new_call_sid()).await;
+        assert!(greeting.verbs().contains(&"Record"));
+    }
+}

@@ -386,7 +386,7 @@ async fn loose_parameters_are_refused_at_the_edge_even_when_signed() {
     for extra in [
         vec![("Digits", "1 OR 1=1")],
         vec![("Digits", "2"), ("Digits", "1")],
-        vec![("Digits", "1"), ("Padding", &*"p".repeat(5000))],
+        vec![("Digits", "1"), ("SpeechResult", &*"p".repeat(5000))],
     ] {
         let params = form(&[&base[..], &extra[..]].concat());
         let response = app.post_signed(&choice_path, &params).await;

@@ -42,8 +42,9 @@ const MAX_CHARS: &[(&str, usize)] = &[
     ("TranscriptionText", 16384),
 ];
 
-/// The longest value of a parameter not listed in `MAX_CHARS`.
-const MAX_OTHER_CHARS: usize = 4096;
+/// The longest value of a parameter not listed in `MAX_CHARS`: none is stored, and some are
+/// large (the JSON of Voice Add-ons' `AddOns`), so only the body's own limit bounds them.
+const MAX_OTHER_CHARS: usize = crate::MAX_BODY_BYTES;
 
 /// The statuses Twilio reports for a call (`CallStatus`) and for a `<Dial>` (`DialCallStatus`).
 const CALL_STATUSES: &[&str] = &[

@@ -5,9 +5,10 @@
 //! hears "an application error has occurred" and is hung up on.
 //!
 //! So a refused request to a webhook a caller hears is answered `200` with the static safe
-//! TwiML, the same for everyone (the crisis line's number and a `<Dial>` to a counselor, built
-//! from configuration alone): only Twilio can execute it, and it grants the sender nothing, no
-//! data and no effect, since nothing is stored. A counselor's leg gets the plain bridge. A
+//! TwiML, the same for everyone (the crisis line's number and a `<Dial>` to the first counselor
+//! line, built from configuration alone): only Twilio can execute it, and it grants the sender
+//! nothing but that line's number (so `COUNSELOR_NUMBER` should be a line, not a person's own
+//! phone), and no effect, since nothing is stored. A counselor's leg gets the plain bridge. A
 //! callback no caller hears keeps its error status. Every refusal is counted (`/health`) and
 //! logged once, naming the probable misconfiguration.
 
@@ -127,24 +128,41 @@ impl Refusal {
     }
 }
 
-/// Refused webhook requests since the start, by reason (`/health` shows them).
+/// Refused webhook requests since the start, by reason (`/health` shows them), and when each
+/// reason was last logged.
 #[derive(Debug, Default)]
-pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+pub struct Refusals {
+    counts: [AtomicU64; Refusal::ALL.len()],
+    logged_at_ms: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Each reason is logged at most once a second (at warn; the rest at debug): a scanner sending
+/// thousands of unsigned requests must not bury the log.
+const LOG_EVERY_MS: u64 = 1000;
 
 impl Refusals {
-    fn count(&self, refusal: Refusal) {
+    /// Counts `refusal`; whether this one should be logged at warn.
+    fn count(&self, refusal: Refusal) -> bool {
         let index = Refusal::ALL
             .iter()
             .position(|r| *r == refusal)
             .unwrap_or(Refusal::ALL.len() - 1);
-        self.0[index].fetch_add(1, Ordering::Relaxed);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.logged_at_ms[index].load(Ordering::Relaxed);
+        now.saturating_sub(last) >= LOG_EVERY_MS
+            && self.logged_at_ms[index]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Each reason with its count.
     pub fn counts(&self) -> serde_json::Map<String, serde_json::Value> {
         Refusal::ALL
             .iter()
-            .zip(&self.0)
+            .zip(&self.counts)
             .map(|(reason, count)| {
                 (
                     reason.as_str().to_owned(),
@@ -173,22 +191,36 @@ pub async fn answer_refusals(
         return response;
     }
     let refusal = Refusal::of(&response, &method);
-    state.refusals.count(refusal);
-    tracing::warn!(
-        webhook = webhook.map_or("unknown", Webhook::name),
-        status = status.as_u16(),
-        reason = refusal.as_str(),
-        "webhook refused: {}",
-        refusal.hint(&state.voice.public_base_url, &path)
-    );
+    let hint = refusal.hint(&state.voice.public_base_url, &path);
+    let webhook_name = webhook.map_or("unknown", Webhook::name);
+    if state.refusals.count(refusal) {
+        tracing::warn!(
+            webhook = webhook_name,
+            status = status.as_u16(),
+            reason = refusal.as_str(),
+            "webhook refused: {hint}"
+        );
+    } else {
+        tracing::debug!(
+            webhook = webhook_name,
+            status = status.as_u16(),
+            reason = refusal.as_str(),
+            "webhook refused: {hint}"
+        );
+    }
     // A URL under `/twilio/` this service does not serve may be the console's voice URL with a
     // typo: a caller may be waiting.
     match webhook.map_or(Listener::Caller, Webhook::listener) {
-        Listener::Caller => super::answer(
-            &state,
-            &application::Spoken::new(CallAnswer::Trouble, domain::Language::default()),
-            None,
-        ),
+        // The first counselor line only, even when counselors are rung together: whoever sent
+        // the request learns no more numbers than that one.
+        Listener::Caller => {
+            let voice = infrastructure::twilio::answers::Voice {
+                ring: infrastructure::twilio::answers::Ring::InOrder,
+                ..(*state.voice).clone()
+            };
+            let spoken = application::Spoken::new(CallAnswer::Trouble, domain::Language::default());
+            super::render::respond(&super::render::twiml(&spoken, None, &voice))
+        }
         Listener::Counselor => super::render::respond(&whisper_unknown(&state.voice)),
         Listener::Nobody => response,
     }
