@@ -4,6 +4,8 @@
 //! no caller hears, answers errors.
 
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod params;
 pub mod refusal;
 pub mod relay;
