@@ -430,3 +430,43 @@ async fn loose_parameters_are_refused_at_the_edge_even_when_signed() {
         assert_eq!(recorded.len(), usize::from(accepted), "{content_type}");
     }
 }
+
+#[tokio::test]
+async fn a_counselor_leg_of_another_call_acts_on_neither() {
+    let app = spawn_app().await;
+    let (ours, other) = (new_call_sid(), new_call_sid());
+    for sid in [&ours, &other] {
+        app.voice(sid).await;
+        // 0: the caller asks for a person, and a counselor is rung.
+        app.recording(sid, 1, "0").await;
+    }
+    let before = (app.event_types(&ours).await, app.event_types(&other).await);
+    let whisper = format!(
+        "{}?attempt=1",
+        infrastructure::twilio::routes::Webhook::Whisper.path(Some(CallId::for_call_sid(&ours)))
+    );
+    let leg = |parent: &domain::CallSid| {
+        form(&[
+            ("CallSid", new_call_sid().as_str()),
+            ("ParentCallSid", parent.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("Direction", "outbound-dial"),
+        ])
+    };
+    let refused = app.twiml(&whisper, &leg(&other)).await;
+    assert!(
+        refused.spoken().contains("put through to you"),
+        "{}",
+        refused.xml
+    );
+    assert_eq!(
+        (app.event_types(&ours).await, app.event_types(&other).await),
+        before
+    );
+    // The call's own leg is heard.
+    app.twiml(&whisper, &leg(&ours)).await;
+    assert!(app
+        .event_types(&ours)
+        .await
+        .contains(&"CounselorAnswered".to_owned()));
+}

@@ -82,6 +82,16 @@ fn of_call(request: &TwilioRequest, id: CallId) -> bool {
     params::call_sid(&request.params).is_ok_and(|sid| CallId::for_call_sid(&sid) == id)
 }
 
+/// Whether a counselor leg's request belongs to the call its URL names: the leg is a call of its
+/// own, whose `ParentCallSid` is the caller's. A leg of another call acts on neither.
+fn leg_of_call(request: &TwilioRequest, id: CallId) -> bool {
+    request
+        .params
+        .non_empty("ParentCallSid")
+        .and_then(|sid| domain::CallSid::parse(sid).ok())
+        .is_some_and(|sid| CallId::for_call_sid(&sid) == id)
+}
+
 /// Why a request whose `CallSid` is not its URL's call is refused.
 fn another_call() -> ApiError {
     ApiError::InvalidParameter {
@@ -263,7 +273,7 @@ async fn whisper(
     RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
-    let Some(id) = id else {
+    let Some(id) = id.filter(|id| leg_of_call(&request, *id)) else {
         return render::respond(&whisper_unknown(&state.voice));
     };
     let attempt = params::attempt(query.as_deref());
@@ -278,7 +288,7 @@ async fn whisper_answer(
     RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
-    let Some(id) = id else {
+    let Some(id) = id.filter(|id| leg_of_call(&request, *id)) else {
         return render::respond(&whisper_unknown(&state.voice));
     };
     let attempt = params::attempt(query.as_deref());
