@@ -259,6 +259,18 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
         command: CallCommand,
         metadata: &CommandMetadata,
     ) -> Result<(Call, usize), AppError> {
+        // On the heap: the command's future holds several copies of a call's state, and the
+        // webhooks that await it (a live session's above all) are deep already; on a worker
+        // thread's stack they overflowed it.
+        Box::pin(self.run_counting(id, command, metadata)).await
+    }
+
+    async fn run_counting(
+        &self,
+        id: CallId,
+        command: CallCommand,
+        metadata: &CommandMetadata,
+    ) -> Result<(Call, usize), AppError> {
         let aggregate_id = id.to_string();
         let request = request_of(&command, metadata);
         let mut stripe = self.stripe_for(id).lock().await;
@@ -313,6 +325,9 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
             // maybe taken by another instance): then it changes nothing, and is answered from
             // the call as it stands.
             let mut done = None;
+            // A caching store's context is resumed from the very events the check read, so that
+            // nothing can land between the check and the command; otherwise it is loaded again.
+            let mut checked = None;
             if let Some((token, name)) = request {
                 let events = self
                     .store
@@ -320,20 +335,29 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                     .await
                     .map_err(AppError::Store)?;
                 let on_record = Done::of(&events);
+                let sequence = events.last().map_or(0, |event| event.sequence);
+                let mut call = Call::default();
+                for event in events {
+                    call.apply(event.payload);
+                }
                 if on_record.contains(token, name) {
                     tracing::info!(
                         command = name,
                         "a request already on record came again; it changes nothing"
                     );
-                    let mut call = Call::default();
-                    for event in events {
-                        call.apply(event.payload);
-                    }
                     return Ok((call, 0));
                 }
                 done = Some(on_record);
+                checked = self
+                    .resuming
+                    .as_ref()
+                    .map(|resuming| (resuming.resume)(&aggregate_id, call, sequence));
             }
-            let outcome = match self.store.load_aggregate(&aggregate_id).await {
+            let context = match checked {
+                Some(context) => Ok(context),
+                None => self.store.load_aggregate(&aggregate_id).await,
+            };
+            let outcome = match context {
                 Ok(context) => {
                     let sequence = self.resuming.as_ref().map(|r| (r.sequence)(&context));
                     self.try_once(context, command.clone(), metadata, false)
