@@ -7,11 +7,25 @@ use domain::Language;
 pub struct Spoken {
     pub answer: CallAnswer,
     pub language: Language,
+    /// The call's turn when this is said, if known: a choice prompt's URL names it, so that an
+    /// answer to it replayed at a later turn changes nothing.
+    pub turn: Option<u32>,
 }
 
 impl Spoken {
     pub fn new(answer: CallAnswer, language: Language) -> Self {
-        Self { answer, language }
+        Self {
+            answer,
+            language,
+            turn: None,
+        }
+    }
+
+    /// Said at the call's turn `turn`.
+    #[must_use]
+    pub fn at_turn(mut self, turn: u32) -> Self {
+        self.turn = Some(turn);
+        self
     }
 }
 

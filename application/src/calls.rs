@@ -115,6 +115,8 @@ pub struct RecordingDone {
 pub struct ChoiceInput {
     pub digits: Option<String>,
     pub speech: Option<String>,
+    /// The turn whose prompt this answers, when the prompt's URL named it.
+    pub turn: Option<u32>,
 }
 
 /// The status callback's parameters.
@@ -729,6 +731,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
                 let input = ChoiceInput {
                     digits: Some(keys),
                     speech: None,
+                    turn: None,
                 };
                 return self.record_choice(id, input, meta).await;
             }
@@ -738,6 +741,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             let input = ChoiceInput {
                 digits: None,
                 speech: Some(text),
+                turn: None,
             };
             return self.record_choice(id, input, meta).await;
         }
@@ -878,6 +882,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         };
         let command = CallCommand::RecordChoice(RecordChoice {
             choice,
+            turn: input.turn,
             digits: input.digits,
             speech: input.speech,
             counselor_line: self.counselor_for(id).await,
@@ -1284,7 +1289,8 @@ fn only_a_choice(text: &str) -> bool {
 
 /// `answer`, in the call's language.
 fn in_call(state: &Call, answer: CallAnswer) -> Spoken {
-    Spoken::new(answer, state.language())
+    let turn = state.current_turn().map_or(0, |turn| turn.number);
+    Spoken::new(answer, state.language()).at_turn(turn)
 }
 
 /// The caller hears a person is coming, never the failure itself. Without the call's state its
@@ -1637,6 +1643,7 @@ mod tests {
                 },
                 Language::English
             )
+            .at_turn(1)
         );
         // Twilio's retry of the same action gets the same answer and records nothing new.
         assert_eq!(service.hear_speech(id(), said, &meta()).await, spoken);
@@ -1679,7 +1686,7 @@ mod tests {
             service
                 .hear_speech(id(), words(None, None, Some("9")), &meta())
                 .await,
-            Spoken::new(CallAnswer::Greeting, Language::Spanish)
+            Spoken::new(CallAnswer::Greeting, Language::Spanish).at_turn(0)
         );
 
         let service = self::service(true);
@@ -1696,8 +1703,8 @@ mod tests {
             .hear_speech(id(), words(None, None, Some("0")), &meta())
             .await;
         assert_eq!(
-            zero,
-            Spoken::new(CallAnswer::ConnectCounselor, Language::Spanish)
+            (zero.answer, zero.language),
+            (CallAnswer::ConnectCounselor, Language::Spanish)
         );
         let call = service.call(id()).await.expect("loads");
         assert_eq!(call.language(), Language::Spanish);

@@ -26,9 +26,10 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
     let record = greeting.first("Record");
     assert_eq!(record.attr("action"), Some(url("recording").as_str()));
     assert_eq!(record.attr("maxLength"), Some("30"));
+    // The greeting's prompt (0 for a person, 9 for Spanish) names the turn it is offered at.
     assert_eq!(
         greeting.first("Gather").attr("action"),
-        Some(url("user-choice").as_str())
+        Some(format!("{}?turn=0", url("user-choice")).as_str())
     );
     assert_eq!(greeting.dialled(), [COUNSELOR]);
 
@@ -62,7 +63,10 @@ async fn a_whole_call_stores_its_events_in_order_and_answers_each_step() {
     // 4. A clear no: thanks, then the choice.
     let after = app.answer_question(&sid, Some("no"), None).await;
     let gather = after.first("Gather");
-    assert_eq!(gather.attr("action"), Some(url("user-choice").as_str()));
+    assert_eq!(
+        gather.attr("action"),
+        Some(format!("{}?turn=1", url("user-choice")).as_str())
+    );
     assert_eq!(gather.attr("input"), Some("dtmf speech"));
 
     // 5. Choice 2: resources, goodbye, hang up.

@@ -364,12 +364,52 @@ async fn a_replayed_choice_changes_nothing_and_is_answered_as_the_first_time() {
         before,
         "the replay changed nothing"
     );
-    assert_eq!(again.elements, first.elements, "answered as the first time");
+    // Answered as the first time: the same verbs and words (its prompt names the turn the call
+    // is at now).
+    assert_eq!(
+        (again.verbs(), again.spoken()),
+        (first.verbs(), first.spoken()),
+        "answered as the first time"
+    );
 
     // The same, on a fresh instance that never saw the first: the store tells.
     let fresh = TestApp::builder().over(app.pool.clone()).spawn().await;
     send_again(&fresh, &path, &choice, &token).await;
     assert_eq!(app.event_types(&sid).await, before);
+}
+
+#[tokio::test]
+async fn an_earlier_turns_choice_sent_again_under_a_new_token_changes_nothing() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    app.voice(&sid).await;
+    app.recording(&sid, 1, "#").await;
+    // The first reply asks the direct question; a clear no, then the choice prompt of turn 1.
+    app.continue_call(&sid).await;
+    let after = app.answer_question(&sid, Some("no"), None).await;
+    let action = after
+        .first("Gather")
+        .attr("action")
+        .expect("an action")
+        .to_owned();
+    assert!(action.ends_with("?turn=1"), "{action}");
+    let path = action.trim_start_matches(&app.base_url).to_owned();
+    let with = |digits: &str| {
+        form(&[
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("Digits", digits),
+        ])
+    };
+    let listen = app.twiml(&path, &with("1")).await;
+    assert!(listen.verbs().contains(&"Record"), "{}", listen.xml);
+    app.recording(&sid, 2, "#").await;
+    app.continue_call(&sid).await;
+    let before = app.event_types(&sid).await;
+    // Turn 1's prompt, signed as Twilio signed it, answered "2" (end the call) with a token of
+    // its own: the idempotency token is not signed, so only the turn in the URL tells.
+    app.twiml(&path, &with("2")).await;
+    assert_eq!(app.event_types(&sid).await, before, "the call goes on");
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ fn parse_everything(params: &Params, query: Option<&str>) {
     let _ = params::call_sid(params);
     let _ = params::incoming_call(params);
     let _ = params::recording_done(params);
-    let _ = params::choice_input(params);
+    let _ = params::choice_input(params, query);
     let _ = params::speech_input(params);
     let _ = params::relay_ended(params);
     let _ = params::dial_outcome(params);

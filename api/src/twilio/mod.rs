@@ -204,6 +204,7 @@ async fn relay_ended(
 async fn user_choice(
     State(state): State<AppState>,
     CallPath(id): CallPath,
+    RawQuery(query): RawQuery,
     request: TwilioRequest,
 ) -> Response {
     let Some(id) = id else {
@@ -212,7 +213,7 @@ async fn user_choice(
     if !of_call(&request, id) {
         return unusable(&state, &another_call(), None);
     }
-    let input = params::choice_input(&request.params);
+    let input = params::choice_input(&request.params, query.as_deref());
     let reply = state
         .calls
         .record_choice(id, input, &request.metadata)
@@ -232,7 +233,7 @@ async fn question(
     if !of_call(&request, id) {
         return unusable(&state, &another_call(), None);
     }
-    let input = params::choice_input(&request.params);
+    let input = params::choice_input(&request.params, None);
     let reply = state
         .calls
         .answer_question(id, input, &request.metadata)

@@ -174,11 +174,17 @@ pub fn recording_done(params: &Params) -> Result<RecordingDone, ApiError> {
     })
 }
 
-/// The choice webhook: keys or words, either may be absent.
-pub fn choice_input(params: &Params) -> ChoiceInput {
+/// The choice webhook: keys or words, either may be absent, and the turn its prompt was offered
+/// at when its URL names it (`?turn=N`).
+pub fn choice_input(params: &Params, query: Option<&str>) -> ChoiceInput {
     ChoiceInput {
         digits: params.non_empty("Digits").map(str::to_owned),
         speech: params.non_empty("SpeechResult").map(str::to_owned),
+        turn: query
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("turn="))
+            .and_then(|n| n.parse().ok()),
     }
 }
 

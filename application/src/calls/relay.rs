@@ -145,6 +145,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             let input = ChoiceInput {
                 digits: None,
                 speech: Some(text),
+                turn: None,
             };
             let spoken = self.answer_question(id, input, meta).await;
             return Heard::Send(said(spoken));
@@ -153,6 +154,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
             let input = ChoiceInput {
                 digits: None,
                 speech: Some(text),
+                turn: None,
             };
             let spoken = self.record_choice(id, input, meta).await;
             return Heard::Send(said(spoken));
@@ -370,6 +372,7 @@ impl<ES: EventStore<Call>> CallService<ES> {
         let input = ChoiceInput {
             digits: Some(digit.clone()),
             speech: None,
+            turn: None,
         };
         if asked && !Choice::keys_ask_for_person(Some(&digit)) {
             return said(self.answer_question(id, input, meta).await);

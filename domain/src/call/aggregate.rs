@@ -887,6 +887,11 @@ impl Call {
         if self.choices.get(&turn) == Some(&cmd.choice) {
             return Ok(vec![]);
         }
+        // A choice made at an earlier turn's prompt, arriving now: a replay (Twilio's requests
+        // for a prompt come while it plays). Asking for a person is honoured whenever it comes.
+        if cmd.turn.is_some_and(|t| t != turn) && cmd.choice != Choice::Counselor {
+            return Ok(vec![]);
+        }
         let mut events = vec![CallEvent::CallerChose {
             turn,
             choice: cmd.choice,

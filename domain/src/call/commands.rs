@@ -58,6 +58,10 @@ pub struct PlayResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordChoice {
     pub choice: Choice,
+    /// The turn whose prompt the choice answers, when its URL names it (`?turn=N`, signed
+    /// with the URL): a choice for an earlier turn is a replay, and changes nothing.
+    #[serde(default)]
+    pub turn: Option<u32>,
     pub digits: Option<String>,
     pub speech: Option<String>,
     /// Who to connect the caller to if they asked for a human.

@@ -89,8 +89,12 @@ fn played(turn: u32, via: PlayedVia) -> CallEvent {
     }
 }
 fn choose(choice: Choice, digits: &str) -> CallCommand {
+    choose_at(None, choice, digits)
+}
+fn choose_at(turn: Option<u32>, choice: Choice, digits: &str) -> CallCommand {
     CallCommand::RecordChoice(RecordChoice {
         choice,
+        turn,
         digits: Some(digits.into()),
         speech: None,
         counselor_line: counselor(),
@@ -325,6 +329,49 @@ fn the_same_choice_twice_records_nothing() {
         ])
         .when(choose(Choice::Continue, "1"))
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_choice_made_at_an_earlier_turn_s_prompt_changes_nothing() {
+    // The caller chose to go on at turn 1 and is at turn 2: turn 1's "end", sent again, is a
+    // replay, not the caller's wish now.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+            chose(1, Choice::Continue, "1"),
+            recorded(2, 2, None),
+            played(2, PlayedVia::Twiml),
+        ])
+        .when(choose_at(Some(1), Choice::End, "2"))
+        .then_expect_events(vec![]);
+    // At the prompt it answers, it counts.
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+        ])
+        .when(choose_at(Some(1), Choice::End, "2"))
+        .then_expect_events(vec![chose(1, Choice::End, "2")]);
+}
+
+#[test]
+fn asking_for_a_person_is_honoured_whichever_turn_s_prompt_it_answers() {
+    CallTest::with(())
+        .given(vec![
+            started(),
+            recorded(1, 1, None),
+            played(1, PlayedVia::Twiml),
+            chose(1, Choice::Continue, "1"),
+            recorded(2, 2, None),
+        ])
+        .when(choose_at(Some(1), Choice::Counselor, "0"))
+        .then_expect_events(vec![
+            chose(2, Choice::Counselor, "0"),
+            escalated(EscalationReason::CallerRequested, counselor(), 30),
+        ]);
 }
 
 #[test]

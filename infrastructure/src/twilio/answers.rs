@@ -174,6 +174,7 @@ pub fn twiml(spoken: &Spoken, id: Option<CallId>, voice: &Voice) -> VoiceRespons
         id,
         voice,
         language,
+        turn: spoken.turn,
     };
     let crisis = &voice.lines.crisis;
     let listening = voice.conversation.listening();
@@ -301,12 +302,24 @@ struct Writer<'a> {
     id: Option<CallId>,
     voice: &'a Voice,
     language: Language,
+    /// The call's turn, when known: the choice prompt's URL names it.
+    turn: Option<u32>,
 }
 
 impl Writer<'_> {
     /// The absolute URL of `webhook`, for this call if it is known.
     fn url(&self, webhook: Webhook) -> String {
         format!("{}{}", self.voice.public_base_url, webhook.path(self.id))
+    }
+
+    /// The choice prompt's action, naming the turn it is offered at (signed with the URL): an
+    /// answer to it replayed at a later turn changes nothing.
+    fn choice_url(&self) -> String {
+        let url = self.url(Webhook::UserChoice);
+        match (self.turn, self.id) {
+            (Some(turn), Some(_)) => format!("{url}?turn={turn}"),
+            _ => url,
+        }
     }
 
     fn say(&self, doc: VoiceResponse, text: &str) -> VoiceResponse {
@@ -371,7 +384,7 @@ impl Writer<'_> {
                 let mut verbs = self.greeting_verbs();
                 verbs.push(self.say_verb(invitation));
                 self.record(VoiceResponse::new().verb(Verb::Gather(Gather {
-                    action: self.url(Webhook::UserChoice),
+                    action: self.choice_url(),
                     input: Some("dtmf".into()),
                     num_digits: Some(1),
                     timeout: Some(1),
@@ -486,7 +499,7 @@ impl Writer<'_> {
                 ..Record::default()
             }))
             .verb(Verb::Gather(Gather {
-                action: self.url(Webhook::UserChoice),
+                action: self.choice_url(),
                 input: Some("dtmf".into()),
                 num_digits: Some(1),
                 timeout: Some(8),
@@ -508,7 +521,7 @@ impl Writer<'_> {
             }
             Conversation::Record => {
                 let doc = self.say(doc, text).verb(Verb::Gather(Gather {
-                    action: self.url(Webhook::UserChoice),
+                    action: self.choice_url(),
                     hints: Some("continue, goodbye, counselor".into()),
                     input: Some("dtmf speech".into()),
                     language: Some(self.language.tag().to_owned()),
