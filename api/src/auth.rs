@@ -31,10 +31,9 @@ pub struct Authorized<R: Roles> {
     _roles: PhantomData<R>,
 }
 
-/// The bearer token of a request, if it carries one.
-fn bearer(parts: &Parts) -> Option<SecretString> {
-    let value = parts
-        .headers
+/// The bearer token of a request, if it carries one (the rate limits key on it too).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<SecretString> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
@@ -48,7 +47,7 @@ impl<R: Roles> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Unauthenticated)?;
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthenticated)?;
         let role = state
             .tokens
             .authenticate(&token)

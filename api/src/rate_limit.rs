@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -91,8 +92,8 @@ impl RateLimits {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| Key::Address(info.0.ip()));
-        let token = bearer(request).map(|token| {
-            let digest = Sha256::digest(token.as_bytes());
+        let token = crate::auth::bearer(request.headers()).map(|token| {
+            let digest = Sha256::digest(token.expose_secret().as_bytes());
             let mut key = [0_u8; 16];
             key.copy_from_slice(&digest[..16]);
             Key::Token(key)
@@ -116,16 +117,6 @@ impl RateLimits {
         }
         limits
     }
-}
-
-fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The layer: a request over any of its limits is answered 429, with how long to wait.

@@ -83,7 +83,8 @@ pub const COMMAND: &str = "command";
 #[derive(Clone, Default)]
 struct Done(Vec<(String, String)>);
 
-/// How many requests a call's cached state remembers (a call has a few dozen at most).
+/// How many requests a call's cached state remembers (a call has a few dozen). Past it, the
+/// state no longer claims to know them all, and a command with a token asks the store.
 const REMEMBERED: usize = 64;
 
 impl Done {
@@ -108,10 +109,13 @@ impl Done {
     }
 
     fn add(&mut self, token: &str, command: &str) {
-        if self.0.len() >= REMEMBERED {
-            self.0.remove(0);
-        }
         self.0.push((token.to_owned(), command.to_owned()));
+    }
+
+    /// What a cached state may keep of these: all of them, or (past `REMEMBERED`) nothing,
+    /// never a part that would pass for the whole.
+    fn kept(self) -> Option<Self> {
+        (self.0.len() <= REMEMBERED).then_some(self)
     }
 }
 
@@ -302,7 +306,7 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                         "a request already on record came again; it changes nothing"
                     );
                     let call = known.call.clone();
-                    stripe.keep(id, known.call, known.sequence, done);
+                    stripe.keep(id, known.call, known.sequence, done.and_then(Done::kept));
                     return Ok((call, 0));
                 }
                 let context = (resuming.resume)(&aggregate_id, known.call, known.sequence);
@@ -315,7 +319,12 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                     {
                         done.add(token, name);
                     }
-                    stripe.keep(id, call.clone(), known.sequence + appended, done);
+                    stripe.keep(
+                        id,
+                        call.clone(),
+                        known.sequence + appended,
+                        done.and_then(Done::kept),
+                    );
                     return Ok((call, appended));
                 }
             }
@@ -385,7 +394,12 @@ impl<ES: EventStore<Call>> CommandDispatcher<ES> {
                         {
                             done.add(token, name);
                         }
-                        stripe.keep(id, call.clone(), sequence + appended, done);
+                        stripe.keep(
+                            id,
+                            call.clone(),
+                            sequence + appended,
+                            done.and_then(Done::kept),
+                        );
                     }
                     return Ok((call, appended));
                 }
@@ -602,6 +616,18 @@ mod tests {
             idempotency_token: Some(token.into()),
             ..metadata()
         }
+    }
+
+    #[test]
+    fn a_cached_state_keeps_all_the_requests_it_knows_or_none() {
+        let mut done = Done::default();
+        for n in 0..REMEMBERED {
+            done.add(&format!("t{n}"), "RecordChoice");
+        }
+        let all = done.clone().kept().expect("all kept");
+        assert!(all.contains("t0", "RecordChoice"));
+        done.add("one more", "RecordChoice");
+        assert!(done.kept().is_none(), "never a part passing for the whole");
     }
 
     #[tokio::test]

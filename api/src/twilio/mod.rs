@@ -83,13 +83,16 @@ fn of_call(request: &TwilioRequest, id: CallId) -> bool {
 }
 
 /// Whether a counselor leg's request belongs to the call its URL names: the leg is a call of its
-/// own, whose `ParentCallSid` is the caller's. A leg of another call acts on neither.
+/// own, whose `ParentCallSid` is the caller's. A leg of another call acts on neither. Twilio's
+/// documentation says the parameter may be absent; a leg without it is taken as the URL's (the
+/// parameters are signed: a sender cannot remove it from another call's request).
 fn leg_of_call(request: &TwilioRequest, id: CallId) -> bool {
-    request
-        .params
-        .non_empty("ParentCallSid")
-        .and_then(|sid| domain::CallSid::parse(sid).ok())
-        .is_some_and(|sid| CallId::for_call_sid(&sid) == id)
+    match request.params.non_empty("ParentCallSid") {
+        None => true,
+        Some(parent) => {
+            domain::CallSid::parse(parent).is_ok_and(|sid| CallId::for_call_sid(&sid) == id)
+        }
+    }
 }
 
 /// Why a request whose `CallSid` is not its URL's call is refused.
